@@ -1,0 +1,12 @@
+"""Where the dev host lives: one ignored folder (default `.devhost` in the repository root)."""
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEVHOST = Path(os.environ.get("DEVHOST", REPO_ROOT / ".devhost")).resolve()
+COMFY_DIR = DEVHOST / "ComfyUI"
+BASE_DIR = DEVHOST / "base"
+PYTHON = DEVHOST / "venv" / "bin" / "python"
+FIXTURE_CACHE = DEVHOST / "fixtures"
+PACKAGE_LINK_NAME = "inst_styleforge"

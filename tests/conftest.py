@@ -1,0 +1,61 @@
+"""Test harness: the real ComfyUI, in this process and as a server on loopback.
+
+In-process tests import `comfy.*` from the dev host (CPU flag set first) and this repository as the
+package `inst_styleforge`. End-to-end tests share one server per session (`comfy_server`), started
+with this package linked into its custom_nodes and always stopped, even when a test fails.
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# appended, not prepended: ComfyUI's own top-level `nodes` module must win over our `nodes/` package
+sys.path.append(str(REPO_ROOT))
+
+from devhost import fixtures  # noqa: E402
+from devhost.comfy_server import ComfyServer  # noqa: E402
+from devhost.inprocess import import_comfy, import_package  # noqa: E402
+from devhost.paths import DEVHOST  # noqa: E402
+
+import_comfy()
+
+
+@pytest.fixture(scope="session")
+def pkg():
+    """This package as ComfyUI imports it."""
+    return import_package()
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, Path]:
+    """The tiny fixtures, built once (cached by content hash) and linked into the dev host's models."""
+    return {fx.name: fixtures.install(fx) for fx in fixtures.ALL_FIXTURES}
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tiny_models):
+    server = ComfyServer(DEVHOST / "logs" / "server-tests.log")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def sd15(tiny_models):
+    """The tiny SD1.5 (TAESD) loaded in-process by ComfyUI's own checkpoint loader."""
+    import comfy.sd
+
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
+        str(tiny_models["tiny_sd15_taesd"]), output_vae=True, output_clip=True)
+    return model, clip, vae
+
+
+@pytest.fixture(scope="session")
+def clip_vision(tiny_models):
+    import comfy.clip_vision
+
+    return comfy.clip_vision.load(str(tiny_models["tiny_clip_vision_vitl"]))

@@ -1,0 +1,41 @@
+"""The dev host itself: fixtures detected as the intended families, the server loads this package."""
+
+import torch
+from PIL import Image
+from prompts import txt2img
+
+
+def test_tiny_sd15_fixtures_are_detected_as_sd15_eps(tiny_models):
+    import comfy.sd
+
+    for name, vae_class in (("tiny_sd15_taesd", "TAESD"), ("tiny_sd15_kl", "AutoencoderKL")):
+        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
+            str(tiny_models[name]), output_vae=True, output_clip=True)
+        assert type(model.model.model_config).__name__ == "SD15", name
+        assert model.model.model_type.name == "EPS", name
+        assert type(vae.first_stage_model).__name__ == vae_class, name
+        cond = clip.encode_from_tokens(clip.tokenize("a cat"))
+        assert cond.shape == (1, 77, 768) and torch.isfinite(cond).all(), name
+
+
+def test_tiny_clip_vision_is_detected_as_vit_l14(clip_vision):
+    out = clip_vision.encode_image(torch.rand(1, 224, 224, 3))
+    assert clip_vision.image_size == 224
+    assert out["image_embeds"].shape == (1, 768)
+    assert out["penultimate_hidden_states"].shape == (1, 257, 1024)
+    assert torch.isfinite(out["image_embeds"]).all()
+
+
+def test_server_lists_this_package_without_import_errors(comfy_server):
+    info = comfy_server.get("/object_info")
+    ours = [name for name, node in info.items() if "inst_styleforge" in node.get("python_module", "")]
+    assert "InST_LatentAdaIN" in ours
+    assert comfy_server.log_problems() == []
+
+
+def test_stock_txt2img_runs_on_tiny_sd15_through_the_server(comfy_server):
+    result = comfy_server.run(txt2img())
+    assert result.ok, result.error
+    [image_path] = comfy_server.output_files(result, "7")
+    with Image.open(image_path) as image:
+        assert image.size == (64, 64)
