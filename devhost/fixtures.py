@@ -75,8 +75,11 @@ def _unet_state(channel_mult: tuple[int, ...]) -> dict:
         use_temporal_attention=False, use_temporal_resblock=False, use_checkpoint=False,
         dtype=torch.float32, operations=comfy.ops.disable_weight_init)
     _init_layers(unet)
-    torch.nn.init.zeros_(unet.out[2].weight)  # SD zero-inits the output conv: predictions start small
-    torch.nn.init.zeros_(unet.out[2].bias)
+    # SD zero-inits the output conv; a small non-zero one keeps predictions small while still letting
+    # the conditioning reach the output (with zeros nothing upstream could be learned).
+    with torch.no_grad():
+        unet.out[2].weight.mul_(0.1)
+        unet.out[2].bias.zero_()
     return {"model.diffusion_model." + k: v for k, v in unet.state_dict().items()}
 
 

@@ -6,15 +6,18 @@ first; this module is the one place that does it.
 
 import sys
 
-from .paths import COMFY_DIR
+from .paths import BASE_DIR, COMFY_DIR
 
 
 def import_comfy(cpu: bool = True) -> None:
+    """ComfyUI on sys.path, on the CPU, with the dev host's base directory (models, output) as the
+    server uses it."""
     if str(COMFY_DIR) not in sys.path:
         sys.path.insert(0, str(COMFY_DIR))
     from comfy.cli_args import args
 
     args.cpu = cpu
+    args.base_directory = str(BASE_DIR)
     import comfy.model_management  # noqa: F401  (device selection happens here, after the flag)
 
 

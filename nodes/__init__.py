@@ -1,5 +1,8 @@
 """The node classes ComfyUI lists: thin V3 schemas whose `execute` calls into a core."""
 
 from .inversion import LatentAdaIN
+from .style_conditioning import ExportEmbedding, StyleConditioning
+from .style_files import ImportOfficialStyle, LoadStyle, SaveStyle
+from .style_training import TrainStyle
 
-NODES = [LatentAdaIN]
+NODES = [TrainStyle, LoadStyle, SaveStyle, ImportOfficialStyle, StyleConditioning, ExportEmbedding, LatentAdaIN]

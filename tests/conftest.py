@@ -46,16 +46,21 @@ def comfy_server(tiny_models):
 
 @pytest.fixture(scope="session")
 def sd15(tiny_models):
-    """The tiny SD1.5 (TAESD) loaded in-process by ComfyUI's own checkpoint loader."""
+    """The tiny SD1.5 (TAESD) loaded in-process by ComfyUI's own checkpoint loader, under inference
+    mode as the server's executor loads it (its weights are inference tensors)."""
     import comfy.sd
+    import torch
 
-    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
-        str(tiny_models["tiny_sd15_taesd"]), output_vae=True, output_clip=True)
+    with torch.inference_mode():
+        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
+            str(tiny_models["tiny_sd15_taesd"]), output_vae=True, output_clip=True)
     return model, clip, vae
 
 
 @pytest.fixture(scope="session")
 def clip_vision(tiny_models):
     import comfy.clip_vision
+    import torch
 
-    return comfy.clip_vision.load(str(tiny_models["tiny_clip_vision_vitl"]))
+    with torch.inference_mode():
+        return comfy.clip_vision.load(str(tiny_models["tiny_clip_vision_vitl"]))

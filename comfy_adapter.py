@@ -1,0 +1,301 @@
+"""Every call into ComfyUI's internals (`comfy.*`, `folder_paths`, the server) goes through here.
+
+Both cores use only these functions, so a ComfyUI upgrade that moves an internal touches one file.
+The node API (`comfy_api.latest`) is public and used directly by `nodes/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import comfy.clip_model
+import comfy.model_management
+import comfy.sample
+import comfy.utils
+import folder_paths
+import torch
+import torch.utils.checkpoint
+from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+from PIL import Image
+
+from .errors import InputError
+
+# Model families whose UNet takes text cross-attention the way InST and StyleForge need.
+STABLE_DIFFUSION_FAMILIES = ("SD15", "SD20", "SD21UnclipL", "SD21UnclipH", "SDXL", "SDXLRefiner", "SSD1B",
+                             "Segmind_Vega", "KOALA_700M", "KOALA_1B")
+PREVIEW_MAX_SIDE = 512
+
+
+# ---- models and families -------------------------------------------------------------------------
+
+def model_family(model) -> str:
+    """ComfyUI's name for the loaded model's architecture ("SD15", "SDXL", "Flux", ...)."""
+    return type(model.model.model_config).__name__
+
+
+def require_stable_diffusion(model, input_name: str = "model") -> str:
+    family = model_family(model)
+    if family not in STABLE_DIFFUSION_FAMILIES or not isinstance(model.model.diffusion_model, UNetModel):
+        raise InputError(input_name, f"is a {family} model; this node needs a Stable Diffusion UNet "
+                         "(SD1.x, SD2.x or SDXL).", "Load an SD checkpoint with Load Checkpoint.")
+    return family
+
+
+def unet_context_width(model) -> int:
+    return int(model.model.model_config.unet_config["context_dim"])
+
+
+def text_encoder_widths(clip) -> dict[str, int]:
+    """Token-embedding width of each text encoder, keyed as ComfyUI's tokenizer keys them ("l", "g", "h")."""
+    widths = {}
+    for key in clip.tokenize("").keys():
+        encoder = getattr(clip.cond_stage_model, f"clip_{key}", None)
+        if encoder is None:
+            raise InputError("clip", f"has a text encoder '{key}' this package does not know.",
+                             "Use the CLIP output of an SD1.x, SD2.x or SDXL checkpoint.")
+        widths[key] = int(encoder.transformer.get_input_embeddings().weight.shape[1])
+    return widths
+
+
+def require_matching_clip(model, clip) -> dict[str, int]:
+    widths = text_encoder_widths(clip)
+    if sum(widths.values()) != unet_context_width(model):
+        raise InputError("clip", f"gives {sum(widths.values())}-wide text features but the model expects "
+                         f"{unet_context_width(model)}.", "Use the CLIP loaded from the same checkpoint as the model.")
+    return widths
+
+
+# ---- text ----------------------------------------------------------------------------------------
+
+def tokenize(clip, text: str) -> dict:
+    return clip.tokenize(text)
+
+
+def token_ids(clip, key: str, text: str) -> list[int]:
+    """The tokenizer's ids for `text` alone, without start, end and padding tokens."""
+    tokenizer = getattr(clip.tokenizer, f"clip_{key}")
+    special = {tokenizer.start_token, tokenizer.end_token, tokenizer.pad_token}
+    return [t for t, _ in clip.tokenize(text)[key][0] if isinstance(t, int) and t not in special]
+
+
+def encode_tokens(clip, tokens: dict) -> list:
+    """CONDITIONING exactly as stock CLIPTextEncode makes it (tensor embeddings in `tokens` included)."""
+    return clip.encode_from_tokens_scheduled(tokens)
+
+
+def encode_tokens_for_training(clip, tokens: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(cross-attention features, pooled) with gradient flowing back into tensor embeddings."""
+    return clip.encode_from_tokens(tokens, return_pooled=True)
+
+
+def _out_of_place_clip_layer(layer) -> None:
+    """ComfyUI's CLIPLayer adds its residuals in place, which autograd cannot differentiate through."""
+    def forward(x, mask=None, optimized_attention=None):
+        x = x + layer.self_attn(layer.layer_norm1(x), mask, optimized_attention)
+        return x + layer.mlp(layer.layer_norm2(x))
+
+    layer.forward = forward
+
+
+def _make_autograd_ready(module: torch.nn.Module) -> None:
+    """Weights loaded inside the executor are inference tensors, which autograd refuses to save for
+    backward. Replace them with ordinary copies (same values; frees the originals)."""
+    for name, param in list(module.named_parameters()):
+        if param.is_inference():
+            comfy.utils.set_attr_param(module, name, param.detach().clone())
+    for name, buffer in list(module.named_buffers()):
+        if buffer.is_inference():
+            comfy.utils.set_attr(module, name, buffer.detach().clone())
+
+
+def _checkpoint_forward(module: torch.nn.Module) -> None:
+    """Recompute the block's activations in backward instead of keeping them (less memory, ~30% slower)."""
+    forward = module.forward
+
+    def checkpointed(*args, **kwargs):
+        return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    module.forward = checkpointed
+
+
+@contextlib.contextmanager
+def training_context(model=None, clip=None, gradient_checkpointing: bool = False) -> Iterator[None]:
+    """Load the frozen models for autograd: full load on the compute device, ordinary (non-inference)
+    weights, gradients enabled, and out-of-place CLIP layers so gradients can cross the text encoder.
+    Every forward patched here is restored on exit."""
+    patchers = [p for p in (model, clip.patcher if clip is not None else None) if p is not None]
+    patched = []
+    with torch.inference_mode(False), torch.enable_grad():
+        comfy.model_management.load_models_gpu(patchers, memory_required=1e20, force_full_load=True)
+        for patcher in patchers:
+            _make_autograd_ready(patcher.model)
+            patcher.model.requires_grad_(False)
+        if clip is not None:
+            for layer in clip.cond_stage_model.modules():
+                if isinstance(layer, comfy.clip_model.CLIPLayer):
+                    _out_of_place_clip_layer(layer)
+                    patched.append(layer)
+        if model is not None and gradient_checkpointing:
+            unet = model.model.diffusion_model
+            for block in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]:
+                _checkpoint_forward(block)
+                patched.append(block)
+        try:
+            yield
+        finally:
+            for module in patched:
+                del module.forward  # back to the class's own forward
+
+
+def trainable(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of a tensor made by another node (an inference tensor) that autograd can use."""
+    with torch.inference_mode(False):
+        return tensor.detach().clone()
+
+
+# ---- diffusion -----------------------------------------------------------------------------------
+
+def compute_device(model) -> torch.device:
+    return model.load_device
+
+
+def latent_to_model_space(model, latent: torch.Tensor) -> torch.Tensor:
+    """VAE latent -> the space the UNet works in (e.g. x 0.18215 for SD1.x)."""
+    return model.model.process_latent_in(latent)
+
+
+def num_timesteps(model) -> int:
+    return int(model.model.model_sampling.sigmas.shape[0])
+
+
+def sigma_at(model, timesteps: torch.Tensor) -> torch.Tensor:
+    """Noise level of integer training timesteps (0 .. num_timesteps-1) in ComfyUI's sigma space."""
+    sigmas = model.model.model_sampling.sigmas
+    return sigmas[timesteps.to(sigmas.device).long()]
+
+
+def noised(model, latent: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    return model.model.model_sampling.noise_scaling(sigma, noise, latent)
+
+
+def model_inputs(model, cond: torch.Tensor, pooled: torch.Tensor | None, latent: torch.Tensor) -> dict:
+    """Keyword inputs of `apply_model` for this family (cross-attention, and SDXL's pooled/size vector)."""
+    conds = model.model.extra_conds(cross_attn=cond, pooled_output=pooled, noise=latent, device=latent.device,
+                                    width=latent.shape[-1] * 8, height=latent.shape[-2] * 8)
+    return {name: c.cond for name, c in conds.items()}
+
+
+def predict_denoised(model, x: torch.Tensor, sigma: torch.Tensor, inputs: dict) -> torch.Tensor:
+    options = model.model_options.get("transformer_options", {})
+    return model.model.apply_model(x, sigma, transformer_options=dict(options), **inputs)
+
+
+def prediction_error(model, denoised: torch.Tensor, latent: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """(prediction - target) in the model's own parameterisation (epsilon, v, ...).
+
+    ComfyUI's `calculate_denoised` is affine in the raw model output, so the raw error is the x0 error
+    divided by d(denoised)/d(output); for epsilon models that slope is -sigma."""
+    ms = model.model.model_sampling
+    slope = ms.calculate_denoised(sigma, torch.ones_like(latent), torch.zeros_like(latent))
+    return (denoised - latent) / slope
+
+
+def output_from_denoised(model, x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The noise the model implies at x: (x - denoised) / sigma (ComfyUI's VE convention)."""
+    return (x - denoised) / sigma.view(-1, *[1] * (x.ndim - 1))
+
+
+def sample(model, positive: list, negative: list, latent: torch.Tensor, seed: int, steps: int, cfg: float,
+           sampler_name: str = "euler", scheduler: str = "normal") -> torch.Tensor:
+    noise = comfy.sample.prepare_noise(latent, seed)
+    return comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+                               disable_pbar=True, seed=seed)
+
+
+# ---- images --------------------------------------------------------------------------------------
+
+def vae_encode(vae, image: torch.Tensor) -> torch.Tensor:
+    """IMAGE (B,H,W,C in [0,1]) -> VAE latent."""
+    return vae.encode(image[..., :3])
+
+
+def vae_decode(vae, latent: torch.Tensor) -> torch.Tensor:
+    return vae.decode(latent)
+
+
+def clip_vision_encode(clip_vision, image: torch.Tensor):
+    """CLIP_VISION_OUTPUT for IMAGE, centre-cropped as stock CLIPVisionEncode does by default."""
+    return clip_vision.encode_image(image[..., :3], crop=True)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    array = (image[0, ..., :3].clamp(0, 1) * 255).round().byte().cpu().numpy()
+    return Image.fromarray(array)
+
+
+# ---- progress, cancel ----------------------------------------------------------------------------
+
+class StepProgress:
+    """ComfyUI's progress bar for one node, with the live loss as text and optional preview images.
+    Every update also checks Cancel: the progress hook raises ComfyUI's interrupt exception."""
+
+    def __init__(self, total: int):
+        self.bar = comfy.utils.ProgressBar(total)
+        self.total = total
+
+    def update(self, step: int, text: str | None = None, preview: Image.Image | None = None) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        self.bar.update_absolute(step, self.total, ("JPEG", preview, PREVIEW_MAX_SIDE) if preview else None)
+        if text:
+            _send_progress_text(text)
+
+
+def _send_progress_text(text: str) -> None:
+    from comfy_execution.utils import get_executing_context
+
+    context = get_executing_context()
+    if context is None:  # not inside the server's executor (tests, benchmarks)
+        return
+    from server import PromptServer
+
+    PromptServer.instance.send_progress_text(text, context.node_id)
+
+
+def is_interrupt(error: BaseException) -> bool:
+    return isinstance(error, comfy.model_management.InterruptProcessingException)
+
+
+# ---- files ---------------------------------------------------------------------------------------
+
+def register_model_folder(name: str, extensions: set[str]) -> None:
+    """A model folder of this package under ComfyUI's models directory (e.g. models/inst_styles)."""
+    path = os.path.join(folder_paths.models_dir, name)
+    if name not in folder_paths.folder_names_and_paths:
+        folder_paths.folder_names_and_paths[name] = ([path], set(extensions))
+
+
+def model_folder(name: str) -> Path:
+    return Path(folder_paths.get_folder_paths(name)[0])
+
+
+def model_files(name: str) -> list[str]:
+    return folder_paths.get_filename_list(name)
+
+
+def model_file_path(folder: str, filename: str, input_name: str) -> Path:
+    path = folder_paths.get_full_path(folder, filename)
+    if path is None:
+        raise InputError(input_name, f"'{filename}' is not in models/{folder}.",
+                         "Pick a file from the list, or refresh the page after adding one.")
+    return Path(path)
+
+
+def input_directory() -> Path:
+    return Path(folder_paths.get_input_directory())
+
+
+def output_directory() -> Path:
+    return Path(folder_paths.get_output_directory())

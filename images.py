@@ -1,0 +1,55 @@
+"""IMAGE tensors (B, H, W, C in [0, 1], ComfyUI's layout): checks and the resizes both trainers use."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+
+MIN_TRAINING_SIDE = 8  # smaller images cannot give a VAE latent
+
+
+def require_image(image: torch.Tensor, input_name: str, min_side: int = MIN_TRAINING_SIDE) -> torch.Tensor:
+    """RGB float IMAGE batch, at least `min_side` pixels a side, with finite values."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[0] == 0:
+        raise InputError(input_name, "is empty or not an image batch.", "Connect a Load Image node.")
+    h, w, c = image.shape[1:]
+    if min(h, w) < min_side:
+        raise InputError(input_name, f"is {w}x{h} pixels; at least {min_side}x{min_side} is needed.",
+                         "Use a larger image.")
+    if c not in (1, 3, 4):
+        raise InputError(input_name, f"has {c} channels.", "Use an RGB, RGBA or greyscale image.")
+    image = image.float()
+    if not torch.isfinite(image).all():
+        raise InputError(input_name, "contains NaN or infinite pixels.", "Re-load the image.")
+    return image.expand(-1, -1, -1, 3) if c == 1 else image[..., :3]
+
+
+def resize_exact(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize without keeping the aspect ratio (InST's 512x512 training crop does this)."""
+    bchw = image.movedim(-1, 1)
+    return F.interpolate(bchw, size=(height, width), mode="bicubic", antialias=True,
+                         align_corners=False).clamp(0, 1).movedim(1, -1)
+
+
+def resize_and_crop(image: torch.Tensor, size: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Short side to `size`, then a (random, or centre without a generator) size x size crop."""
+    h, w = image.shape[1:3]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    resized = resize_exact(image, nh, nw)
+    if generator is None:
+        top, left = (nh - size) // 2, (nw - size) // 2
+    else:
+        top = int(torch.randint(0, nh - size + 1, (1,), generator=generator))
+        left = int(torch.randint(0, nw - size + 1, (1,), generator=generator))
+    return resized[:, top:top + size, left:left + size]
+
+
+def image_sha256(image: torch.Tensor) -> str:
+    """Hash of the 8-bit pixels, so a style or LoRA records which images made it."""
+    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().contiguous().numpy()
+    return hashlib.sha256(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()

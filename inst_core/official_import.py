@@ -1,0 +1,68 @@
+"""Import an official InST `embeddings.pt` without running arbitrary pickled code.
+
+The official checkpoint pickles the whole `Attentions` module (classes
+`ldm.modules.embedding_manager.Attentions` and `ldm.modules.attention.CrossAttention`). It is read
+with torch's weights-only unpickler, allowing exactly those two names (mapped to inert stand-ins)
+plus torch's Linear, Dropout and Sequential; any other global in the file is refused.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from .style import InSTStyle, StyleSpec
+
+OFFICIAL_TOKEN_DIM = 768  # the official code views the image embedding as (b, 1, 768)
+
+
+class _OfficialAttentions(nn.Module):
+    """Stand-in that only receives the unpickled state of ldm's Attentions."""
+
+
+class _OfficialCrossAttention(nn.Module):
+    """Stand-in that only receives the unpickled state of ldm's CrossAttention."""
+
+
+_OfficialAttentions.__module__, _OfficialAttentions.__qualname__ = "ldm.modules.embedding_manager", "Attentions"
+_OfficialAttentions.__name__ = "Attentions"
+_OfficialCrossAttention.__module__, _OfficialCrossAttention.__qualname__ = "ldm.modules.attention", "CrossAttention"
+_OfficialCrossAttention.__name__ = "CrossAttention"
+ALLOWED_GLOBALS = [_OfficialAttentions, _OfficialCrossAttention, nn.Linear, nn.Dropout, nn.Sequential]
+
+
+def read_official_checkpoint(path: Path) -> dict:
+    try:
+        with torch.serialization.safe_globals(ALLOWED_GLOBALS):
+            checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError("official_file", f"'{path.name}' is not an official InST embeddings.pt, or holds "
+                         f"something besides its attention module and tensors ({first_line[:200]}).",
+                         "Only the official InST checkpoint format can be imported.") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("attention"), _OfficialAttentions):
+        raise InputError("official_file", f"'{path.name}' has no InST 'attention' module.",
+                         "Pick the embeddings.pt written by the official InST training.")
+    return checkpoint
+
+
+def import_official_style(path: Path, family: str = "SD15") -> InSTStyle:
+    """The official module's weights in this package's style encoder (SD1.x, one vector, image embed)."""
+    attention = read_official_checkpoint(path)["attention"]
+    state = attention.state_dict()
+    heads = int(getattr(attention.attn1, "heads", 8))
+    dim_head = state["attn1.to_q.weight"].shape[0] // heads
+    dropout = float(attention.net[0].p) if len(attention.net) > 1 else 0.0
+    spec = StyleSpec(family=family, token_widths={"l": OFFICIAL_TOKEN_DIM}, image_dim=OFFICIAL_TOKEN_DIM,
+                     heads=heads, dim_head=dim_head, dropout=dropout,
+                     training={"imported_from": path.name, "source": "official InST embeddings.pt"})
+    style = InSTStyle(spec)
+    missing, unexpected = style.heads["l"].load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputError("official_file", f"'{path.name}' has an attention module of another shape (missing "
+                         f"{missing[:3]}, unexpected {unexpected[:3]}).", "Only official InST checkpoints load.")
+    return style

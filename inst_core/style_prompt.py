@@ -1,0 +1,49 @@
+"""A prompt with a placeholder (`*`) whose token is replaced by the style's vectors.
+
+The replacement happens in ComfyUI's token lists, before position embeddings, the same place a
+textual-inversion `embedding:NAME` goes, so the conditioner and an exported embedding agree.
+With n vectors per token the placeholder is repeated n times before tokenizing, so long prompts
+are chunked exactly as they would be with the embedding.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import comfy_adapter as host
+from ..errors import InputError
+
+
+class StylePrompt:
+    def __init__(self, clip, text: str, placeholder: str, n_vectors: int):
+        placeholder = placeholder.strip()
+        if not placeholder:
+            raise InputError("placeholder", "is empty.", "Use a single-token placeholder such as '*'.")
+        if placeholder not in text:
+            raise InputError("text", f"has no '{placeholder}', so there is nowhere to put the style.",
+                             f"Write '{placeholder}' where the style goes, e.g. 'a portrait in the style of "
+                             f"{placeholder}'.")
+        self.tokens_template = host.tokenize(clip, text.replace(placeholder, " ".join([placeholder] * n_vectors)))
+        self.slots: dict[str, list[tuple[int, int]]] = {}
+        for key, chunks in self.tokens_template.items():
+            ids = host.token_ids(clip, key, placeholder)
+            if len(ids) != 1:
+                raise InputError("placeholder", f"'{placeholder}' is {len(ids)} tokens for text encoder '{key}'.",
+                                 "Use a placeholder the tokenizer keeps whole, such as '*'.")
+            self.slots[key] = [(c, i) for c, chunk in enumerate(chunks) for i, tok in enumerate(chunk)
+                               if tok[0] == ids[0]]
+            if len(self.slots[key]) % n_vectors or not self.slots[key]:
+                raise InputError("text", f"'{placeholder}' is glued to other characters, so the tokenizer "
+                                 "does not see it alone.", f"Put spaces around '{placeholder}'.")
+        self.n_vectors = n_vectors
+
+    def tokens(self, vectors: dict[str, torch.Tensor]) -> dict:
+        """Token lists with the placeholders replaced by rows of `vectors[key]` ((n_vectors, width))."""
+        out = {}
+        for key, chunks in self.tokens_template.items():
+            filled = [list(chunk) for chunk in chunks]
+            for n, (c, i) in enumerate(self.slots[key]):
+                token = filled[c][i]
+                filled[c][i] = (vectors[key][n % self.n_vectors], *token[1:])
+            out[key] = filled
+        return out

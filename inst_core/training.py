@@ -1,0 +1,223 @@
+"""InST style inversion: train the style encoder on one or more paintings, everything else frozen.
+
+Per step (paper defaults, METHODS.md 1b): pick a painting, flip it with p=0.5, draw t uniformly from
+the model's timesteps and Gaussian noise, inject the encoder's token for that painting into the
+prompt ("*"), encode the prompt with the frozen text encoder and predict with the frozen UNet; the
+loss is the MSE of the prediction in the model's own parameterisation (epsilon for SD1.x). Only the
+encoder's parameters are in the optimizer, so the UNet, text encoder, VAE and CLIP vision weights
+stay bit-for-bit the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .. import comfy_adapter as host
+from ..errors import InputError
+from ..images import image_sha256, require_image, resize_exact
+from .style import CONTEXT_IMAGE_EMBED, CONTEXT_PATCH_TOKENS, ImageFeatures, InSTStyle, StyleSpec
+from .style_prompt import StylePrompt
+
+EVAL_TIMESTEPS = (50, 250, 500, 750, 950)  # fixed evaluation set: these t, fixed noise, no flip
+EVAL_SEED = 1234
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class InSTTrainingConfig:
+    steps: int = 1000
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    seed: int = 23
+    resolution: int = 512
+    batch_size: int = 1
+    flip: bool = True
+    context: str = CONTEXT_IMAGE_EMBED
+    n_vectors: int = 1
+    heads: int = 8
+    dim_head: int = 64
+    dropout: float = 0.05
+    placeholder: str = "*"
+    template: str = "{}"
+    gradient_checkpointing: bool = False
+    precision: str = "fp32"
+    preview_every: int = 0
+    preview_steps: int = 12
+    preview_cfg: float = 5.0
+
+
+@dataclass
+class Paintings:
+    """Training data, prepared once: model-space latents and CLIP features, plain and flipped."""
+
+    latents: torch.Tensor  # (P, 2, C, h, w): [:, 0] as is, [:, 1] flipped
+    features: list[tuple[ImageFeatures, ImageFeatures]]
+    hashes: list[str]
+
+    def batch(self, indices: list[int], flips: list[int]) -> tuple[torch.Tensor, ImageFeatures]:
+        picked = [self.features[i][f] for i, f in zip(indices, flips)]
+        features = ImageFeatures(torch.cat([p.embed for p in picked]), torch.cat([p.patch_tokens for p in picked]))
+        return self.latents[indices, flips], features
+
+
+@dataclass
+class TrainingResult:
+    style: InSTStyle
+    losses: list[float]
+    eval_before: float
+    eval_after: float
+    seconds_per_step: float
+    info: dict = field(default_factory=dict)
+
+
+def prepare_paintings(model, vae, clip_vision, paintings: list[torch.Tensor], resolution: int) -> Paintings:
+    latents, features, hashes = [], [], []
+    # outside inference mode, so the cached tensors can enter autograd later
+    with torch.inference_mode(False), torch.no_grad():
+        for n, painting in enumerate(paintings):
+            image = require_image(painting, "painting" if len(paintings) == 1 else f"painting #{n + 1}")[:1]
+            hashes.append(image_sha256(image))
+            both = torch.cat([image, image.flip(2)])
+            latent = host.vae_encode(vae, resize_exact(both, resolution, resolution))
+            latents.append(host.latent_to_model_space(model, latent.float()))
+            outputs = [host.clip_vision_encode(clip_vision, view[None]) for view in both]
+            features.append(tuple(ImageFeatures.from_clip_vision_output(o) for o in outputs))
+        device = host.compute_device(model)
+        features = [tuple(ImageFeatures(f.embed.to(device), f.patch_tokens.to(device)) for f in pair)
+                    for pair in features]
+        return Paintings(torch.stack(latents).to(device), features, hashes)
+
+
+def new_style(model, clip, paintings: Paintings, config: InSTTrainingConfig) -> InSTStyle:
+    family = host.require_stable_diffusion(model)
+    widths = host.require_matching_clip(model, clip)
+    first = paintings.features[0][0]
+    spec = StyleSpec(family=family, token_widths=widths, image_dim=first.embed.shape[-1], context=config.context,
+                     context_dim=first.patch_tokens.shape[-1] if config.context == CONTEXT_PATCH_TOKENS else None,
+                     n_vectors=config.n_vectors, heads=config.heads, dim_head=config.dim_head,
+                     dropout=config.dropout)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return InSTStyle(spec).to(host.compute_device(model))
+
+
+def denoising_loss(model, clip, style: InSTStyle, prompt: StylePrompt, latents: torch.Tensor,
+                   features: ImageFeatures, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the model's prediction, conditioned on the style token, per batch item."""
+    vectors = style(features)
+    conds, pooled = [], []
+    for i in range(latents.shape[0]):
+        cond, pool = host.encode_tokens_for_training(clip, prompt.tokens({k: v[i] for k, v in vectors.items()}))
+        conds.append(cond)
+        pooled.append(pool)
+    cond = torch.cat(conds).to(latents.device)
+    pooled = torch.cat(pooled).to(latents.device) if pooled[0] is not None else None
+    sigma = host.sigma_at(model, timesteps)
+    x = host.noised(model, latents, noise, sigma)
+    denoised = host.predict_denoised(model, x, sigma, host.model_inputs(model, cond, pooled, latents))
+    return host.prediction_error(model, denoised, latents, sigma).float().pow(2).flatten(1).mean(1)
+
+
+@torch.no_grad()
+def evaluation_loss(model, clip, style: InSTStyle, prompt: StylePrompt, paintings: Paintings) -> float:
+    """Loss on a fixed set (every painting, unflipped, at EVAL_TIMESTEPS with fixed noise, dropout off),
+    so before/after numbers are comparable."""
+    generator = torch.Generator().manual_seed(EVAL_SEED)
+    was_training = style.training
+    style.eval()
+    total, count = 0.0, 0
+    for i in range(len(paintings.hashes)):
+        latent, features = paintings.batch([i], [0])
+        for t in EVAL_TIMESTEPS:
+            noise = torch.randn(latent.shape, generator=generator).to(latent.device)
+            total += float(denoising_loss(model, clip, style, prompt, latent, features,
+                                          torch.tensor([t]), noise).sum())
+            count += 1
+    style.train(was_training)
+    return total / count
+
+
+def preview(model, clip, vae, style: InSTStyle, prompt: StylePrompt, paintings: Paintings,
+            config: InSTTrainingConfig):
+    """A small sample with the current token of the first painting, for the progress bar."""
+    with torch.no_grad():
+        vectors = style.vectors(paintings.batch([0], [0])[1])
+        positive = host.encode_tokens(clip, prompt.tokens({k: v[0] for k, v in vectors.items()}))
+        negative = host.encode_tokens(clip, host.tokenize(clip, ""))
+        latent = torch.zeros(1, *paintings.latents.shape[2:])
+        samples = host.sample(model, positive, negative, latent, config.seed, config.preview_steps, config.preview_cfg)
+        return host.to_pil(host.vae_decode(vae, samples))
+
+
+def _autocast(model, precision: str):
+    dtype = PRECISIONS[precision]
+    device = host.compute_device(model)
+    if dtype is None:
+        return contextlib.nullcontext()
+    if device.type == "cpu":
+        raise InputError("precision", f"{precision} autocast is for GPUs; on a CPU it is several times slower.",
+                         "Use fp32 on the CPU.")
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def check_config(config: InSTTrainingConfig) -> None:
+    if config.precision not in PRECISIONS:
+        raise InputError("precision", f"'{config.precision}' is not one of {list(PRECISIONS)}.")
+    if config.resolution % 8:
+        raise InputError("resolution", f"{config.resolution} is not a multiple of 8.", "Use e.g. 512.")
+    if "{}" not in config.template:
+        raise InputError("template", f"'{config.template}' has no '{{}}' for the placeholder.", "Use e.g. '{}'.")
+
+
+def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], config: InSTTrainingConfig,
+                progress: host.StepProgress | None = None) -> TrainingResult:
+    check_config(config)
+    host.require_stable_diffusion(model)
+    host.require_matching_clip(model, clip)
+    data = prepare_paintings(model, vae, clip_vision, paintings, config.resolution)
+    with host.training_context(model, clip, config.gradient_checkpointing):
+        style = new_style(model, clip, data, config)
+        prompt = StylePrompt(clip, config.template.format(config.placeholder), config.placeholder, config.n_vectors)
+        eval_before = evaluation_loss(model, clip, style, prompt, data)
+        optimizer = torch.optim.AdamW(style.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        generator = torch.Generator().manual_seed(config.seed)
+        device = host.compute_device(model)
+        losses: list[float] = []
+        style.train()
+        t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)  # dropout
+            for step in range(1, config.steps + 1):
+                b = config.batch_size
+                indices = torch.randint(0, len(data.hashes), (b,), generator=generator).tolist()
+                flips = (torch.rand(b, generator=generator) < 0.5).long().tolist() if config.flip else [0] * b
+                timesteps = torch.randint(0, host.num_timesteps(model), (b,), generator=generator)
+                latents, features = data.batch(indices, flips)
+                noise = torch.randn(latents.shape, generator=generator).to(device)
+                with _autocast(model, config.precision):
+                    loss = denoising_loss(model, clip, style, prompt, latents, features, timesteps, noise).mean()
+                if not math.isfinite(loss.item()):
+                    raise InputError("learning_rate", f"the training loss became {loss.item()} at step {step}; "
+                                     "nothing was saved.", "Lower the learning rate, or train in fp32.")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+                if progress is not None:
+                    shot = None
+                    if config.preview_every and step % config.preview_every == 0:
+                        shot = preview(model, clip, vae, style, prompt, data, config)
+                    progress.update(step, f"step {step}/{config.steps}  loss {loss.item():.4f}", shot)
+        seconds_per_step = (time.perf_counter() - t0) / config.steps
+        optimizer.zero_grad(set_to_none=True)
+        eval_after = evaluation_loss(model, clip, style, prompt, data)
+    info = {**asdict(config), "painting_sha256": data.hashes, "eval_loss_before": eval_before,
+            "eval_loss_after": eval_after}
+    style.spec = StyleSpec(**{**asdict(style.spec), "training": info})
+    style.requires_grad_(False)
+    return TrainingResult(style.cpu().eval(), losses, eval_before, eval_after, seconds_per_step, info)

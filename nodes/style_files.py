@@ -1,0 +1,77 @@
+"""Load, save and import InST styles (models/inst_styles)."""
+
+from comfy_api.latest import io, ui
+
+from .. import comfy_adapter as host
+from ..inst_core.official_import import import_official_style
+from ..inst_core.style_file import STYLE_FOLDER, load_style, save_style
+from ..safe_files import inside, safe_relative_name
+from .categories import INST
+from .style_types import InSTStyleType
+
+host.register_model_folder(STYLE_FOLDER, {".safetensors", ".pt"})
+
+
+def _files(suffix: str) -> list[str]:
+    return [name for name in host.model_files(STYLE_FOLDER) if name.endswith(suffix)]
+
+
+class LoadStyle(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="InST_LoadStyle",
+            display_name="Load InST Style",
+            category=INST,
+            inputs=[io.Combo.Input("style_name", options=_files(".safetensors"),
+                                   tooltip="A style from models/inst_styles (.safetensors only).")],
+            outputs=[InSTStyleType.Output(display_name="style")],
+        )
+
+    @classmethod
+    def execute(cls, style_name) -> io.NodeOutput:
+        return io.NodeOutput(load_style(host.model_file_path(STYLE_FOLDER, style_name, "style_name")))
+
+
+class SaveStyle(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="InST_SaveStyle",
+            display_name="Save InST Style",
+            category=INST,
+            is_output_node=True,
+            inputs=[
+                InSTStyleType.Input("style", tooltip="The style to save."),
+                io.String.Input("filename", default="inst/my_style",
+                                tooltip="Saved as models/inst_styles/<filename>.safetensors (replaces a file "
+                                        "of that name)."),
+            ],
+            outputs=[],
+        )
+
+    @classmethod
+    def execute(cls, style, filename) -> io.NodeOutput:
+        folder = host.model_folder(STYLE_FOLDER)
+        path = save_style(style, inside(folder, safe_relative_name(filename, "filename")))
+        return io.NodeOutput(ui=ui.PreviewText(f"saved {path.relative_to(folder)}"))
+
+
+class ImportOfficialStyle(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="InST_ImportOfficialStyle",
+            display_name="Import Official InST Style",
+            category=INST,
+            description="Reads an official InST embeddings.pt with a restricted unpickler (only the official "
+                        "attention module and tensors; anything else is refused).",
+            inputs=[io.Combo.Input("official_file", options=_files(".pt"),
+                                   tooltip="An official InST embeddings.pt placed in models/inst_styles.")],
+            outputs=[InSTStyleType.Output(display_name="style")],
+        )
+
+    @classmethod
+    def execute(cls, official_file) -> io.NodeOutput:
+        return io.NodeOutput(import_official_style(host.model_file_path(STYLE_FOLDER, official_file,
+                                                                        "official_file")))

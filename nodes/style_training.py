@@ -1,0 +1,82 @@
+"""The InST style-inversion trainer node."""
+
+from comfy_api.latest import io, ui
+
+from .. import comfy_adapter as host
+from ..inst_core.style import CONTEXTS
+from ..inst_core.style_file import STYLE_FOLDER, save_style
+from ..inst_core.training import PRECISIONS, InSTTrainingConfig, train_style
+from ..loss_curve import loss_curve_image
+from ..safe_files import inside, safe_relative_name
+from .categories import INST
+from .style_types import InSTStyleType
+
+DEFAULTS = InSTTrainingConfig()
+
+
+class TrainStyle(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="InST_TrainStyle",
+            display_name="Train InST Style",
+            category=INST,
+            description="Learns a painting's style as a text token (InST): an attention encoder maps the "
+                        "painting's CLIP image embedding to a token; UNet, CLIP, VAE stay frozen.",
+            is_output_node=True,
+            inputs=[
+                io.Model.Input("model", tooltip="The SD model to learn the style for (SD1.x, SD2.x, SDXL)."),
+                io.Clip.Input("clip", tooltip="The CLIP of the same checkpoint; gradients pass through it."),
+                io.Vae.Input("vae", tooltip="The VAE of the same checkpoint, to encode the painting."),
+                io.ClipVision.Input("clip_vision", tooltip="CLIP vision model (ViT-L/14 as in the paper)."),
+                io.Image.Input("painting", tooltip="The painting; a batch of several paintings of one style "
+                               "trains one encoder, each painting with its own token."),
+                io.Int.Input("steps", default=DEFAULTS.steps, min=1, max=100000,
+                             tooltip="Optimizer steps (the official config allows 6100; ~1000 is typical)."),
+                io.Float.Input("learning_rate", default=DEFAULTS.learning_rate, min=1e-7, max=1.0, step=1e-6,
+                               tooltip="AdamW learning rate (paper: 1e-4, weight decay 0.01)."),
+                io.Int.Input("seed", default=DEFAULTS.seed, min=0, max=2**63 - 1,
+                             tooltip="Seed for initialisation, timesteps, noise and flips (paper: 23)."),
+                io.Int.Input("resolution", default=DEFAULTS.resolution, min=64, max=2048, step=8,
+                             tooltip="The painting is resized to resolution x resolution (aspect not kept)."),
+                io.Int.Input("batch_size", default=DEFAULTS.batch_size, min=1, max=64,
+                             tooltip="Samples per step (paper: 1)."),
+                io.Boolean.Input("random_flip", default=DEFAULTS.flip, tooltip="Random horizontal flip, p=0.5."),
+                io.Combo.Input("attend_to", options=list(CONTEXTS), default=DEFAULTS.context,
+                               tooltip="image_embed: the paper's encoder. patch_tokens: its second attention "
+                                       "reads CLIP vision's patch tokens, so attention is not degenerate."),
+                io.Int.Input("vectors_per_token", default=DEFAULTS.n_vectors, min=1, max=16,
+                             tooltip="Token vectors the style occupies (paper: 1)."),
+                io.Boolean.Input("gradient_checkpointing", default=DEFAULTS.gradient_checkpointing,
+                                 tooltip="Recompute UNet activations in backward: less memory, slower."),
+                io.Combo.Input("precision", options=list(PRECISIONS), default=DEFAULTS.precision,
+                               tooltip="fp16/bf16 autocast on a GPU; use fp32 on a CPU."),
+                io.Int.Input("preview_every", default=0, min=0, max=100000,
+                             tooltip="Show a sample with the current token every N steps (0 = never)."),
+                io.String.Input("filename", default="inst/my_style",
+                                tooltip="Saved as models/inst_styles/<filename>.safetensors (replacing a file of "
+                                        "that name); empty = do not save."),
+            ],
+            outputs=[
+                InSTStyleType.Output(display_name="style"),
+                io.Image.Output(display_name="loss_curve"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, vae, clip_vision, painting, steps, learning_rate, seed, resolution, batch_size,
+                random_flip, attend_to, vectors_per_token, gradient_checkpointing, precision, preview_every,
+                filename) -> io.NodeOutput:
+        target = inside(host.model_folder(STYLE_FOLDER), safe_relative_name(filename, "filename")) \
+            if filename.strip() else None
+        config = InSTTrainingConfig(steps=steps, learning_rate=learning_rate, seed=seed, resolution=resolution,
+                                    batch_size=batch_size, flip=random_flip, context=attend_to,
+                                    n_vectors=vectors_per_token, gradient_checkpointing=gradient_checkpointing,
+                                    precision=precision, preview_every=preview_every)
+        paintings = [painting[i:i + 1] for i in range(painting.shape[0])]
+        result = train_style(model, clip, vae, clip_vision, paintings, config, host.StepProgress(steps))
+        if target is not None:
+            save_style(result.style, target)
+        curve = loss_curve_image(result.losses, f"InST loss (eval {result.eval_before:.4f} -> "
+                                 f"{result.eval_after:.4f})")
+        return io.NodeOutput(result.style, curve, ui=ui.PreviewImage(curve, cls=cls))

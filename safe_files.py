@@ -1,0 +1,52 @@
+"""File names users type, and writes that never leave a partial file behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .errors import InputError
+
+_NAME_PART = re.compile(r"^[\w][\w .+-]*$")
+
+
+def safe_relative_name(name: str, input_name: str, suffix: str = ".safetensors") -> Path:
+    """A user-typed file name (sub-folders allowed) that stays inside its target folder.
+
+    Refuses absolute paths, '..', empty parts and odd characters instead of normalising them, so
+    what is saved is what the user asked for."""
+    name = name.strip().replace("\\", "/")
+    if name.endswith(suffix):
+        name = name[: -len(suffix)]
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(p in ("", ".", "..") or not _NAME_PART.match(p) for p in parts):
+        raise InputError(input_name, f"'{name}' is not a plain file name.",
+                         "Use letters, digits, spaces, '-', '_' or '.', and '/' only between sub-folder names.")
+    return Path(*parts[:-1], parts[-1] + suffix)
+
+
+def inside(folder: Path, relative: Path) -> Path:
+    target = (folder / relative).resolve()
+    if folder.resolve() not in target.parents:
+        raise InputError("filename", f"'{relative}' would leave {folder}.", "Use a plain file name.")
+    return target
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
+    """Write to a temporary file in the same folder, then rename: readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        save_file(contiguous, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

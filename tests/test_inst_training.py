@@ -1,0 +1,108 @@
+"""InST style inversion in-process on the tiny SD1.5 + CLIP ViT-L/14, loaded as the server loads them."""
+
+import dataclasses
+
+import pytest
+import torch
+from images_for_tests import painting_tensor
+
+FAST = dict(steps=12, resolution=64, learning_rate=1e-3)
+
+
+@pytest.fixture(scope="module")
+def inst(pkg):
+    from inst_styleforge.inst_core import training
+
+    return training
+
+
+def _state(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_training_lowers_the_fixed_evaluation_loss_and_changes_only_the_encoder(inst, sd15, clip_vision):
+    model, clip, vae = sd15
+    frozen = {"unet": model.model, "text": clip.cond_stage_model, "vae": vae.first_stage_model,
+              "vision": clip_vision.model}
+    before = {name: _state(m) for name, m in frozen.items()}
+    with torch.inference_mode():
+        result = inst.train_style(model, clip, vae, clip_vision, [painting_tensor()],
+                                  inst.InSTTrainingConfig(**FAST))
+    assert result.eval_after < result.eval_before
+    assert len(result.losses) == FAST["steps"] and all(torch.isfinite(torch.tensor(result.losses)))
+    for name, module in frozen.items():
+        after = module.state_dict()
+        changed = [k for k, v in before[name].items() if not torch.equal(v, after[k])]
+        assert changed == [], f"{name} weights changed: {changed[:5]}"
+    assert result.style.spec.training["painting_sha256"]
+
+
+def test_same_seed_gives_the_same_style(inst, sd15, clip_vision):
+    model, clip, vae = sd15
+    config = inst.InSTTrainingConfig(**dict(FAST, steps=3))
+    with torch.inference_mode():
+        a = inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config)
+        b = inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config)
+    assert a.losses == b.losses
+    for k, v in a.style.state_dict().items():
+        assert torch.equal(v, b.style.state_dict()[k]), k
+
+
+def test_patch_token_attention_several_paintings_and_vectors_train(inst, sd15, clip_vision):
+    from inst_styleforge.inst_core.style import ImageFeatures
+
+    model, clip, vae = sd15
+    config = inst.InSTTrainingConfig(**dict(FAST, steps=3), context="patch_tokens", n_vectors=2, batch_size=2)
+    with torch.inference_mode():
+        result = inst.train_style(model, clip, vae, clip_vision, [painting_tensor(0), painting_tensor(1)], config)
+        outputs = [clip_vision.encode_image(painting_tensor(i)) for i in (0, 1)]
+    assert result.style.spec.context_dim == 1024
+    vectors = [result.style.vectors(ImageFeatures.from_clip_vision_output(o))["l"] for o in outputs]
+    assert vectors[0].shape == (1, 2, 768)
+    assert not torch.allclose(vectors[0], vectors[1]), "each painting has its own token"
+    assert all(p.grad is None for p in result.style.parameters()), "gradients are released after training"
+
+
+def test_paper_encoder_is_degenerate_and_patch_tokens_are_not(pkg):
+    from inst_styleforge.inst_core.style_encoder import StyleEncoder
+
+    def grad_ratio(attention) -> float:
+        """How much gradient the key projection gets, relative to the value projection."""
+        return float(attention.to_k.weight.grad.abs().max() / attention.to_v.weight.grad.abs().max())
+
+    embed = torch.randn(1, 768)
+    paper = StyleEncoder(768, 768, dropout=0.0)
+    paper(embed).sum().backward()
+    assert grad_ratio(paper.attn1) < 1e-5 and grad_ratio(paper.attn2) < 1e-5  # softmax over one key is 1
+    patches = StyleEncoder(768, 768, dropout=0.0, context_dim=1024)
+    patches(embed, torch.randn(1, 257, 1024)).sum().backward()
+    assert grad_ratio(patches.attn2) > 1e-3
+
+
+def test_nan_loss_stops_training_with_a_clear_message(inst, sd15, clip_vision):
+    from inst_styleforge.errors import InputError
+
+    model, clip, vae = sd15
+    config = dataclasses.replace(inst.InSTTrainingConfig(**FAST), learning_rate=1e30, steps=6)
+    with torch.inference_mode(), pytest.raises(InputError, match="learning_rate.*loss became"):
+        inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config)
+
+
+def test_tiny_or_empty_paintings_are_refused_by_name(inst, sd15, clip_vision):
+    from inst_styleforge.errors import InputError
+
+    model, clip, vae = sd15
+    config = inst.InSTTrainingConfig(**FAST)
+    with pytest.raises(InputError, match="'painting'.*1x1 pixels"):
+        inst.train_style(model, clip, vae, clip_vision, [torch.rand(1, 1, 1, 3)], config)
+    with pytest.raises(InputError, match="'painting'.*empty"):
+        inst.train_style(model, clip, vae, clip_vision, [torch.rand(0, 64, 64, 3)], config)
+
+
+def test_cpu_autocast_is_refused(inst, sd15, clip_vision):
+    from inst_styleforge.errors import InputError
+
+    model, clip, vae = sd15
+    config = inst.InSTTrainingConfig(**dict(FAST, steps=1), precision="bf16")
+    with torch.inference_mode(), pytest.raises(InputError, match="'precision'"):
+        inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config)
