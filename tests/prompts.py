@@ -17,3 +17,38 @@ def txt2img(ckpt: str = TINY_CKPT, text: str = "a watercolor fox", seed: int = 1
         "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": prefix}},
     }
+
+
+CLIP_VISION = "tiny_clip_vision_vitl.safetensors"
+
+
+def sample_to_latent(positive: list, prefix: str, model: list | None = None, seed: int = 5, steps: int = 4,
+                     first_id: int = 100) -> dict:
+    """Nodes that sample 64x64 from `positive` (empty negative) and save the latent at full precision
+    with stock SaveLatent; ids start at `first_id`. Expects a CheckpointLoaderSimple as node "1"."""
+    n = [str(first_id + i) for i in range(4)]
+    return {
+        n[0]: {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        n[1]: {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        n[2]: {"class_type": "KSampler", "inputs": {
+            "model": model or ["1", 0], "positive": positive, "negative": [n[0], 0], "latent_image": [n[1], 0],
+            "seed": seed, "steps": steps, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
+            "denoise": 1.0}},
+        n[3]: {"class_type": "SaveLatent", "inputs": {"samples": [n[2], 0], "filename_prefix": prefix}},
+    }
+
+
+def inst_training(painting: str, steps: int = 4, filename: str = "tests/e2e_style", **overrides) -> dict:
+    inputs = {"model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "clip_vision": ["2", 0], "painting": ["3", 0],
+              "steps": steps, "learning_rate": 1e-3, "seed": 23, "resolution": 64, "batch_size": 1,
+              "random_flip": True, "attend_to": "image_embed", "vectors_per_token": 1,
+              "gradient_checkpointing": False, "precision": "fp32", "preview_every": 2, "filename": filename}
+    inputs.update(overrides)
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_CKPT}},
+        "2": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": CLIP_VISION}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": painting}},
+        "4": {"class_type": "InST_TrainStyle", "inputs": inputs},
+        "5": {"class_type": "CLIPVisionEncode", "inputs": {"clip_vision": ["2", 0], "image": ["3", 0],
+                                                           "crop": "center"}},
+    }

@@ -1,0 +1,114 @@
+"""InST through the real ComfyUI server: train, condition, reload, export, cancel, bad inputs."""
+
+import time
+
+import pytest
+import torch
+from PIL import Image
+from prompts import TINY_CKPT, inst_training, sample_to_latent, txt2img
+from safetensors.torch import load_file
+
+from devhost.example_inputs import painting
+from devhost.paths import BASE_DIR
+
+STYLE_TEXT = "a * painting"
+
+
+@pytest.fixture(scope="module")
+def painting_file(comfy_server) -> str:
+    path = BASE_DIR / "input" / "tests_inst_painting.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    painting(7).save(path)
+    return path.name
+
+
+def _latent(server, result, node_id: str) -> torch.Tensor:
+    [path] = server.output_files(result, node_id, key="latents")
+    return load_file(str(path))["latent_tensor"]
+
+
+def _error_message(result) -> str:
+    assert not result.ok, "the prompt should have failed"
+    return result.error.get("exception_message", "")
+
+
+def test_trained_style_conditions_reloads_and_exports_identically(comfy_server, painting_file):
+    style_file = BASE_DIR / "models" / "inst_styles" / "tests" / "e2e_style.safetensors"
+    style_file.unlink(missing_ok=True)
+    prompt = inst_training(painting_file)
+    prompt["6"] = {"class_type": "InST_StyleConditioning", "inputs": {
+        "clip": ["1", 1], "style": ["4", 0], "text": STYLE_TEXT, "placeholder": "*", "clip_vision_output": ["5", 0]}}
+    prompt["7"] = {"class_type": "InST_ExportEmbedding", "inputs": {
+        "style": ["4", 0], "name": "tests_e2e_style", "clip_vision_output": ["5", 0]}}
+    prompt["8"] = {"class_type": "SaveImage", "inputs": {"images": ["4", 1], "filename_prefix": "tests/inst_loss"}}
+    prompt.update(sample_to_latent(["6", 0], "tests/inst_trained"))
+    trained = comfy_server.run(prompt)
+    assert trained.ok, trained.error
+    assert style_file.exists()
+    assert trained.outputs["7"]["text"] == ["embedding:tests_e2e_style"]
+    [curve] = comfy_server.output_files(trained, "8")
+    assert Image.open(curve).size == (640, 360)
+
+    since = len(comfy_server.log_text())
+    reload = inst_training(painting_file)
+    del reload["4"]
+    reload["6"] = {"class_type": "InST_LoadStyle", "inputs": {"style_name": "tests/e2e_style.safetensors"}}
+    reload["7"] = {"class_type": "InST_StyleConditioning", "inputs": {
+        "clip": ["1", 1], "style": ["6", 0], "text": STYLE_TEXT, "placeholder": "*", "clip_vision_output": ["5", 0]}}
+    reload["8"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a embedding:tests_e2e_style painting",
+                                                               "clip": ["1", 1]}}
+    reload.update(sample_to_latent(["7", 0], "tests/inst_reloaded", first_id=100))
+    reload.update(sample_to_latent(["8", 0], "tests/inst_stock_embedding", first_id=200))
+    again = comfy_server.run(reload)
+    assert again.ok, again.error
+    assert comfy_server.log_problems(since) == []
+    reference = _latent(comfy_server, trained, "103")
+    assert torch.equal(_latent(comfy_server, again, "103"), reference)  # saved style reloads exactly
+    torch.testing.assert_close(_latent(comfy_server, again, "203"), reference, rtol=0, atol=1e-5)
+
+
+def test_cancel_mid_training_leaves_no_file_and_the_server_keeps_serving(comfy_server, painting_file):
+    folder = BASE_DIR / "models" / "inst_styles" / "tests"
+    prompt = inst_training(painting_file, steps=5000, filename="tests/cancelled_style", seed=99)
+    prompt_id = comfy_server.queue(prompt)
+    deadline = time.time() + 120
+    while time.time() < deadline and "step " not in comfy_server.log_text()[-20000:]:
+        time.sleep(0.5)
+    time.sleep(3)  # well inside the training loop
+    comfy_server.interrupt()
+    result = comfy_server.wait(prompt_id, timeout=120)
+    assert result.error and result.error["kind"] == "execution_interrupted"
+    assert not (folder / "cancelled_style.safetensors").exists()
+    assert not [p for p in folder.glob(".*tmp")]
+    assert comfy_server.run(txt2img(prefix="tests/after_cancel")).ok
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"filename": "../../escape"}, "Input 'filename': '../../escape' is not a plain file name"),
+    ({"resolution": 68}, "Input 'resolution': 68 is not a multiple of 8"),
+    ({"precision": "bf16"}, "Input 'precision': bf16 autocast is for GPUs"),
+])
+def test_bad_trainer_inputs_are_named(comfy_server, painting_file, change, message):
+    result = comfy_server.run(inst_training(painting_file, **{"steps": 1, "filename": "tests/never", **change}))
+    assert message in _error_message(result)
+
+
+def test_one_pixel_painting_is_refused(comfy_server):
+    path = BASE_DIR / "input" / "tests_one_pixel.png"
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(path)
+    result = comfy_server.run(inst_training(path.name, steps=1, filename=""))
+    assert "Input 'painting': is 1x1 pixels" in _error_message(result)
+
+
+def test_prompt_without_placeholder_is_refused(comfy_server, painting_file):
+    prompt = inst_training(painting_file, steps=1, filename="")
+    prompt["6"] = {"class_type": "InST_StyleConditioning", "inputs": {
+        "clip": ["1", 1], "style": ["4", 0], "text": "a painting", "placeholder": "*", "clip_vision_output": ["5", 0]}}
+    prompt.update(sample_to_latent(["6", 0], "tests/never"))
+    assert "Input 'text': has no '*'" in _error_message(comfy_server.run(prompt))
+
+
+def test_server_log_shows_no_import_problem_for_this_package(comfy_server):
+    assert comfy_server.log_problems() == []
+    assert TINY_CKPT in comfy_server.get("/object_info/CheckpointLoaderSimple")["CheckpointLoaderSimple"][
+        "input"]["required"]["ckpt_name"][0]
