@@ -34,7 +34,8 @@ class OfficialCrossAttention(nn.Module):
                    for t in (q, k, v))
         attn = (torch.einsum("b i d, b j d -> b i j", q, k) * self.scale).softmax(dim=-1)
         out = torch.einsum("b i j, b j d -> b i d", attn, v)
-        out = out.reshape(-1, h, out.shape[1], out.shape[2]).permute(0, 2, 1, 3).reshape(-1, out.shape[1], h * out.shape[2])
+        n, d = out.shape[1], out.shape[2]
+        out = out.reshape(-1, h, n, d).permute(0, 2, 1, 3).reshape(-1, n, h * d)
         return self.to_out(out)
 
 
