@@ -7,6 +7,7 @@ The node API (`comfy_api.latest`) is public and used directly by `nodes/`.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import comfy.clip_model
 import comfy.model_management
 import comfy.sample
+import comfy.samplers
 import comfy.utils
 import folder_paths
 import torch
@@ -167,6 +169,10 @@ def latent_to_model_space(model, latent: torch.Tensor) -> torch.Tensor:
     return model.model.process_latent_in(latent)
 
 
+def latent_from_model_space(model, latent: torch.Tensor) -> torch.Tensor:
+    return model.model.process_latent_out(latent)
+
+
 def num_timesteps(model) -> int:
     return int(model.model.model_sampling.sigmas.shape[0])
 
@@ -213,6 +219,65 @@ def sample(model, positive: list, negative: list, latent: torch.Tensor, seed: in
     noise = comfy.sample.prepare_noise(latent, seed)
     return comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
                                disable_pbar=True, seed=seed)
+
+
+# ---- sampling from a given start (stochastic inversion) ------------------------------------------
+
+def sampler_names() -> list[str]:
+    return list(comfy.samplers.KSampler.SAMPLERS)
+
+
+def scheduler_names() -> list[str]:
+    return list(comfy.samplers.KSampler.SCHEDULERS)
+
+
+def sigma_schedule(model, scheduler: str, steps: int) -> torch.Tensor:
+    return comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()
+
+
+def timestep_sigmas(model) -> torch.Tensor:
+    """Sigma of every discrete training timestep (index t), as a CPU tensor."""
+    return model.get_model_object("model_sampling").sigmas.float().cpu()
+
+
+def starts_at_max_sigma(model, sigma: float) -> bool:
+    """Whether ComfyUI's samplers treat this first sigma as full noise (they then scale the noise by
+    sqrt(1 + sigma^2) instead of sigma)."""
+    max_sigma = float(model.get_model_object("model_sampling").sigma_max)
+    return math.isclose(max_sigma, sigma, rel_tol=1e-05) or sigma > max_sigma
+
+
+def random_noise(latent: torch.Tensor, seed: int, batch_index=None) -> torch.Tensor:
+    return comfy.sample.prepare_noise(latent, seed, batch_index)
+
+
+def predicted_noise(model, positive: list, latent: torch.Tensor, noise: torch.Tensor, sigma: float,
+                    seed: int) -> torch.Tensor:
+    """The noise the model predicts, conditioned on `positive` alone (no guidance), for the latent
+    noised to `sigma` with `noise`: (x - denoised) / sigma in ComfyUI's VE convention.
+
+    It runs as a one-step "sampler" inside ComfyUI's own sampling, so everything that shapes a real
+    sampling step (LoRA and other model patches, ControlNets, conditioning areas) shapes it too."""
+    captured = {}
+
+    def predict_once(model_wrap, x, sigmas, extra_args=None, callback=None, disable=None):
+        denoised = model_wrap(x, sigmas[0] * x.new_ones([x.shape[0]]), **(extra_args or {}))
+        captured["noise"] = (x - denoised) / sigmas[0]
+        return denoised
+
+    sigmas = torch.tensor([sigma, 0.0])
+    comfy.sample.sample_custom(model, noise, 1.0, comfy.samplers.KSAMPLER(predict_once), sigmas, positive, positive,
+                               latent, disable_pbar=True, seed=seed)
+    return captured["noise"].cpu()
+
+
+def sample_from(model, positive: list, negative: list, latent: torch.Tensor, noise: torch.Tensor,
+                sigmas: torch.Tensor, cfg: float, sampler_name: str, seed: int) -> torch.Tensor:
+    """Sample along `sigmas` starting at noise_scaling(sigmas[0], noise, latent) (what every ComfyUI
+    sampler does with its NOISE input); returns a VAE-space latent."""
+    sampler = comfy.samplers.sampler_object(sampler_name)
+    return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
+                                      disable_pbar=True, seed=seed)
 
 
 # ---- images --------------------------------------------------------------------------------------

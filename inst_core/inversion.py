@@ -1,0 +1,136 @@
+"""InST's stochastic inversion: start the reverse process from the noise the model itself predicts.
+
+In ComfyUI's terms (sigma = sqrt((1 - abar) / abar), x_VE = x_VP / sqrt(abar)): noise the content
+latent z to the first sigma with random noise, let the model predict the noise under the style
+conditioning (conditional only, no guidance), and start sampling from z + sigma * predicted noise.
+Any ComfyUI sampler continues from there.
+
+Two ways to pick the noise level (METHODS.md 1c):
+- "self_consistent" (default): the inversion sigma is the first sigma of the sampling schedule, so
+  the start point and the first sampling step agree. Strength is ComfyUI's denoise.
+- "paper_parity": the official notebook's arithmetic: noise at t = int(s * 1000), a 50-step DDIM
+  grid entered at step int(s * 50) (t=681 for s=0.7 while the noise was made at t=700), CFG 10.
+  DDIM with eta 0 is ComfyUI's Euler in sigma space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import comfy_adapter as host
+from ..errors import InputError
+from .adain import adain
+
+SELF_CONSISTENT = "self_consistent"
+PAPER_PARITY = "paper_parity"
+MODES = (SELF_CONSISTENT, PAPER_PARITY)
+PARITY_DDIM_STEPS = 50
+PARITY_CFG = 10.0
+PARITY_SAMPLER = "euler"  # DDIM, eta 0
+
+
+@dataclass(frozen=True)
+class InversionPlan:
+    """Where the inversion noises (sigma_noise), where sampling starts and how it proceeds."""
+
+    sigma_noise: float
+    sigmas: torch.Tensor  # the sampling schedule; sigmas[0] is where sampling starts
+    rescale_output: float = 1.0  # parity: the official sampler returns x_VP at its last sigma
+
+
+def check_strength(strength: float) -> None:
+    if not 0.0 <= strength <= 1.0:
+        raise InputError("strength", f"{strength} is outside [0, 1].",
+                         "0 returns the content unchanged, 1 starts from full noise; the paper uses 0.7.")
+
+
+def check_conditioning(model, conditioning: list, input_name: str) -> None:
+    """Refuse text features of another model family (e.g. SD2's 1024-wide CLIP-H into an SD1.5 UNet)."""
+    width = host.unet_context_width(model)
+    for cond, _ in conditioning:
+        if cond.shape[-1] != width:
+            raise InputError(input_name, f"has {cond.shape[-1]}-wide text features but the model expects {width}: "
+                             "it was made by another model family's CLIP.",
+                             "Encode the prompt with the CLIP of the checkpoint the model comes from.")
+
+
+def self_consistent_plan(model, strength: float, steps: int, scheduler: str) -> InversionPlan:
+    """ComfyUI's own denoise semantics: the last `steps` of a schedule of int(steps / strength)."""
+    total = max(steps, int(steps / strength))
+    sigmas = host.sigma_schedule(model, scheduler, total)[-(steps + 1):]
+    return InversionPlan(float(sigmas[0]), sigmas)
+
+
+def parity_plan(model, strength: float) -> InversionPlan:
+    timestep_sigmas = host.timestep_sigmas(model)
+    num_timesteps = timestep_sigmas.shape[0]
+    t_enc = min(int(strength * num_timesteps), num_timesteps - 1)
+    stride = num_timesteps // PARITY_DDIM_STEPS
+    grid = list(range(1, num_timesteps, stride))[: int(strength * PARITY_DDIM_STEPS)]  # 1, 21, ..., 681
+    if not grid:
+        raise InputError("strength", f"{strength} enters the 50-step DDIM grid at step 0.", "Use at least 0.02.")
+    path = [timestep_sigmas[t] for t in reversed(grid)] + [timestep_sigmas[0]]  # DDIM's last step lands on t=0
+    last = float(timestep_sigmas[0])
+    return InversionPlan(float(timestep_sigmas[t_enc]), torch.stack(path), rescale_output=(1 + last**2) ** -0.5)
+
+
+def inverted_noise(model, positive: list, content: torch.Tensor, plan: InversionPlan, seed: int,
+                   batch_index=None) -> torch.Tensor:
+    """Noise in model space whose use by a sampler starting at plan.sigmas[0] reproduces InST's
+    inverted latent for this content."""
+    noise = host.random_noise(content, seed, batch_index)
+    predicted = host.predicted_noise(model, positive, content, noise, plan.sigma_noise, seed)
+    sigma0 = float(plan.sigmas[0])
+    # The start, in VP terms sqrt(abar_n) z + sqrt(1 - abar_n) eps_hat, read at sigma0 (the official
+    # sampler reads it there even when sigma_n differs), is r z + r sigma_n eps_hat in VE terms with
+    # r = alpha_n / alpha_0; r is 1 when the plan is self-consistent. The sampler adds z itself and
+    # multiplies its noise by `scale`.
+    ratio = (1 + sigma0**2) ** 0.5 / (1 + plan.sigma_noise**2) ** 0.5
+    scale = (1 + sigma0**2) ** 0.5 if host.starts_at_max_sigma(model, sigma0) else sigma0
+    z = host.latent_to_model_space(model, content.float())
+    return ((ratio - 1) * z + plan.sigma_noise * ratio * predicted) / scale
+
+
+def style_transfer(model, positive: list, negative: list, content: dict, strength: float, steps: int, cfg: float,
+                   sampler_name: str, scheduler: str, seed: int, mode: str = SELF_CONSISTENT,
+                   style: dict | None = None) -> dict:
+    """The whole transfer: optional AdaIN, stochastic inversion, sampling. Returns a LATENT dict."""
+    check_strength(strength)
+    check_conditioning(model, positive, "positive")
+    check_conditioning(model, negative, "negative")
+    if mode not in MODES:
+        raise InputError("mode", f"'{mode}' is not one of {list(MODES)}.")
+    samples = content["samples"]
+    if style is not None:
+        samples = adain(samples, style["samples"])
+    if strength == 0:
+        return dict(content, samples=samples)
+    if mode == PAPER_PARITY:
+        plan, cfg, sampler_name = parity_plan(model, strength), PARITY_CFG, PARITY_SAMPLER
+    else:
+        plan = self_consistent_plan(model, strength, steps, scheduler)
+    noise = inverted_noise(model, positive, samples, plan, seed, content.get("batch_index"))
+    out = host.sample_from(model, positive, negative, samples, noise, plan.sigmas, cfg, sampler_name, seed)
+    if plan.rescale_output != 1.0:
+        out = host.latent_from_model_space(model, host.latent_to_model_space(model, out) * plan.rescale_output)
+    return dict(content, samples=out)
+
+
+class PredictedNoise:
+    """A ComfyUI NOISE (SamplerCustomAdvanced's noise input) that yields the inverted noise, so users
+    keep their own sampler, scheduler, guider and CFG. `sigmas` must be the schedule the sampler
+    gets: the inversion happens at its first sigma."""
+
+    def __init__(self, model, positive: list, sigmas: torch.Tensor, seed: int):
+        if sigmas.numel() < 2:
+            raise InputError("sigmas", "has fewer than two values, so there is no step to sample.",
+                             "Connect a scheduler's SIGMAS (e.g. BasicScheduler with denoise = strength).")
+        check_conditioning(model, positive, "positive")
+        self.model, self.positive, self.seed = model, positive, seed
+        self.plan = InversionPlan(float(sigmas[0]), sigmas.cpu())
+
+    def generate_noise(self, input_latent: dict) -> torch.Tensor:
+        return inverted_noise(self.model, self.positive, input_latent["samples"], self.plan, self.seed,
+                              input_latent.get("batch_index"))
