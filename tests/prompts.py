@@ -52,3 +52,27 @@ def inst_training(painting: str, steps: int = 4, filename: str = "tests/e2e_styl
         "5": {"class_type": "CLIPVisionEncode", "inputs": {"clip_vision": ["2", 0], "image": ["3", 0],
                                                            "crop": "center"}},
     }
+
+
+def inversion_with_sampler_custom_advanced(content_image: str, seed: int = 3, prefix: str = "tests/inversion",
+                                           strength: float = 0.6) -> dict:
+    """Stock SamplerCustomAdvanced with its NOISE from InST Inversion Noise."""
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_CKPT}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": content_image}},
+        "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cubist painting", "clip": ["1", 1]}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "6": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "normal", "steps": 6,
+                                                         "denoise": strength}},
+        "7": {"class_type": "InST_InversionNoise", "inputs": {"model": ["1", 0], "positive": ["4", 0],
+                                                              "sigmas": ["6", 0], "noise_seed": seed}},
+        "8": {"class_type": "CFGGuider", "inputs": {"model": ["1", 0], "positive": ["4", 0], "negative": ["5", 0],
+                                                    "cfg": 7.0}},
+        "9": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "10": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["7", 0], "guider": ["8", 0],
+                                                                 "sampler": ["9", 0], "sigmas": ["6", 0],
+                                                                 "latent_image": ["3", 0]}},
+        "11": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": ["1", 2]}},
+        "12": {"class_type": "SaveImage", "inputs": {"images": ["11", 0], "filename_prefix": prefix}},
+    }

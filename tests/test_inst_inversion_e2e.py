@@ -1,0 +1,51 @@
+"""Stochastic inversion through the real server: stock SamplerCustomAdvanced with our NOISE, and the
+all-in-one transfer node; deterministic for a seed."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from prompts import inversion_with_sampler_custom_advanced
+
+from devhost.comfy_server import PromptRejected
+from devhost.example_inputs import content_photo
+from devhost.paths import BASE_DIR
+
+
+def _content_file() -> str:
+    path = BASE_DIR / "input" / "tests_content.png"
+    content_photo(3).save(path)
+    return path.name
+
+
+def _pixels(server, result, node_id: str) -> np.ndarray:
+    [path] = server.output_files(result, node_id)
+    return np.asarray(Image.open(path))
+
+
+def test_sampler_custom_advanced_with_inversion_noise_is_deterministic(comfy_server):
+    prompt = inversion_with_sampler_custom_advanced(_content_file())
+    first = comfy_server.run(prompt)
+    assert first.ok, first.error
+    comfy_server.post("/free", {"free_memory": True})  # drop the cache so the graph really runs again
+    second = comfy_server.run(prompt)
+    assert second.ok, second.error
+    assert np.array_equal(_pixels(comfy_server, first, "12"), _pixels(comfy_server, second, "12"))
+
+
+def test_all_in_one_transfer_with_adain_runs_and_refuses_bad_strength(comfy_server):
+    prompt = inversion_with_sampler_custom_advanced(_content_file())
+    for node in ("6", "7", "8", "9", "10"):
+        del prompt[node]
+    prompt["13"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}}
+    prompt["10"] = {"class_type": "InST_StyleTransfer", "inputs": {
+        "model": ["1", 0], "positive": ["4", 0], "negative": ["5", 0], "content": ["3", 0], "style": ["13", 0],
+        "strength": 0.7, "steps": 5, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "seed": 1,
+        "mode": "self_consistent"}}
+    result = comfy_server.run(prompt)
+    assert result.ok, result.error
+    assert _pixels(comfy_server, result, "12").shape == (64, 64, 3)
+    prompt["10"]["inputs"]["mode"] = "paper_parity"
+    assert comfy_server.run(prompt).ok
+    prompt["10"]["inputs"]["strength"] = 1.5
+    with pytest.raises(PromptRejected, match="strength"):
+        comfy_server.queue(prompt)  # refused by the schema's [0, 1] range before anything runs
