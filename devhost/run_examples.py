@@ -32,6 +32,7 @@ TINY_RUN_OVERRIDES = {
     "EmptyLatentImage": {"width": 64, "height": 64},
     "ImageScale": {"width": 64, "height": 64},
     "KSampler": {"steps": 6},
+    "BasicScheduler": {"steps": 6},
     "InST_TrainStyle": {"steps": 30, "resolution": 64, "preview_every": 10},
     "InST_StyleTransfer": {"steps": 10},
     "StyleForge_Train": {"steps": 30, "resolution": 64, "preview_every": 10, "checkpoint_every": 15},

@@ -1,0 +1,125 @@
+"""InST style-inversion trainer: median step time against the floor and ComfyUI's TrainLoraNode.
+
+    .devhost/venv/bin/python bench/inst_bench.py [--size 64] [--steps 15]
+
+- trainer: this package's train_style (paper defaults, batch 1, fp32).
+- floor: what the method cannot avoid: a token embedding that needs a gradient, through the frozen
+  text encoder and the frozen UNet, forward and backward, on the same painting latent; no encoder,
+  no optimizer.
+- TrainLoraNode: ComfyUI's own trainer (rank 8, fp32, no gradient checkpointing) on the same latent
+  and the prompt "*" (it trains the UNet only; shown as the anchor users have).
+Each runs in its own process (peak RSS is per process, models included); step times are medians
+after a warm-up of 3 steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import common
+import torch
+
+WARMUP = 3
+MODEL = "tiny_sd15_taesd"
+
+
+def load(size: int):
+    import comfy.clip_vision
+    import comfy.sd
+
+    from devhost.example_inputs import painting
+    from devhost.paths import BASE_DIR
+
+    import numpy as np
+
+    ckpt = BASE_DIR / "models" / "checkpoints" / f"{MODEL}.safetensors"
+    with torch.inference_mode():
+        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(ckpt), output_vae=True, output_clip=True)
+        vision = comfy.clip_vision.load(str(BASE_DIR / "models" / "clip_vision" / "tiny_clip_vision_vitl.safetensors"))
+    image = torch.from_numpy(np.asarray(painting(0).resize((size, size)), dtype=np.float32) / 255)[None]
+    return model, clip, vae, vision, image
+
+
+def measure_trainer(size: int, steps: int) -> None:
+    from inst_styleforge import comfy_adapter as host
+    from inst_styleforge.inst_core.training import InSTTrainingConfig, train_style
+
+    model, clip, vae, vision, image = load(size)
+    clock = common.StepClock()
+    with torch.inference_mode():
+        train_style(model, clip, vae, vision, [image], InSTTrainingConfig(steps=steps + WARMUP, resolution=size),
+                    host.StepProgress(steps + WARMUP))
+    common.report("trainer", clock.step_seconds(WARMUP))
+
+
+def measure_floor(size: int, steps: int) -> None:
+    from inst_styleforge import comfy_adapter as host
+    from inst_styleforge.inst_core.style_prompt import StylePrompt
+
+    model, clip, vae, _, image = load(size)
+    with torch.inference_mode(False), torch.no_grad():
+        latent = host.latent_to_model_space(model, vae.encode(image).float())
+    times = []
+    with host.training_context(model, clip):
+        prompt = StylePrompt(clip, "*", "*", 1)
+        token = torch.randn(1, 768, requires_grad=True)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(steps + WARMUP):
+            t0 = common.time.perf_counter()
+            cond, pooled = host.encode_tokens_for_training(clip, prompt.tokens({"l": token}))
+            sigma = host.sigma_at(model, torch.randint(0, 1000, (1,), generator=generator))
+            noise = torch.randn(latent.shape, generator=generator)
+            x = host.noised(model, latent, noise, sigma)
+            denoised = host.predict_denoised(model, x, sigma, host.model_inputs(model, cond, pooled, latent))
+            host.prediction_error(model, denoised, latent, sigma).pow(2).mean().backward()
+            assert token.grad is not None and token.grad.abs().sum() > 0
+            token.grad = None
+            times.append(common.time.perf_counter() - t0)
+    common.report("floor", times[WARMUP:])
+
+
+def measure_trainlora(size: int, steps: int) -> None:
+    from comfy_extras.nodes_train import TrainLoraNode
+
+    model, clip, vae, _, image = load(size)
+    with torch.inference_mode():
+        latent = {"samples": vae.encode(image)}
+        positive = clip.encode_from_tokens_scheduled(clip.tokenize("*"))
+        clock = common.StepClock()
+        # two latent dicts: a single one hits the 0.3.75 bug (UnboundLocalError: multi_res)
+        TrainLoraNode.execute(model=[model], latents=[latent, latent], positive=[positive], batch_size=[1],
+                              steps=[steps + WARMUP], grad_accumulation_steps=[1], learning_rate=[1e-4], rank=[8],
+                              optimizer=["AdamW"], loss_function=["MSE"], seed=[0], training_dtype=["fp32"],
+                              lora_dtype=["fp32"], algorithm=["LoRA"], gradient_checkpointing=[False],
+                              existing_lora=["[None]"])
+    common.report("TrainLoraNode", clock.step_seconds(WARMUP))
+
+
+MEASUREMENTS = {"trainer": measure_trainer, "floor": measure_floor, "TrainLoraNode": measure_trainlora}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--measure", choices=list(MEASUREMENTS))
+    args = parser.parse_args()
+    common.setup()
+    if args.measure:
+        MEASUREMENTS[args.measure](args.size, args.steps)
+        return
+    passthrough = ["--size", str(args.size), "--steps", str(args.steps)]
+    results = {name: common.run_measurement(Path(__file__), name, passthrough) for name in MEASUREMENTS}
+    trainer, floor, anchor = results["trainer"], results["floor"], results["TrainLoraNode"]
+    print(f"InST trainer benchmark, tiny SD1.5 ({MODEL}), {args.size} px, fp32 CPU, median of {args.steps} steps")
+    for name, r in results.items():
+        print(f"  {name:<14} {r['median_s']:.3f} s/step   peak RSS {r['peak_rss_mb']} MiB")
+    print(f"  trainer / floor          {common.ratio(trainer['median_s'], floor['median_s'])}   (target <= 1.15)")
+    print(f"  trainer / TrainLoraNode  {common.ratio(trainer['median_s'], anchor['median_s'])}")
+    print(f"  peak RSS trainer / floor {common.ratio(trainer['peak_rss_mb'], floor['peak_rss_mb'])}")
+
+
+if __name__ == "__main__":
+    main()

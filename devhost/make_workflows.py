@@ -1,0 +1,140 @@
+"""Author the bundled workflows: each is written here as an API prompt, loaded into the real ComfyUI
+frontend (`app.loadApiJson`, headless Chromium) and saved as the UI-format file users open and share
+(`app.graph.serialize()`), so `workflows/*.json` is exactly what ComfyUI itself writes.
+
+    .devhost/venv/bin/python -m devhost.make_workflows
+
+Model names are the usual user file names; the example runner substitutes the tiny models and
+shrinks sizes and steps (devhost/run_examples.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .browser import HeadlessChromium
+from .comfy_server import ComfyServer
+from .paths import DEVHOST, REPO_ROOT
+from .ui_workflow import ui_to_api
+
+CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
+CLIP_VISION = "clip_vision_vit_l14.safetensors"
+
+
+def node(class_type: str, title: str | None = None, **inputs) -> dict:
+    entry = {"class_type": class_type, "inputs": inputs}
+    if title:
+        entry["_meta"] = {"title": title}
+    return entry
+
+
+def inst_models_and_painting(style_filename: str) -> dict:
+    return {
+        "1": node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT),
+        "2": node("CLIPVisionLoader", "CLIP vision (ViT-L/14)", clip_name=CLIP_VISION),
+        "3": node("LoadImage", "The painting", image="example_painting.png"),
+        "4": node("InST_TrainStyle", model=["1", 0], clip=["1", 1], vae=["1", 2], clip_vision=["2", 0],
+                  painting=["3", 0], steps=1000, learning_rate=1e-4, seed=23, resolution=512, batch_size=1,
+                  random_flip=True, attend_to="image_embed", vectors_per_token=1, gradient_checkpointing=False,
+                  precision="fp32", preview_every=100, filename=style_filename),
+        "5": node("SaveImage", "Loss curve", images=["4", 1], filename_prefix="inst/loss_curve"),
+        "6": node("CLIPVisionEncode", clip_vision=["2", 0], image=["3", 0], crop="center"),
+        "7": node("CLIPTextEncode", "Negative (empty, as the paper)", text="", clip=["1", 1]),
+    }
+
+
+def inst_train_and_generate() -> dict:
+    prompt = inst_models_and_painting("inst/example_style")
+    prompt.update({
+        "8": node("InST_ExportEmbedding", style=["4", 0], name="inst_example_style", clip_vision_output=["6", 0]),
+        "9": node("InST_StyleConditioning", clip=["1", 1], style=["4", 0],
+                  text="a portrait of a woman in the style of *", placeholder="*", clip_vision_output=["6", 0]),
+        "10": node("EmptyLatentImage", width=512, height=512, batch_size=1),
+        "11": node("KSampler", model=["1", 0], positive=["9", 0], negative=["7", 0], latent_image=["10", 0],
+                   seed=7, steps=30, cfg=7.0, sampler_name="euler", scheduler="normal", denoise=1.0),
+        "12": node("VAEDecode", samples=["11", 0], vae=["1", 2]),
+        "13": node("SaveImage", images=["12", 0], filename_prefix="inst/generated"),
+        "14": node("CLIPTextEncode", "Stock encoder with the exported embedding",
+                   text="a portrait of a woman in the style of embedding:inst_example_style", clip=["1", 1]),
+        "15": node("KSampler", model=["1", 0], positive=["14", 0], negative=["7", 0], latent_image=["10", 0],
+                   seed=7, steps=30, cfg=7.0, sampler_name="euler", scheduler="normal", denoise=1.0),
+        "16": node("VAEDecode", samples=["15", 0], vae=["1", 2]),
+        "17": node("SaveImage", images=["16", 0], filename_prefix="inst/generated_with_embedding"),
+    })
+    return prompt
+
+
+def inst_style_transfer() -> dict:
+    prompt = inst_models_and_painting("inst/example_transfer_style")
+    prompt.update({
+        "8": node("LoadImage", "The content photo", image="example_content.png"),
+        "9": node("InST_StyleConditioning", clip=["1", 1], style=["4", 0], text="*", placeholder="*",
+                  clip_vision_output=["6", 0]),
+        "10": node("VAEEncode", "Content latent", pixels=["8", 0], vae=["1", 2]),
+        "11": node("VAEEncode", "Painting latent (for AdaIN)", pixels=["3", 0], vae=["1", 2]),
+        "12": node("InST_StyleTransfer", model=["1", 0], positive=["9", 0], negative=["7", 0], content=["10", 0],
+                   style=["11", 0], strength=0.7, steps=50, cfg=10.0, sampler_name="euler", scheduler="normal",
+                   seed=42, mode="self_consistent"),
+        "13": node("VAEDecode", samples=["12", 0], vae=["1", 2]),
+        "14": node("SaveImage", images=["13", 0], filename_prefix="inst/transfer"),
+        # the same transfer with stock SamplerCustomAdvanced: only the NOISE comes from this package
+        "15": node("BasicScheduler", "Strength = denoise", model=["1", 0], scheduler="normal", steps=35,
+                   denoise=0.7),
+        "16": node("InST_InversionNoise", model=["1", 0], positive=["9", 0], sigmas=["15", 0], noise_seed=42),
+        "17": node("CFGGuider", model=["1", 0], positive=["9", 0], negative=["7", 0], cfg=10.0),
+        "18": node("KSamplerSelect", sampler_name="euler"),
+        "19": node("SamplerCustomAdvanced", noise=["16", 0], guider=["17", 0], sampler=["18", 0], sigmas=["15", 0],
+                   latent_image=["10", 0]),
+        "20": node("VAEDecode", samples=["19", 0], vae=["1", 2]),
+        "21": node("SaveImage", images=["20", 0], filename_prefix="inst/transfer_sampler_custom"),
+    })
+    return prompt
+
+
+WORKFLOWS = {
+    "inst_train_and_generate": inst_train_and_generate,
+    "inst_style_transfer": inst_style_transfer,
+}
+
+READY_JS = ("!!(window.app && window.app.graph && window.LiteGraph && "
+            "window.LiteGraph.registered_node_types['InST_TrainStyle'])")
+
+
+def without_meta(prompt: dict) -> dict:
+    return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()}
+
+
+def serialize_in_frontend(page: HeadlessChromium, prompt: dict, name: str) -> dict:
+    js = f"(async () => {{ await app.loadApiJson({json.dumps(prompt)}, {json.dumps(name)}); " \
+         "return JSON.stringify(app.graph.serialize()); })()"
+    return json.loads(page.evaluate(js, await_promise=True, timeout=120))
+
+
+def main() -> int:
+    server = ComfyServer(DEVHOST / "logs" / "make-workflows.log")
+    page = HeadlessChromium(DEVHOST / "logs" / "make-workflows-chromium.log")
+    try:
+        server.start()
+        object_info = server.get("/object_info")
+        page.start()
+        page.navigate(server.url)
+        page.wait_for(READY_JS, timeout=120)
+        for name, build in WORKFLOWS.items():
+            prompt = build()
+            workflow = serialize_in_frontend(page, prompt, name)
+            converted = without_meta(ui_to_api(workflow, object_info))
+            if converted != without_meta(prompt):
+                print(f"make_workflows: {name} does not convert back to its prompt", file=sys.stderr)
+                return 1
+            path = REPO_ROOT / "workflows" / f"{name}.json"
+            path.write_text(json.dumps(workflow, indent=1) + "\n")
+            print(f"wrote {path.relative_to(REPO_ROOT)}")
+    finally:
+        page.stop()
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
