@@ -15,7 +15,6 @@ after a warm-up of 3 steps.
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 import common
@@ -28,11 +27,10 @@ MODEL = "tiny_sd15_taesd"
 def load(size: int):
     import comfy.clip_vision
     import comfy.sd
+    import numpy as np
 
     from devhost.example_inputs import painting
     from devhost.paths import BASE_DIR
-
-    import numpy as np
 
     ckpt = BASE_DIR / "models" / "checkpoints" / f"{MODEL}.safetensors"
     with torch.inference_mode():
