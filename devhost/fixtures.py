@@ -8,6 +8,8 @@ ComfyUI detects exactly as it detects the real ones:
 - `tiny_sd15_kl`: two UNet levels and the real KL VAE. Closer to a real checkpoint.
 - `tiny_clip_vision_vitl`: the full 24-layer CLIP ViT-L/14 vision tower (ComfyUI only picks the
   ViT-L config when layer 22 exists), giving the 768-d `image_embeds` InST uses.
+- `tiny_sd3_unet`: a one-block SD3 MMDiT (diffusion model only), a real model of another family,
+  for checking that the SD-only nodes refuse it.
 
 ComfyUI's layers skip weight initialisation, so every layer is initialised explicitly here.
 Run `python -m devhost.fixtures` to build them all into the dev host's model folders.
@@ -42,7 +44,8 @@ class Fixture:
 TINY_SD15 = Fixture("tiny_sd15_taesd", "checkpoints", "sd15", vae="taesd", channel_mult=(1,))
 TINY_SD15_KL = Fixture("tiny_sd15_kl", "checkpoints", "sd15", vae="kl", channel_mult=(1, 2))
 TINY_CLIP_VISION = Fixture("tiny_clip_vision_vitl", "clip_vision", "clip_vision")
-ALL_FIXTURES = (TINY_SD15, TINY_SD15_KL, TINY_CLIP_VISION)
+TINY_SD3 = Fixture("tiny_sd3_unet", "diffusion_models", "sd3_unet")
+ALL_FIXTURES = (TINY_SD15, TINY_SD15_KL, TINY_CLIP_VISION, TINY_SD3)
 
 
 def _init_layers(module) -> None:
@@ -121,6 +124,24 @@ def _clip_vision_state() -> dict:
     return model.state_dict()
 
 
+def _sd3_unet_state() -> dict:
+    import comfy.ops
+    import torch
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
+
+    model = MMDiT(input_size=None, patch_size=2, in_channels=16, out_channels=16, depth=1, adm_in_channels=2048,
+                  context_embedder_config={"target": "torch.nn.Linear",
+                                           "params": {"in_features": 4096, "out_features": 64}},
+                  pos_embed_max_size=16, num_patches=256, pos_embed_scaling_factor=None, x_block_self_attn_layers=[],
+                  dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
+    _init_layers(model)
+    return model.state_dict()
+
+
+STATE_BUILDERS = {"sd15": _sd15_state, "clip_vision": lambda fx: _clip_vision_state(),
+                  "sd3_unet": lambda fx: _sd3_unet_state()}
+
+
 def _cache_key(fx: Fixture) -> str:
     source = Path(__file__).read_bytes()
     return hashlib.sha256(source + json.dumps(asdict(fx), sort_keys=True).encode()).hexdigest()[:16]
@@ -136,7 +157,7 @@ def build(fx: Fixture) -> Path:
     from safetensors.torch import save_file
 
     torch.manual_seed(fx.seed)
-    state = _sd15_state(fx) if fx.kind == "sd15" else _clip_vision_state()
+    state = STATE_BUILDERS[fx.kind](fx)
     state = {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     FIXTURE_CACHE.mkdir(parents=True, exist_ok=True)
     for stale in FIXTURE_CACHE.glob(f"{fx.name}-*.safetensors"):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs the dev host and a headless Chromium if missing,
-# then runs the whole pytest suite against the real ComfyUI. pytest's exit 5 (no tests ran) fails.
+# checks the code with ruff, then runs the whole pytest suite against the real ComfyUI.
+# pytest's exit 5 (no tests ran) is a failure.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bash "$ROOT/devhost/install.sh"
@@ -10,6 +11,7 @@ if ! command -v chromium >/dev/null; then
     || { echo "test: could not install chromium (needs root and Debian's packages)" >&2; exit 1; }
 fi
 cd "$ROOT"
+"$ROOT/.devhost/venv/bin/ruff" check .
 set +e
 "$ROOT/.devhost/venv/bin/python" -m pytest "$@"
 rc=$?

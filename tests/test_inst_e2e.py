@@ -112,3 +112,11 @@ def test_server_log_shows_no_import_problem_for_this_package(comfy_server):
     assert comfy_server.log_problems() == []
     assert TINY_CKPT in comfy_server.get("/object_info/CheckpointLoaderSimple")["CheckpointLoaderSimple"][
         "input"]["required"]["ckpt_name"][0]
+
+
+def test_a_model_of_another_family_is_refused_through_the_server(comfy_server, painting_file):
+    prompt = inst_training(painting_file, steps=1, filename="")
+    prompt["9"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sd3_unet.safetensors",
+                                                          "weight_dtype": "default"}}
+    prompt["4"]["inputs"]["model"] = ["9", 0]
+    assert "Input 'model': is a SD3 model" in _error_message(comfy_server.run(prompt))

@@ -106,3 +106,14 @@ def test_cpu_autocast_is_refused(inst, sd15, clip_vision):
     config = inst.InSTTrainingConfig(**dict(FAST, steps=1), precision="bf16")
     with torch.inference_mode(), pytest.raises(InputError, match="'precision'"):
         inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config)
+
+
+def test_a_model_of_another_family_is_refused_by_name(inst, sd15, clip_vision, tiny_models):
+    import comfy.sd
+    from inst_styleforge.errors import InputError
+
+    _, clip, vae = sd15
+    with torch.inference_mode():
+        sd3 = comfy.sd.load_diffusion_model(str(tiny_models["tiny_sd3_unet"]))
+    with pytest.raises(InputError, match="Input 'model': is a SD3 model; this node needs a Stable Diffusion UNet"):
+        inst.train_style(sd3, clip, vae, clip_vision, [painting_tensor()], inst.InSTTrainingConfig(**FAST))
