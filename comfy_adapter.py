@@ -13,9 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import comfy.clip_model
+import comfy.lora
 import comfy.model_management
+import comfy.model_sampling
 import comfy.sample
 import comfy.samplers
+import comfy.sd
 import comfy.utils
 import folder_paths
 import torch
@@ -152,12 +155,6 @@ def training_context(model=None, clip=None, gradient_checkpointing: bool = False
                 del module.forward  # back to the class's own forward
 
 
-def trainable(tensor: torch.Tensor) -> torch.Tensor:
-    """A copy of a tensor made by another node (an inference tensor) that autograd can use."""
-    with torch.inference_mode(False):
-        return tensor.detach().clone()
-
-
 # ---- diffusion -----------------------------------------------------------------------------------
 
 def compute_device(model) -> torch.device:
@@ -209,9 +206,17 @@ def prediction_error(model, denoised: torch.Tensor, latent: torch.Tensor, sigma:
     return (denoised - latent) / slope
 
 
-def output_from_denoised(model, x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """The noise the model implies at x: (x - denoised) / sigma (ComfyUI's VE convention)."""
-    return (x - denoised) / sigma.view(-1, *[1] * (x.ndim - 1))
+def prediction_mse(model, latent: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
+                   pooled: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample mean squared error of the model's prediction at noise level `sigma`, in the model's
+    own parameterisation (epsilon for SD1.x, v for v-prediction models)."""
+    x = noised(model, latent, noise, sigma)
+    denoised = predict_denoised(model, x, sigma, model_inputs(model, cond, pooled, latent))
+    return prediction_error(model, denoised, latent, sigma).float().pow(2).flatten(1).mean(1)
+
+
+def is_v_prediction(model) -> bool:
+    return isinstance(model.model.model_sampling, comfy.model_sampling.V_PREDICTION)
 
 
 def sample(model, positive: list, negative: list, latent: torch.Tensor, seed: int, steps: int, cfg: float,
@@ -329,10 +334,6 @@ def _send_progress_text(text: str) -> None:
     PromptServer.instance.send_progress_text(text, context.node_id)
 
 
-def is_interrupt(error: BaseException) -> bool:
-    return isinstance(error, comfy.model_management.InterruptProcessingException)
-
-
 # ---- files ---------------------------------------------------------------------------------------
 
 def register_model_folder(name: str, extensions: set[str]) -> None:
@@ -362,5 +363,69 @@ def input_directory() -> Path:
     return Path(folder_paths.get_input_directory())
 
 
-def output_directory() -> Path:
-    return Path(folder_paths.get_output_directory())
+# ---- LoRA (StyleForge) ---------------------------------------------------------------------------
+
+def _preferred_name(names: list[str], prefixes: tuple[str, ...]) -> str | None:
+    return next((n for p in prefixes for n in names if n.startswith(p)), None)
+
+
+def _kohya_names(key_map: dict[str, str], prefixes: tuple[str, ...]) -> dict[str, str]:
+    """ComfyUI weight key -> the first of ComfyUI's accepted LoRA names with a preferred prefix."""
+    names: dict[str, list[str]] = {}
+    for lora_name, weight_key in key_map.items():
+        names.setdefault(weight_key, []).append(lora_name)
+    chosen = {key: _preferred_name(found, prefixes) for key, found in names.items()}
+    return {key: name for key, name in chosen.items() if name is not None}
+
+
+def _unet_lora_names(model) -> dict[str, str]:
+    """Module path inside model.model -> kohya name. Kohya writes the diffusers-style block names
+    (`lora_unet_down_blocks_0_...`); ComfyUI also accepts its own (`lora_unet_input_blocks_1_...`),
+    which is the fallback for layers diffusers has no name for."""
+    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    native = {f"lora_unet_{k[len('diffusion_model.'):-len('.weight')].replace('.', '_')}"
+              for k in key_map.values() if k.startswith("diffusion_model.")}
+    diffusers_style = {n: k for n, k in key_map.items() if n.startswith("lora_unet_") and n not in native}
+    names = _kohya_names(key_map, ("lora_unet_",))
+    names.update(_kohya_names(diffusers_style, ("lora_unet_",)))
+    return {key[:-len(".weight")]: name for key, name in names.items()}
+
+
+def _text_encoder_lora_names(clip) -> dict[str, str]:
+    """Module path inside clip.cond_stage_model -> kohya name (`lora_te_` for one text encoder,
+    `lora_te1_`/`lora_te2_` for SDXL's two), for the encoder layers' attention and MLP linears."""
+    key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {})
+    layers = {n: k for n, k in key_map.items() if "_text_model_encoder_layers_" in n}
+    prefixes = ("lora_te1_", "lora_te2_") if len(text_encoder_widths(clip)) > 1 else ("lora_te_",)
+    return {key[:-len(".weight")]: name for key, name in _kohya_names(layers, prefixes).items()}
+
+
+def _is_unet_lora_layer(path: str, layer: torch.nn.Module, include_conv: bool) -> bool:
+    """Attention and feed-forward linears of the transformer blocks (and SDXL's linear proj_in/out);
+    with `include_conv`, also the convolutions of the UNet blocks except the first input conv."""
+    if isinstance(layer, torch.nn.Linear):
+        return ".transformer_blocks." in path or path.endswith((".proj_in", ".proj_out"))
+    in_blocks = path.startswith(("diffusion_model.input_blocks.", "diffusion_model.middle_block.",
+                                 "diffusion_model.output_blocks."))
+    first_conv = path.startswith("diffusion_model.input_blocks.0.")
+    return include_conv and isinstance(layer, torch.nn.Conv2d) and in_blocks and not first_conv
+
+
+def lora_targets(model, clip, include_conv: bool, include_text_encoder: bool) -> dict[str, torch.nn.Module]:
+    """kohya name -> the ComfyUI layer a LoRA adapter wraps. The names come from ComfyUI's own LoRA key
+    maps, so stock LoraLoader maps every saved key back onto the same layer."""
+    targets = {}
+    unet_names = _unet_lora_names(model)
+    for path, layer in model.model.named_modules():
+        if path in unet_names and _is_unet_lora_layer(path, layer, include_conv):
+            targets[unet_names[path]] = layer
+    if include_text_encoder:
+        encoder = clip.cond_stage_model
+        for path, name in _text_encoder_lora_names(clip).items():
+            targets[name] = encoder.get_submodule(path)
+    return targets
+
+
+def apply_lora(model, clip, lora_tensors: dict[str, torch.Tensor], strength: float = 1.0) -> tuple:
+    """(MODEL, CLIP) with a kohya LoRA applied exactly as stock LoraLoader applies it."""
+    return comfy.sd.load_lora_for_models(model, clip, lora_tensors, strength, strength)

@@ -30,10 +30,10 @@ def safe_relative_name(name: str, input_name: str, suffix: str = ".safetensors")
     return Path(*parts[:-1], parts[-1] + suffix)
 
 
-def inside(folder: Path, relative: Path) -> Path:
+def inside(folder: Path, relative: Path, input_name: str = "filename") -> Path:
     target = (folder / relative).resolve()
     if folder.resolve() not in target.parents:
-        raise InputError("filename", f"'{relative}' would leave {folder}.", "Use a plain file name.")
+        raise InputError(input_name, f"'{relative}' would leave {folder}.", "Use a plain file name.")
     return target
 
 

@@ -117,10 +117,7 @@ def denoising_loss(model, clip, style: InSTStyle, prompt: StylePrompt, latents: 
         pooled.append(pool)
     cond = torch.cat(conds).to(latents.device)
     pooled = torch.cat(pooled).to(latents.device) if pooled[0] is not None else None
-    sigma = host.sigma_at(model, timesteps)
-    x = host.noised(model, latents, noise, sigma)
-    denoised = host.predict_denoised(model, x, sigma, host.model_inputs(model, cond, pooled, latents))
-    return host.prediction_error(model, denoised, latents, sigma).float().pow(2).flatten(1).mean(1)
+    return host.prediction_mse(model, latents, noise, host.sigma_at(model, timesteps), cond, pooled)
 
 
 @torch.no_grad()

@@ -1,0 +1,131 @@
+"""StyleForge image sets: StyleRef (or Multi's people / backgrounds) and Aux images, with captions.
+
+A set comes from a folder under ComfyUI's input directory, from an IMAGE batch of the graph, or both.
+Files are read the way a user expects an image viewer to show them (EXIF orientation applied,
+transparency flattened onto white, greyscale made RGB). Files that are not readable images are
+skipped and counted, and the count is part of the set's summary so the user sees it; a set with no
+readable image is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .. import comfy_adapter as host
+from ..errors import InputError
+from ..images import image_sha256, require_image
+from ..safe_files import inside
+
+CAPTION_SUFFIX = ".txt"
+TRANSPARENT_BACKGROUND = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images (each a (1, H, W, 3) IMAGE in [0, 1], sizes may differ) and their captions ("" = none)."""
+
+    images: tuple[torch.Tensor, ...]
+    captions: tuple[str, ...]
+    source: str
+    skipped: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sha256(self) -> str:
+        """One hash of the pixels and captions, so a LoRA's metadata records which data made it."""
+        digest = hashlib.sha256()
+        for image, caption in zip(self.images, self.captions):
+            digest.update(image_sha256(image).encode() + caption.encode())
+        return digest.hexdigest()
+
+    def summary(self) -> str:
+        captioned = sum(1 for c in self.captions if c)
+        text = f"{len(self)} images from {self.source} ({captioned} with captions)"
+        return f"{text}; {skipped_text(self.skipped)}" if self.skipped else text
+
+
+def skipped_text(skipped: tuple[str, ...]) -> str:
+    shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+    return f"skipped {len(skipped)} unreadable or non-image files: {shown}"
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """(1, H, W, 3) float IMAGE of an image file: EXIF rotation applied, alpha flattened onto white."""
+    with Image.open(path) as opened:
+        image = ImageOps.exif_transpose(opened)
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            image = Image.new("RGBA", rgba.size, TRANSPARENT_BACKGROUND + (255,))
+            image.alpha_composite(rgba)
+        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array.copy())[None]
+
+
+def _caption(path: Path) -> str:
+    caption_file = path.with_suffix(CAPTION_SUFFIX)
+    return caption_file.read_text(encoding="utf-8", errors="replace").strip() if caption_file.is_file() else ""
+
+
+def _folder(folder: str, input_name: str) -> Path:
+    root = host.input_directory()
+    relative = folder.strip().replace("\\", "/").strip("/")
+    path = inside(root, Path(relative), input_name)
+    if not path.is_dir():
+        raise InputError(input_name, f"folder '{relative}' does not exist under ComfyUI's input directory "
+                         f"({root}).", "Create it and put the images there, or fix the name.")
+    return path
+
+
+def load_folder(folder: str, input_name: str = "folder") -> ImageSet:
+    """Every readable image directly in `folder` (relative to ComfyUI's input directory), sorted by
+    name, with the caption from a .txt file of the same name when there is one."""
+    path = _folder(folder, input_name)
+    images, captions, skipped = [], [], []
+    for file in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if file.suffix.lower() == CAPTION_SUFFIX:
+            continue
+        try:
+            images.append(require_image(read_image(file), f"{input_name} file '{file.name}'"))
+        except (UnidentifiedImageError, OSError, ValueError):
+            skipped.append(file.name)
+            continue
+        captions.append(_caption(file))
+    if not images:
+        found = f" ({skipped_text(tuple(skipped))})" if skipped else ""
+        raise InputError(input_name, f"folder '{folder}' has no readable images{found}.",
+                         "Add PNG, JPEG or WebP images to it.")
+    return ImageSet(tuple(images), tuple(captions), f"input/{path.relative_to(host.input_directory())}",
+                    tuple(skipped))
+
+
+def from_batch(batch: torch.Tensor, input_name: str = "images") -> ImageSet:
+    """An IMAGE batch of the graph as a set (no captions)."""
+    images = require_image(batch, input_name)
+    return ImageSet(tuple(images[i:i + 1] for i in range(images.shape[0])), ("",) * images.shape[0],
+                    f"an IMAGE batch of {images.shape[0]}")
+
+
+def combine(sets: list[ImageSet]) -> ImageSet:
+    return ImageSet(tuple(i for s in sets for i in s.images), tuple(c for s in sets for c in s.captions),
+                    " + ".join(s.source for s in sets), tuple(f for s in sets for f in s.skipped))
+
+
+def image_set(folder: str, batch: torch.Tensor | None) -> ImageSet:
+    """The set a dataset node describes: the folder's images, the batch's, or both."""
+    sets = ([load_folder(folder)] if folder.strip() else []) + ([from_batch(batch)] if batch is not None else [])
+    if not sets:
+        raise InputError("folder", "is empty and no images are connected.",
+                         "Type a folder under ComfyUI's input directory, or connect an IMAGE batch.")
+    return combine(sets)
+
+
+def bound_prompt(binding: str, caption: str) -> str:
+    """The training prompt of one image: its binding ("zwx style", or "style" for Aux) and its caption."""
+    return f"{binding}, {caption}" if caption else binding

@@ -1,0 +1,82 @@
+"""The StyleForge LoRA file: kohya key names in a safetensors file with the training's metadata.
+
+Metadata values are strings (safetensors' rule); structured ones are JSON. Resume reads the step
+count and network settings from here, never from the file name. `ss_network_dim` / `ss_network_alpha`
+are also written, under kohya's names, so other tools show the rank and alpha.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ..errors import InputError
+from ..safe_files import atomic_save_safetensors
+
+LORA_FOLDER = "loras"
+FORMAT = "styleforge-lora-1"
+SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass
+class StyleForgeLoRA:
+    """kohya tensors (fp32, CPU) and the training's metadata, as passed between nodes."""
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return int(self.metadata["steps"])
+
+    @property
+    def family(self) -> str:
+        return self.metadata["base_model_family"]
+
+
+def _to_strings(metadata: dict) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+
+
+def _from_strings(metadata: dict[str, str]) -> dict:
+    def parse(value: str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+
+    return {k: parse(v) for k, v in metadata.items()}
+
+
+def save_lora(lora: StyleForgeLoRA, path: Path, precision: str = "fp16") -> Path:
+    """Atomic write (temporary file, then rename): a checkpoint interrupted by Cancel or a crash leaves
+    the previous file intact and no partial one."""
+    dtype = SAVE_DTYPES[precision]
+    tensors = {k: v.to(dtype) for k, v in lora.tensors.items()}
+    metadata = {**lora.metadata, "format": FORMAT, "save_precision": precision,
+                "ss_network_dim": lora.metadata.get("rank"), "ss_network_alpha": lora.metadata.get("alpha")}
+    return atomic_save_safetensors(tensors, path, _to_strings(metadata))
+
+
+def load_lora(path: Path, input_name: str) -> StyleForgeLoRA:
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+            tensors = {k: file.get_tensor(k).float() for k in file.keys()}
+    except Exception as error:  # safetensors raises its own error types for damaged files
+        raise InputError(input_name, f"'{path.name}' is not a readable safetensors file ({error}).",
+                         "Pick another file.") from None
+    if metadata.get("format") != FORMAT:
+        raise InputError(input_name, f"'{path.name}' is not a StyleForge LoRA (its step count and settings are "
+                         "unknown).", "Resume only from a file this trainer saved, or pick [none].")
+    return StyleForgeLoRA(tensors, _from_strings(metadata))
+
+
+def require_family(lora: StyleForgeLoRA, family: str, input_name: str) -> None:
+    if lora.family != family:
+        raise InputError(input_name, f"was trained on a {lora.family} model, but the model connected is {family}.",
+                         f"Resume from a LoRA trained on {family}, or pick [none] to start a new one.")

@@ -1,0 +1,125 @@
+"""StyleForge in-process on the tiny SD1.5, loaded as the server loads it: the loss, what changes,
+the hook/stock-merge equivalence, checkpoints and resume."""
+
+import dataclasses
+
+import pytest
+import torch
+from images_for_tests import to_image_tensor
+
+from devhost.example_inputs import painting, person
+
+FAST = dict(steps=4, resolution=64, unet_lr=1e-3, rank=4, alpha=4.0)
+
+
+@pytest.fixture(scope="module")
+def sf(pkg):
+    from inst_styleforge.styleforge_core import datasets, training
+
+    return datasets, training
+
+
+@pytest.fixture(scope="module")
+def sets(sf):
+    datasets, training = sf
+    style = datasets.from_batch(torch.cat([to_image_tensor(painting(s, (64, 64))) for s in range(3)]))
+    aux = datasets.from_batch(torch.cat([to_image_tensor(person(10 + s)) for s in range(4)]))
+    return training.TrainingSets(style, aux)
+
+
+def _state(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _train(training, sd15, sets, **overrides):
+    model, clip, vae = sd15
+    with torch.inference_mode():
+        return training.train_styleforge(model, clip, vae, sets, training.StyleForgeConfig(**{**FAST, **overrides}))
+
+
+def test_training_lowers_the_fixed_evaluation_loss_and_changes_only_lora_parameters(sf, sd15, sets):
+    model, clip, vae = sd15
+    frozen = {"unet": model.model, "text": clip.cond_stage_model, "vae": vae.first_stage_model}
+    before = {name: _state(m) for name, m in frozen.items()}
+    result = _train(sf[1], sd15, sets, steps=8, text_encoder_lr=1e-3)
+    assert result.eval_after < result.eval_before
+    assert len(result.losses) == 8 and all(torch.isfinite(torch.tensor(result.losses)))
+    for name, module in frozen.items():
+        after = module.state_dict()
+        changed = [k for k, v in before[name].items() if not torch.equal(v, after[k])]
+        assert changed == [], f"{name} weights changed: {changed[:5]}"
+    ups = [v for k, v in result.lora.tensors.items() if k.endswith(".lora_up.weight")]
+    assert all(u.abs().sum() > 0 for u in ups), "every adapter (UNet and text encoder) was trained"
+
+
+def test_lambda_zero_makes_the_aux_term_vanish(sf, sd15, sets):
+    training = sf[1]
+    with_aux = _train(training, sd15, sets, steps=1, aux_weight=1.0)
+    without = _train(training, sd15, sets, steps=1, aux_weight=0.0)
+    assert with_aux.aux_losses[0] > 0
+    assert with_aux.losses[0] == pytest.approx(with_aux.ref_losses[0] + with_aux.aux_losses[0], rel=1e-5)
+    assert without.aux_losses[0] == 0 and without.losses[0] == without.ref_losses[0]
+    # the StyleRef draw does not depend on lambda: same sample, same term (batched with Aux or alone)
+    assert without.ref_losses[0] == pytest.approx(with_aux.ref_losses[0], rel=1e-4)
+
+
+def test_hooked_adapters_compute_what_stock_lora_loading_merges(pkg, sd15):
+    """The trainer trains through forward hooks; stock LoraLoader merges W + alpha/rank * up @ down. With
+    random (non-zero) adapters on linears, convolutions and the text encoder, both give the same outputs:
+    the UNet (fp32 weights on the CPU) to float rounding; the text encoder, whose weights this checkpoint
+    keeps in fp16, up to the fp16 rounding of the merged weights (well under 5% of the adapters' effect)."""
+    import inst_styleforge.comfy_adapter as host
+    from inst_styleforge.styleforge_core.lora import LoRANetwork
+
+    model, clip, vae = sd15
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
+    sigma = host.sigma_at(model, torch.tensor([500]))
+
+    def text(c):
+        return host.encode_tokens_for_training(c, host.tokenize(c, "zwx style"))
+
+    def prediction(m, cond, pooled):
+        x = host.noised(m, latent, noise, sigma)
+        return host.predict_denoised(m, x, sigma, host.model_inputs(m, cond, pooled, latent))
+
+    with torch.inference_mode(), host.training_context(model, clip), torch.no_grad():
+        targets = host.lora_targets(model, clip, include_conv=True, include_text_encoder=True)
+        network = LoRANetwork(targets, rank=4, alpha=2.0, seed=0)
+        for adapter in network.adapters.values():
+            torch.nn.init.normal_(adapter.up.weight, std=0.02)
+        cond, pooled = text(clip)
+        base = cond, prediction(model, cond, pooled)
+        with network.attached(targets):
+            hooked = text(clip)[0], prediction(model, cond, pooled)
+        state = network.kohya_state()
+    assert any("_proj_in." in k for k in state) and any("_conv1." in k for k in state), "convolutions adapted"
+    with torch.inference_mode():
+        merged_model, merged_clip = host.apply_lora(model, clip, state)
+    with torch.inference_mode(), host.training_context(merged_model, merged_clip), torch.no_grad():  # loads patches
+        merged = text(merged_clip)[0], prediction(merged_model, cond, pooled)
+    effects = [(h - b).abs().max() for h, b in zip(hooked, base)]
+    assert min(effects) > 1e-3, "the adapters change both outputs"
+    assert (hooked[0] - merged[0]).abs().max() < 0.05 * effects[0]
+    assert torch.allclose(hooked[1], merged[1], atol=1e-4, rtol=1e-4), (hooked[1] - merged[1]).abs().max()
+
+
+def test_checkpoint_and_resume_continue_from_the_saved_step(sf, sd15, sets, tmp_path):
+    training = sf[1]
+    from inst_styleforge.styleforge_core.lora_file import load_lora
+
+    model, clip, vae = sd15
+    config = training.StyleForgeConfig(**{**FAST, "steps": 2, "checkpoint_every": 2})
+    path = tmp_path / "ckpt.safetensors"
+    with torch.inference_mode():
+        training.train_styleforge(model, clip, vae, sets, config, checkpoint_path=path)
+    checkpoint = load_lora(path, "resume_from")
+    assert checkpoint.steps == 2 and not list(tmp_path.glob(".*"))
+    straight = _train(training, sd15, sets, steps=3)
+    with torch.inference_mode():
+        resumed = training.train_styleforge(model, clip, vae, sets, dataclasses.replace(config, steps=3, rank=8),
+                                            resume=checkpoint)
+    assert resumed.start_step == 2 and len(resumed.losses) == 1 and resumed.lora.steps == 3
+    assert resumed.lora.metadata["rank"] == 4, "rank comes from the resumed file, not the input"
+    # step 3 sees the same weights and the same draw as the uninterrupted run
+    assert resumed.losses[0] == pytest.approx(straight.losses[2], rel=1e-4)
