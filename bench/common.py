@@ -30,20 +30,37 @@ def setup() -> None:
 
 
 class StepClock:
-    """Records the time of every progress update, i.e. of every optimizer step."""
+    """Installed as ComfyUI's progress hook: records the time of every update, i.e. of every step."""
 
     def __init__(self):
         import comfy.utils
 
         self.stamps: list[float] = []
-        comfy.utils.set_progress_bar_global_hook(lambda *args, **kwargs: self.stamps.append(time.perf_counter()))
+        comfy.utils.set_progress_bar_global_hook(self)
+
+    def __call__(self, value, total, preview, node_id=None) -> None:
+        self.stamps.append(time.perf_counter())
 
     def step_seconds(self, skip: int) -> list[float]:
         return [b - a for a, b in zip(self.stamps, self.stamps[1:])][skip:]
 
 
-def peak_rss_mb() -> float:
+def process_peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS now, VmHWM peak since the last reset) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets VmHWM, so loading the checkpoint (whose own peak is
+    higher than a small training run's) does not hide what training adds."""
+    Path("/proc/self/clear_refs").write_text("5")
 
 
 def run_measurement(script: Path, name: str, args: list[str]) -> dict:
@@ -57,7 +74,7 @@ def run_measurement(script: Path, name: str, args: list[str]) -> dict:
 
 def report(name: str, seconds: list[float], extra: dict | None = None) -> None:
     print(json.dumps({"name": name, "median_s": statistics.median(seconds), "n": len(seconds),
-                      "peak_rss_mb": round(peak_rss_mb()), **(extra or {})}))
+                      "peak_rss_mb": round(status_mb("VmHWM")), **(extra or {})}))
 
 
 def ratio(a: float, b: float) -> str:

@@ -8,8 +8,8 @@
   no optimizer.
 - TrainLoraNode: ComfyUI's own trainer (rank 8, fp32, no gradient checkpointing) on the same latent
   and the prompt "*" (it trains the UNet only; shown as the anchor users have).
-Each runs in its own process (peak RSS is per process, models included); step times are medians
-after a warm-up of 3 steps.
+Each runs in its own process; peak RSS is the peak while it runs, after the models are loaded (all
+three load the same models). Step times are medians after a warm-up of 3 steps.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def load(size: int):
         model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(ckpt), output_vae=True, output_clip=True)
         vision = comfy.clip_vision.load(str(BASE_DIR / "models" / "clip_vision" / "tiny_clip_vision_vitl.safetensors"))
     image = torch.from_numpy(np.asarray(painting(0).resize((size, size)), dtype=np.float32) / 255)[None]
+    common.reset_peak_rss()  # the peak reported is the one while training, models loaded
     return model, clip, vae, vision, image
 
 

@@ -1,0 +1,208 @@
+"""StyleForge training speed and memory, side by side with ComfyUI's TrainLoraNode and the floor.
+
+Run with the dev host's Python from the repository root:
+
+    .devhost/venv/bin/python bench/styleforge_bench.py [--sizes 64 256] [--steps 7] [--threads N]
+
+Everything runs on the same tiny SD1.5 checkpoint and the same procedural images, fp32 on the CPU,
+LoRA rank 8, no gradient checkpointing, each measurement in its own subprocess (a fresh ComfyUI, so
+runs cannot share caches or patched modules, and `ru_maxrss` is that run's own peak memory):
+
+- `floor`: the bare UNet forward + backward on a StyleForge step's samples (one StyleRef, one Aux
+  latent, random timesteps), weights frozen, gradients to the input only, through the same
+  `apply_model` path both trainers use. Nothing can train faster than this.
+- `styleforge`: this package's trainer (`train_styleforge`), text encoder frozen; 2 samples per step.
+- `styleforge_gc` (not run by default): the same with gradient checkpointing, for its peak memory.
+- `trainlora_b1` / `trainlora_b2`: ComfyUI's TrainLoraNode (`execute` called in-process, under
+  inference mode as the server calls it) on the VAE latents of the same images with the cached
+  conditioning of their prompt, batch size 1 and 2, fp32 training and LoRA dtypes, AdamW, MSE.
+
+Step times come from ComfyUI's progress-bar hook, which both trainers drive once per optimizer step:
+the first `--warmup` steps are dropped and the median of the rest is reported, as samples/second.
+Peak memory: the peak RSS is reset after the checkpoint is loaded (its loading peak would hide a
+small run's), so "peak MB" is the peak while training and "+train" what training added over the
+loaded models; `process_peak_mb` in the JSON lines is the whole subprocess's `ru_maxrss`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import common
+from common import REPO_ROOT, StepClock
+
+RUNNERS = ("floor", "styleforge", "styleforge_gc", "trainlora_b1", "trainlora_b2")
+DEFAULT_RUNNERS = ("floor", "styleforge", "trainlora_b1", "trainlora_b2")
+RANK = 8
+IMAGES_PER_SET = 4
+
+
+def _images(size: int):
+    """(StyleRef batch, Aux batch) of the procedural example images, centre-cropped to size x size."""
+    import numpy as np
+    import torch
+    from inst_styleforge.images import resize_and_crop
+
+    from devhost.example_inputs import painting, person
+
+    def batch(images):
+        tensors = [torch.from_numpy(np.asarray(i, dtype=np.float32) / 255.0)[None] for i in images]
+        return torch.cat([resize_and_crop(t, size, None) for t in tensors])
+
+    return (batch([painting(100 + i) for i in range(IMAGES_PER_SET)]),
+            batch([person(400 + i) for i in range(IMAGES_PER_SET)]))
+
+
+def _load(ckpt: Path):
+    import comfy.sd
+    import torch
+
+    with torch.inference_mode():
+        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(ckpt), output_vae=True, output_clip=True)
+    return model, clip, vae
+
+
+def run_floor(host, model, clip, vae, size: int, steps: int, clock: StepClock) -> int:
+    import torch
+
+    ref, aux = _images(size)
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        latents = host.latent_to_model_space(model, host.vae_encode(vae, torch.cat([ref, aux])).float())
+    with torch.inference_mode(False), torch.enable_grad(), host.training_context(model, clip):
+        latents = latents.clone()
+        cond, pooled = (t.detach().clone() if t is not None else None
+                        for t in host.encode_tokens_for_training(clip, host.tokenize(clip, "zwx style")))
+        for _ in range(steps):
+            picks = [int(torch.randint(0, IMAGES_PER_SET, (1,), generator=generator)) + k * IMAGES_PER_SET
+                     for k in (0, 1)]
+            x = latents[picks].clone().requires_grad_(True)
+            timesteps = torch.randint(0, host.num_timesteps(model), (2,), generator=generator)
+            noise = torch.randn(x.shape, generator=generator)
+            host.prediction_mse(model, x, noise, host.sigma_at(model, timesteps), cond.expand(2, -1, -1),
+                                pooled).mean().backward()
+            clock(0, steps, None)
+    return 2
+
+
+def run_styleforge(host, model, clip, vae, size: int, steps: int, clock: StepClock,
+                   gradient_checkpointing: bool = False) -> int:
+    import torch
+    from inst_styleforge.styleforge_core import datasets, training
+
+    ref, aux = _images(size)
+    sets = training.TrainingSets(datasets.from_batch(ref), datasets.from_batch(aux))
+    config = training.StyleForgeConfig(steps=steps, resolution=size, rank=RANK, alpha=RANK, precision="fp32",
+                                       gradient_checkpointing=gradient_checkpointing)
+    with torch.inference_mode():
+        training.train_styleforge(model, clip, vae, sets, config, host.StepProgress(steps))
+    return 2
+
+
+def run_trainlora(host, model, clip, vae, size: int, steps: int, clock: StepClock, batch_size: int) -> int:
+    import torch
+    from comfy_extras.nodes_train import TrainLoraNode
+
+    ref, aux = _images(size)
+    with torch.inference_mode():
+        latents = host.vae_encode(vae, torch.cat([ref, aux]))
+        positive = host.encode_tokens(clip, host.tokenize(clip, "zwx style"))
+        TrainLoraNode.execute(
+            model=[model], latents=[{"samples": latents[i:i + 1]} for i in range(len(latents))],
+            positive=[positive], batch_size=[batch_size], grad_accumulation_steps=[1], steps=[steps],
+            learning_rate=[1e-4], rank=[RANK], optimizer=["AdamW"], loss_function=["MSE"], seed=[0],
+            training_dtype=["fp32"], lora_dtype=["fp32"], algorithm=["LoRA"], gradient_checkpointing=[False],
+            existing_lora=["[None]"])
+    return batch_size
+
+
+def worker(runner: str, size: int, steps: int, warmup: int, ckpt: Path, threads: int | None) -> dict:
+    import torch
+
+    from devhost.inprocess import import_comfy, import_package
+
+    import_comfy()
+    if threads:
+        torch.set_num_threads(threads)
+
+    import_package()
+    import inst_styleforge.comfy_adapter as host
+
+    model, clip, vae = _load(ckpt)
+    loaded_mb = common.status_mb("VmRSS")
+    common.reset_peak_rss()
+    clock = StepClock()
+    total = steps + warmup + 1
+    run = {"floor": run_floor, "styleforge": run_styleforge,
+           "styleforge_gc": lambda *a: run_styleforge(*a, gradient_checkpointing=True),
+           "trainlora_b1": lambda *a: run_trainlora(*a, batch_size=1),
+           "trainlora_b2": lambda *a: run_trainlora(*a, batch_size=2)}[runner]
+    samples_per_step = run(host, model, clip, vae, size, total, clock)
+    seconds = clock.step_seconds(warmup)
+    median = statistics.median(seconds)
+    return {"runner": runner, "size": size, "steps_timed": len(seconds), "median_step_s": median,
+            "samples_per_s": samples_per_step / median, "process_peak_mb": common.process_peak_mb(),
+            "peak_rss_mb": common.status_mb("VmHWM"), "train_rss_mb": common.status_mb("VmHWM") - loaded_mb,
+            "threads": torch.get_num_threads()}
+
+
+def measure(runner: str, size: int, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", runner, "--sizes", str(size), "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--ckpt", str(args.ckpt)] + (["--threads", str(args.threads)]
+                                                                       if args.threads else [])
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"{runner} at {size} px failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def report(results: list[dict]) -> None:
+    print(f"\n{'size':>5} {'runner':<14} {'s/step':>8} {'samples/s':>10} {'peak MB':>8} {'+train MB':>9}")
+    for r in results:
+        print(f"{r['size']:>5} {r['runner']:<14} {r['median_step_s']:>8.3f} {r['samples_per_s']:>10.2f} "
+              f"{r['peak_rss_mb']:>8.0f} {r['train_rss_mb']:>9.0f}")
+    for size in sorted({r["size"] for r in results}):
+        by = {r["runner"]: r for r in results if r["size"] == size}
+        ours = by["styleforge"]
+        print(f"\n{size} px (threads {ours['threads']}):")
+        if "floor" in by:
+            ratio = by["floor"]["samples_per_s"] / ours["samples_per_s"]
+            print(f"  vs floor: {ratio:.2f}x the floor's time per sample")
+        for name in (n for n in ("trainlora_b1", "trainlora_b2", "styleforge_gc") if n in by):
+            print(f"  vs {name}: {ours['samples_per_s'] / by[name]['samples_per_s']:.2f}x samples/s, peak memory "
+                  f"{ours['peak_rss_mb']:.0f} vs {by[name]['peak_rss_mb']:.0f} MB (+train {ours['train_rss_mb']:.0f}"
+                  f" vs {by[name]['train_rss_mb']:.0f} MB)")
+
+
+def main() -> None:
+    from devhost.fixtures import TINY_SD15, install
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--steps", type=int, default=7, help="timed steps per run (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--ckpt", type=Path, default=None, help="default: the tiny SD1.5 (TAESD) fixture")
+    parser.add_argument("--runners", nargs="+", default=list(DEFAULT_RUNNERS), choices=RUNNERS)
+    parser.add_argument("--worker", choices=RUNNERS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.sizes[0], args.steps, args.warmup, args.ckpt, args.threads)))
+        return
+    args.ckpt = args.ckpt or install(TINY_SD15)
+    results = []
+    for size in args.sizes:
+        for runner in args.runners:
+            results.append(measure(runner, size, args))
+            print(json.dumps(results[-1]), flush=True)
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
