@@ -92,9 +92,67 @@ def inst_style_transfer() -> dict:
     return prompt
 
 
+STYLEFORGE_TRAINING = dict(
+    token="zwx", background_token="ohwx", style_template="{} style", aux_prompt="style", aux_weight=1.0,
+    background_aux_weight=1.0, min_aux_images=4, rank=16, alpha=16.0, include_conv=False, steps=1000,
+    unet_lr=1e-4, text_encoder_lr=0.0, lr_schedule="constant", warmup_steps=0, batch_size=1, grad_accumulation=1,
+    min_snr_gamma=0.0, noise_offset=0.0, seed=0, resolution=512, crops_per_image=1, random_flip=True,
+    gradient_checkpointing=False, precision="auto", preview_every=100, checkpoint_every=250,
+    resume_from="[none]")
+
+
+def styleforge_generate(prompt: dict, trainer: str, text: str, first: int, prefix: str) -> None:
+    """Sample with the trainer's LoRA-patched MODEL and CLIP, and save the image."""
+    ids = [str(first + i) for i in range(5)]
+    prompt.update({
+        ids[0]: node("CLIPTextEncode", text=text, clip=[trainer, 1]),
+        ids[1]: node("CLIPTextEncode", "Negative", text="blurry, low quality", clip=[trainer, 1]),
+        ids[2]: node("EmptyLatentImage", width=512, height=512, batch_size=1),
+        ids[3]: node("KSampler", model=[trainer, 0], positive=[ids[0], 0], negative=[ids[1], 0],
+                     latent_image=[ids[2], 0], seed=42, steps=25, cfg=7.0, sampler_name="euler", scheduler="normal",
+                     denoise=1.0),
+        ids[4]: node("VAEDecode", samples=[ids[3], 0], vae=["1", 2]),
+    })
+    prompt[str(first + 5)] = node("SaveImage", images=[ids[4], 0], filename_prefix=prefix)
+
+
+def styleforge_single() -> dict:
+    prompt = {
+        "1": node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT),
+        "2": node("StyleForge_ImageSet", "StyleRef images ([V] style)", folder="styleforge_example/styleref"),
+        "3": node("StyleForge_ImageSet", "Aux images (style)", folder="styleforge_example/aux"),
+        "4": node("StyleForge_Train", model=["1", 0], clip=["1", 1], vae=["1", 2], style_images=["2", 0],
+                  aux=["3", 0], method="Single", checkpoint_name="styleforge/single_checkpoint",
+                  **STYLEFORGE_TRAINING),
+        "5": node("StyleForge_SaveLoRA", lora=["4", 2], filename="styleforge/single_style", precision="fp16"),
+        "6": node("SaveImage", "Loss curve", images=["4", 3], filename_prefix="styleforge/single_loss"),
+    }
+    styleforge_generate(prompt, "4", "a portrait of a woman in a garden, zwx style", 10, "styleforge/single")
+    return prompt
+
+
+def styleforge_multi() -> dict:
+    prompt = {
+        "1": node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT),
+        "2": node("StyleForge_ImageSet", "People ([V] style)", folder="styleforge_example/people"),
+        "3": node("StyleForge_ImageSet", "Backgrounds ([W] style)", folder="styleforge_example/backgrounds"),
+        "4": node("StyleForge_ImageSet", "Aux images (style)", folder="styleforge_example/aux"),
+        "5": node("StyleForge_Train", model=["1", 0], clip=["1", 1], vae=["1", 2], style_images=["2", 0],
+                  backgrounds=["3", 0], aux=["4", 0], method="Multi", checkpoint_name="styleforge/multi_checkpoint",
+                  **STYLEFORGE_TRAINING),
+        "6": node("StyleForge_SaveLoRA", lora=["5", 2], filename="styleforge/multi_style", precision="fp16"),
+        "7": node("SaveImage", "Loss curve", images=["5", 3], filename_prefix="styleforge/multi_loss"),
+    }
+    styleforge_generate(prompt, "5", "a portrait of a woman, zwx style, standing in a city street, ohwx style", 10,
+                        "styleforge/multi")
+    return prompt
+
+
 WORKFLOWS = {
     "inst_train_and_generate": inst_train_and_generate,
     "inst_style_transfer": inst_style_transfer,
+    "styleforge_single": styleforge_single,
+    "styleforge_multi": styleforge_multi,
 }
 
 READY_JS = ("!!(window.app && window.app.graph && window.LiteGraph && "

@@ -3,6 +3,7 @@ all-in-one transfer node; deterministic for a seed."""
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from prompts import inversion_with_sampler_custom_advanced
 
@@ -49,3 +50,30 @@ def test_all_in_one_transfer_with_adain_runs_and_refuses_bad_strength(comfy_serv
     prompt["10"]["inputs"]["strength"] = 1.5
     with pytest.raises(PromptRejected, match="strength"):
         comfy_server.queue(prompt)  # refused by the schema's [0, 1] range before anything runs
+
+
+def test_a_styleforge_lora_patched_model_drives_the_transfer(comfy_server):
+    from styleforge_prompts import image_set, trainer
+    from test_inst_e2e import _latent
+
+    from devhost.example_inputs import write_examples
+
+    write_examples(BASE_DIR / "input")
+    prompt = inversion_with_sampler_custom_advanced(_content_file())
+    for node in ("6", "7", "8", "9", "10", "11", "12"):
+        del prompt[node]
+    prompt.update({
+        "20": image_set("styleref"), "21": image_set("aux"),
+        "22": trainer({"style_images": "20", "aux": "21"}, steps=2, unet_lr=1e-2),
+        "23": {"class_type": "CLIPTextEncode", "inputs": {"text": "zwx style", "clip": ["22", 1]}},
+    })
+    for model, node_id in ((["22", 0], "30"), (["1", 0], "40")):
+        prompt[node_id] = {"class_type": "InST_StyleTransfer", "inputs": {
+            "model": model, "positive": ["23", 0], "negative": ["5", 0], "content": ["3", 0], "strength": 0.6,
+            "steps": 4, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "seed": 1,
+            "mode": "self_consistent"}}
+        prompt[str(int(node_id) + 1)] = {"class_type": "SaveLatent", "inputs": {
+            "samples": [node_id, 0], "filename_prefix": f"tests/lora_transfer_{node_id}"}}
+    result = comfy_server.run(prompt)
+    assert result.ok, result.error
+    assert not torch.equal(_latent(comfy_server, result, "31"), _latent(comfy_server, result, "41"))
