@@ -120,3 +120,34 @@ def test_a_model_of_another_family_is_refused_through_the_server(comfy_server, p
                                                           "weight_dtype": "default"}}
     prompt["4"]["inputs"]["model"] = ["9", 0]
     assert "Input 'model': is a SD3 model" in _error_message(comfy_server.run(prompt))
+
+
+def _save_foreign_style(pkg, name: str, **spec) -> str:
+    """A style file as the trainer would write it for another setup (random weights, real format)."""
+    from inst_styleforge.inst_core.style import InSTStyle, StyleSpec
+    from inst_styleforge.inst_core.style_file import save_style
+
+    save_style(InSTStyle(StyleSpec(**spec)), BASE_DIR / "models" / "inst_styles" / "tests" / f"{name}.safetensors")
+    return f"tests/{name}.safetensors"
+
+
+def _condition_with_style_file(painting_file: str, style_name: str) -> dict:
+    prompt = inst_training(painting_file)
+    del prompt["4"]
+    prompt["6"] = {"class_type": "InST_LoadStyle", "inputs": {"style_name": style_name}}
+    prompt["7"] = {"class_type": "InST_StyleConditioning", "inputs": {
+        "clip": ["1", 1], "style": ["6", 0], "text": STYLE_TEXT, "placeholder": "*", "clip_vision_output": ["5", 0]}}
+    prompt.update(sample_to_latent(["7", 0], "tests/never"))
+    return prompt
+
+
+def test_a_style_trained_for_another_family_is_refused(comfy_server, painting_file, pkg):
+    name = _save_foreign_style(pkg, "sdxl_style", family="SDXL", token_widths={"l": 768, "g": 1280}, image_dim=768)
+    message = _error_message(comfy_server.run(_condition_with_style_file(painting_file, name)))
+    assert "Input 'clip': has text encoders {'l': 768} but this style was trained for SDXL" in message
+
+
+def test_a_clip_vision_of_another_width_is_refused(comfy_server, painting_file, pkg):
+    name = _save_foreign_style(pkg, "vit_h_style", family="SD15", token_widths={"l": 768}, image_dim=1024)
+    message = _error_message(comfy_server.run(_condition_with_style_file(painting_file, name)))
+    assert "Input 'clip_vision_output': gives 768-d image embeddings but this style was trained on 1024-d" in message
