@@ -14,7 +14,6 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import aiohttp
 
 from .comfy_server import free_port
+from .processes import end_process_group
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -84,7 +84,7 @@ class HeadlessChromium:
             try:
                 self.proc.wait(10 if closing else 0)
             except subprocess.TimeoutExpired:
-                self._kill_group()
+                end_process_group(self.proc, grace_s=10)
         if self._home is not None:
             shutil.rmtree(self._home, ignore_errors=True)
             self._home = None
@@ -138,14 +138,6 @@ class HeadlessChromium:
     async def _connect(self, ws_url: str) -> None:
         self._session = aiohttp.ClientSession()
         self._ws = await self._session.ws_connect(ws_url, max_msg_size=0)
-
-    def _kill_group(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
 
     async def _close_browser(self) -> bool:
         """Ask the browser to quit; True when the request went out."""

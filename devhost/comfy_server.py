@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .paths import BASE_DIR, COMFY_DIR, PACKAGE_LINK_NAME, PYTHON
+from .processes import end_process_group
 
 # Server-log lines that mean this package failed to load (they name its folder), and lines that
 # mean a LoRA did not fully apply (any LoRA: ours are the ones the tests load).
@@ -95,13 +95,8 @@ class ComfyServer:
         raise TimeoutError(f"ComfyUI not ready after {timeout}s; log: {self.log_path}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc is not None:
+            end_process_group(self.proc, grace_s=20)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
