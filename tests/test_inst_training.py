@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from frozen_weights import changed_weights, snapshot
 from images_for_tests import painting_tensor
 
 FAST = dict(steps=12, resolution=64, learning_rate=1e-3)
@@ -16,24 +17,17 @@ def inst(pkg):
     return training
 
 
-def _state(module) -> dict:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
 def test_training_lowers_the_fixed_evaluation_loss_and_changes_only_the_encoder(inst, sd15, clip_vision):
     model, clip, vae = sd15
     frozen = {"unet": model.model, "text": clip.cond_stage_model, "vae": vae.first_stage_model,
               "vision": clip_vision.model}
-    before = {name: _state(m) for name, m in frozen.items()}
+    before = snapshot(frozen)
     with torch.inference_mode():
         result = inst.train_style(model, clip, vae, clip_vision, [painting_tensor()],
                                   inst.InSTTrainingConfig(**FAST))
     assert result.eval_after < result.eval_before
     assert len(result.losses) == FAST["steps"] and all(torch.isfinite(torch.tensor(result.losses)))
-    for name, module in frozen.items():
-        after = module.state_dict()
-        changed = [k for k, v in before[name].items() if not torch.equal(v, after[k])]
-        assert changed == [], f"{name} weights changed: {changed[:5]}"
+    assert changed_weights(before, frozen) == []
     assert result.style.spec.training["painting_sha256"]
 
 

@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 import torch
+from frozen_weights import changed_weights, snapshot
 from images_for_tests import to_image_tensor
 
 from devhost.example_inputs import painting, person
@@ -27,10 +28,6 @@ def sets(sf):
     return training.TrainingSets(style, aux)
 
 
-def _state(module) -> dict:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
 def _train(training, sd15, sets, **overrides):
     model, clip, vae = sd15
     with torch.inference_mode():
@@ -40,14 +37,11 @@ def _train(training, sd15, sets, **overrides):
 def test_training_lowers_the_fixed_evaluation_loss_and_changes_only_lora_parameters(sf, sd15, sets):
     model, clip, vae = sd15
     frozen = {"unet": model.model, "text": clip.cond_stage_model, "vae": vae.first_stage_model}
-    before = {name: _state(m) for name, m in frozen.items()}
+    before = snapshot(frozen)
     result = _train(sf[1], sd15, sets, steps=8, text_encoder_lr=1e-3)
     assert result.eval_after < result.eval_before
     assert len(result.losses) == 8 and all(torch.isfinite(torch.tensor(result.losses)))
-    for name, module in frozen.items():
-        after = module.state_dict()
-        changed = [k for k, v in before[name].items() if not torch.equal(v, after[k])]
-        assert changed == [], f"{name} weights changed: {changed[:5]}"
+    assert changed_weights(before, frozen) == []
     ups = [v for k, v in result.lora.tensors.items() if k.endswith(".lora_up.weight")]
     assert all(u.abs().sum() > 0 for u in ups), "every adapter (UNet and text encoder) was trained"
 
