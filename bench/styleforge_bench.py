@@ -12,6 +12,8 @@ runs cannot share caches or patched modules, and `ru_maxrss` is that run's own p
   latent, random timesteps), weights frozen, gradients to the input only, through the same
   `apply_model` path both trainers use. Nothing can train faster than this.
 - `styleforge`: this package's trainer (`train_styleforge`), text encoder frozen; 2 samples per step.
+- `styleforge_separate`: the same with `separate_passes` (StyleRef and Aux backward one after the
+  other): the activation memory of one sample.
 - `styleforge_gc` (not run by default): the same with gradient checkpointing, for its peak memory.
 - `trainlora_b1` / `trainlora_b2`: ComfyUI's TrainLoraNode (`execute` called in-process, under
   inference mode as the server calls it) on the VAE latents of the same images with the cached
@@ -36,8 +38,8 @@ from pathlib import Path
 import common
 from common import REPO_ROOT, StepClock
 
-RUNNERS = ("floor", "styleforge", "styleforge_gc", "trainlora_b1", "trainlora_b2")
-DEFAULT_RUNNERS = ("floor", "styleforge", "trainlora_b1", "trainlora_b2")
+RUNNERS = ("floor", "styleforge", "styleforge_separate", "styleforge_gc", "trainlora_b1", "trainlora_b2")
+DEFAULT_RUNNERS = ("floor", "styleforge", "styleforge_separate", "trainlora_b1", "trainlora_b2")
 RANK = 8
 IMAGES_PER_SET = 4
 
@@ -90,15 +92,14 @@ def run_floor(host, model, clip, vae, size: int, steps: int, clock: StepClock) -
     return 2
 
 
-def run_styleforge(host, model, clip, vae, size: int, steps: int, clock: StepClock,
-                   gradient_checkpointing: bool = False) -> int:
+def run_styleforge(host, model, clip, vae, size: int, steps: int, clock: StepClock, **options) -> int:
     import torch
     from inst_styleforge.styleforge_core import datasets, training
 
     ref, aux = _images(size)
     sets = training.TrainingSets(datasets.from_batch(ref), datasets.from_batch(aux))
     config = training.StyleForgeConfig(steps=steps, resolution=size, rank=RANK, alpha=RANK, precision="fp32",
-                                       gradient_checkpointing=gradient_checkpointing)
+                                       **options)
     with torch.inference_mode():
         training.train_styleforge(model, clip, vae, sets, config, host.StepProgress(steps))
     return 2
@@ -140,6 +141,7 @@ def worker(runner: str, size: int, steps: int, warmup: int, ckpt: Path, threads:
     total = steps + warmup + 1
     run = {"floor": run_floor, "styleforge": run_styleforge,
            "styleforge_gc": lambda *a: run_styleforge(*a, gradient_checkpointing=True),
+           "styleforge_separate": lambda *a: run_styleforge(*a, separate_passes=True),
            "trainlora_b1": lambda *a: run_trainlora(*a, batch_size=1),
            "trainlora_b2": lambda *a: run_trainlora(*a, batch_size=2)}[runner]
     samples_per_step = run(host, model, clip, vae, size, total, clock)
@@ -169,15 +171,16 @@ def report(results: list[dict]) -> None:
               f"{r['peak_rss_mb']:>8.0f} {r['train_rss_mb']:>9.0f}")
     for size in sorted({r["size"] for r in results}):
         by = {r["runner"]: r for r in results if r["size"] == size}
-        ours = by["styleforge"]
-        print(f"\n{size} px (threads {ours['threads']}):")
-        if "floor" in by:
-            ratio = by["floor"]["samples_per_s"] / ours["samples_per_s"]
-            print(f"  vs floor: {ratio:.2f}x the floor's time per sample")
-        for name in (n for n in ("trainlora_b1", "trainlora_b2", "styleforge_gc") if n in by):
-            print(f"  vs {name}: {ours['samples_per_s'] / by[name]['samples_per_s']:.2f}x samples/s, peak memory "
-                  f"{ours['peak_rss_mb']:.0f} vs {by[name]['peak_rss_mb']:.0f} MB (+train {ours['train_rss_mb']:.0f}"
-                  f" vs {by[name]['train_rss_mb']:.0f} MB)")
+        for variant in (n for n in ("styleforge", "styleforge_separate", "styleforge_gc") if n in by):
+            ours = by[variant]
+            print(f"\n{variant}, {size} px (threads {ours['threads']}):")
+            if "floor" in by:
+                ratio = by["floor"]["samples_per_s"] / ours["samples_per_s"]
+                print(f"  vs floor: {ratio:.2f}x the floor's time per sample")
+            for name in (n for n in ("trainlora_b1", "trainlora_b2") if n in by):
+                print(f"  vs {name}: {ours['samples_per_s'] / by[name]['samples_per_s']:.2f}x samples/s, peak "
+                      f"memory {ours['peak_rss_mb']:.0f} vs {by[name]['peak_rss_mb']:.0f} MB (+train "
+                      f"{ours['train_rss_mb']:.0f} vs {by[name]['train_rss_mb']:.0f} MB)")
 
 
 def main() -> None:

@@ -86,6 +86,9 @@ def _inputs() -> list:
         io.Boolean.Input("random_flip", default=d.flip, tooltip="Also train on the mirrored images."),
         io.Boolean.Input("gradient_checkpointing", default=d.gradient_checkpointing,
                          tooltip="Recompute UNet activations in backward: less memory, about 30% slower."),
+        io.Boolean.Input("separate_passes", default=d.separate_passes,
+                         tooltip="Backward the StyleRef and the Aux sample one after the other instead of as one "
+                                 "batch: the same gradients with the activation memory of one sample."),
         io.Combo.Input("precision", options=list(PRECISIONS), default=d.precision,
                        tooltip="auto: bf16/fp16 autocast on a GPU, fp32 on a CPU."),
         io.Int.Input("preview_every", default=d.preview_every, min=0, max=100000,
@@ -124,8 +127,8 @@ class TrainStyleForge(io.ComfyNode):
     def execute(cls, model, clip, vae, style_images, method, token, background_token, style_template, aux_prompt,
                 aux_weight, background_aux_weight, min_aux_images, rank, alpha, include_conv, steps, unet_lr,
                 text_encoder_lr, lr_schedule, warmup_steps, batch_size, grad_accumulation, min_snr_gamma,
-                noise_offset, seed, resolution, crops_per_image, random_flip, gradient_checkpointing, precision,
-                preview_every, checkpoint_every, checkpoint_name, resume_from, aux=None,
+                noise_offset, seed, resolution, crops_per_image, random_flip, gradient_checkpointing,
+                separate_passes, precision, preview_every, checkpoint_every, checkpoint_name, resume_from, aux=None,
                 backgrounds=None) -> io.NodeOutput:
         config = StyleForgeConfig(
             method=method, token=token.strip(), background_token=background_token.strip(),
@@ -135,7 +138,8 @@ class TrainStyleForge(io.ComfyNode):
             lr_schedule=lr_schedule, warmup_steps=warmup_steps, batch_size=batch_size,
             grad_accumulation=grad_accumulation, min_snr_gamma=min_snr_gamma, noise_offset=noise_offset, seed=seed,
             resolution=resolution, crops_per_image=crops_per_image, flip=random_flip,
-            gradient_checkpointing=gradient_checkpointing, precision=precision, preview_every=preview_every,
+            gradient_checkpointing=gradient_checkpointing, separate_passes=separate_passes, precision=precision,
+            preview_every=preview_every,
             checkpoint_every=checkpoint_every)
         checkpoint = None
         if checkpoint_every:

@@ -68,6 +68,7 @@ class StyleForgeConfig:
     crops_per_image: int = 1
     flip: bool = True
     gradient_checkpointing: bool = False
+    separate_passes: bool = False  # StyleRef and Aux backward one after the other: half the activations
     precision: str = "auto"
     preview_every: int = 0
     checkpoint_every: int = 0
@@ -286,20 +287,37 @@ def step_seed(seed: int, step: int, micro: int, stream: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def dual_binding_loss(model, conditioner: TextConditioner, component: Component, aux: Binding | None,
-                      config: StyleForgeConfig, step: int, micro: int) -> tuple[torch.Tensor, float, float]:
-    """(StyleRef term + lambda * Aux term, StyleRef term, Aux term) for one micro-batch."""
+def binding_draws(model, component: Component, aux: Binding | None, config: StyleForgeConfig, step: int,
+                  micro: int) -> list[tuple[float, Draw]]:
+    """The micro-batch's (weight, draw) terms: the StyleRef draw with weight 1, then the Aux draw with
+    weight lambda (left out when there is no Aux set or lambda is 0)."""
     b = config.batch_size
-    samples = [draw(model, component.binding, b, config, torch.Generator().manual_seed(
-        step_seed(config.seed, step, micro, 0)))]
-    with_aux = aux is not None and component.aux_weight != 0
-    if with_aux:
-        samples.append(draw(model, aux, b, config, torch.Generator().manual_seed(
-            step_seed(config.seed, step, micro, 1))))
-    errors = sample_errors(model, conditioner, samples, config.min_snr_gamma)
-    ref = errors[0].mean()
-    aux_term = errors[1].mean() if with_aux else torch.zeros_like(ref)
-    return ref + component.aux_weight * aux_term, ref.item(), aux_term.item()
+    terms = [(1.0, draw(model, component.binding, b, config, torch.Generator().manual_seed(
+        step_seed(config.seed, step, micro, 0))))]
+    if aux is not None and component.aux_weight != 0:
+        terms.append((component.aux_weight, draw(model, aux, b, config, torch.Generator().manual_seed(
+            step_seed(config.seed, step, micro, 1)))))
+    return terms
+
+
+def backward_terms(model, conditioner: TextConditioner, terms: list[tuple[float, Draw]], config: StyleForgeConfig,
+                   step: int, scaler: torch.amp.GradScaler, autocast) -> list[float]:
+    """Backward sum(weight x term) / grad_accumulation; returns each term's value. All terms in one UNet
+    batch, or, with `separate_passes`, one forward and backward per term (same gradients, the
+    activations of one term at a time)."""
+    passes = [[term] for term in terms] if config.separate_passes else [terms]
+    values = []
+    for group in passes:
+        with autocast:
+            errors = sample_errors(model, conditioner, [d for _, d in group], config.min_snr_gamma)
+            means = [e.mean() for e in errors]
+            loss = sum(weight * m for (weight, _), m in zip(group, means))
+        if not math.isfinite(loss.item()):
+            raise InputError("unet_lr", f"the training loss became {loss.item()} at step {step}; the last "
+                             "checkpoint (if any) is kept.", "Lower unet_lr / text_encoder_lr, or train in fp32.")
+        scaler.scale(loss / config.grad_accumulation).backward()
+        values += [m.item() for m in means]
+    return values
 
 
 @torch.no_grad()
@@ -412,13 +430,10 @@ def optimizer_step(model, conditioner: TextConditioner, components: list[Compone
     totals = []
     for micro in range(config.grad_accumulation):
         component = components[((step - 1) * config.grad_accumulation + micro) % len(components)]
-        with autocast:
-            loss, ref, aux_term = dual_binding_loss(model, conditioner, component, aux, config, step, micro)
-        if not math.isfinite(loss.item()):
-            raise InputError("unet_lr", f"the training loss became {loss.item()} at step {step}; the last "
-                             "checkpoint (if any) is kept.", "Lower unet_lr / text_encoder_lr, or train in fp32.")
-        scaler.scale(loss / config.grad_accumulation).backward()
-        totals.append((loss.item(), ref, aux_term))
+        terms = binding_draws(model, component, aux, config, step, micro)
+        values = backward_terms(model, conditioner, terms, config, step, scaler, autocast)
+        ref, aux_term = values[0], (values[1] if len(values) > 1 else 0.0)
+        totals.append((ref + component.aux_weight * aux_term, ref, aux_term))
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
