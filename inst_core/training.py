@@ -10,7 +10,6 @@ stay bit-for-bit the same.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,12 +19,13 @@ import torch
 from .. import comfy_adapter as host
 from ..errors import InputError
 from ..images import image_sha256, require_image, resize_exact
+from ..precision import autocast, autocast_dtype
 from .style import CONTEXT_IMAGE_EMBED, CONTEXT_PATCH_TOKENS, ImageFeatures, InSTStyle, StyleSpec
 from .style_prompt import StylePrompt
 
 EVAL_TIMESTEPS = (50, 250, 500, 750, 950)  # fixed evaluation set: these t, fixed noise, no flip
 EVAL_SEED = 1234
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -151,17 +151,6 @@ def preview(model, clip, vae, style: InSTStyle, prompt: StylePrompt, paintings: 
         return host.to_pil(host.vae_decode(vae, samples))
 
 
-def _autocast(model, precision: str):
-    dtype = PRECISIONS[precision]
-    device = host.compute_device(model)
-    if dtype is None:
-        return contextlib.nullcontext()
-    if device.type == "cpu":
-        raise InputError("precision", f"{precision} autocast is for GPUs; on a CPU it is several times slower.",
-                         "Use fp32 on the CPU.")
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def check_config(config: InSTTrainingConfig) -> None:
     if config.precision not in PRECISIONS:
         raise InputError("precision", f"'{config.precision}' is not one of {list(PRECISIONS)}.")
@@ -174,6 +163,7 @@ def check_config(config: InSTTrainingConfig) -> None:
 def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], config: InSTTrainingConfig,
                 progress: host.StepProgress | None = None) -> TrainingResult:
     check_config(config)
+    dtype = autocast_dtype(host.compute_device(model), config.precision)
     host.require_stable_diffusion(model)
     host.require_matching_clip(model, clip)
     data = prepare_paintings(model, vae, clip_vision, paintings, config.resolution)
@@ -197,7 +187,7 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
                 timesteps = torch.randint(0, host.num_timesteps(model), (b,), generator=generator)
                 latents, features = data.batch(indices, flips)
                 noise = torch.randn(latents.shape, generator=generator).to(device)
-                with _autocast(model, config.precision):
+                with autocast(device, dtype):
                     loss = denoising_loss(model, clip, style, prompt, latents, features, timesteps, noise).mean()
                 if not math.isfinite(loss.item()):
                     raise InputError("learning_rate", f"the training loss became {loss.item()} at step {step}; "

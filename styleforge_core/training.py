@@ -25,6 +25,7 @@ import torch
 from .. import comfy_adapter as host
 from ..errors import InputError
 from ..images import resize_and_crop
+from ..precision import autocast, autocast_dtype
 from .datasets import ImageSet, bound_prompt
 from .lora import LoRANetwork
 from .lora_file import StyleForgeLoRA, require_family, save_lora
@@ -180,23 +181,6 @@ def _check_aux(config: StyleForgeConfig, sets: TrainingSets) -> None:
                          "needed (the paper uses 15-20).", "Add images, lower min_aux_images, " + without)
 
 
-def _autocast_dtype(model, precision: str) -> torch.dtype | None:
-    """fp16/bf16 autocast on a GPU ("auto" picks bf16 where supported); fp32 on the CPU, where
-    autocast is several times slower."""
-    device = host.compute_device(model)
-    if device.type == "cpu":
-        if precision in ("fp16", "bf16"):
-            raise InputError("precision", f"{precision} autocast is for GPUs; on a CPU it is several times slower.",
-                             "Use auto or fp32 on the CPU.")
-        return None
-    if precision == "auto":
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if bf16 else torch.float16
-    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-
-
-# ---- data ----------------------------------------------------------------------------------------
-
 def prepare_binding(model, vae, images: ImageSet, binding: str, config: StyleForgeConfig,
                     generator: torch.Generator) -> Binding:
     """VAE-encode every view once: `crops_per_image` random crops of each image, each also flipped."""
@@ -301,14 +285,14 @@ def binding_draws(model, component: Component, aux: Binding | None, config: Styl
 
 
 def backward_terms(model, conditioner: TextConditioner, terms: list[tuple[float, Draw]], config: StyleForgeConfig,
-                   step: int, scaler: torch.amp.GradScaler, autocast) -> list[float]:
+                   step: int, scaler: torch.amp.GradScaler, mixed) -> list[float]:
     """Backward sum(weight x term) / grad_accumulation; returns each term's value. All terms in one UNet
     batch, or, with `separate_passes`, one forward and backward per term (same gradients, the
     activations of one term at a time)."""
     passes = [[term] for term in terms] if config.separate_passes else [terms]
     values = []
     for group in passes:
-        with autocast:
+        with mixed:
             errors = sample_errors(model, conditioner, [d for _, d in group], config.min_snr_gamma)
             means = [e.mean() for e in errors]
             loss = sum(weight * m for (weight, _), m in zip(group, means))
@@ -422,7 +406,7 @@ def _notes(config: StyleForgeConfig, sets: TrainingSets, start_step: int, second
 
 def optimizer_step(model, conditioner: TextConditioner, components: list[Component], aux: Binding | None,
                    config: StyleForgeConfig, step: int, optimizer: torch.optim.Optimizer, base_lrs: list[float],
-                   scaler: torch.amp.GradScaler, autocast) -> tuple[float, float, float]:
+                   scaler: torch.amp.GradScaler, mixed) -> tuple[float, float, float]:
     """One optimizer step over `grad_accumulation` micro-batches (Multi alternates its components
     micro-batch by micro-batch); returns the mean (loss, StyleRef term, Aux term)."""
     for group, base in zip(optimizer.param_groups, base_lrs):
@@ -431,7 +415,7 @@ def optimizer_step(model, conditioner: TextConditioner, components: list[Compone
     for micro in range(config.grad_accumulation):
         component = components[((step - 1) * config.grad_accumulation + micro) % len(components)]
         terms = binding_draws(model, component, aux, config, step, micro)
-        values = backward_terms(model, conditioner, terms, config, step, scaler, autocast)
+        values = backward_terms(model, conditioner, terms, config, step, scaler, mixed)
         ref, aux_term = values[0], (values[1] if len(values) > 1 else 0.0)
         totals.append((ref + component.aux_weight * aux_term, ref, aux_term))
     scaler.step(optimizer)
@@ -448,7 +432,7 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
     host.require_matching_clip(model, clip)
     config = resumed_config(config, resume, family)
     start_step = resume.steps if resume is not None else 0
-    autocast_dtype = _autocast_dtype(model, config.precision)
+    dtype = autocast_dtype(host.compute_device(model), config.precision)
     components, aux = prepare_components(model, vae, sets, config, torch.Generator().manual_seed(config.seed))
     device = host.compute_device(model)
     conditioner = TextConditioner(clip, device, frozen=not config.train_text_encoder)
@@ -461,8 +445,8 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
         optimizer = torch.optim.AdamW(network.parameter_groups(config.unet_lr, config.text_encoder_lr),
                                       weight_decay=WEIGHT_DECAY)
         base_lrs = [group["lr"] for group in optimizer.param_groups]
-        scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
-        autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        mixed = autocast(device, dtype)
 
         def snapshot(step: int) -> StyleForgeLoRA:
             return StyleForgeLoRA(network.kohya_state(), lora_metadata(config, family, sets, step))
@@ -473,7 +457,7 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
             for step in range(start_step + 1, config.steps + 1):
                 for log, value in zip((losses, ref_losses, aux_losses),
                                       optimizer_step(model, conditioner, components, aux, config, step, optimizer,
-                                                     base_lrs, scaler, autocast)):
+                                                     base_lrs, scaler, mixed)):
                     log.append(value)
                 if checkpoint_path is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
                     save_lora(snapshot(step), checkpoint_path, CHECKPOINT_PRECISION)
