@@ -37,6 +37,12 @@ def inside(folder: Path, relative: Path, input_name: str = "filename") -> Path:
     return target
 
 
+def path_in(folder: Path, name: str, input_name: str, suffix: str = ".safetensors") -> Path:
+    """Where a user-typed name saves: a plain relative name (checked as typed), still inside `folder`
+    once resolved (symlinks included)."""
+    return inside(folder, safe_relative_name(name, input_name, suffix), input_name)
+
+
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
     """Write to a temporary file in the same folder, then rename: readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)

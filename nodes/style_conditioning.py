@@ -78,7 +78,7 @@ class ExportEmbedding(io.ComfyNode):
         relative = safe_relative_name(name, "name")
         features = painting_features(style, clip_vision_output, painting, clip_vision)
         folder = host.model_folder(EMBEDDINGS_FOLDER)
-        atomic_save_safetensors(embedding_tensors(style, features), inside(folder, relative),
+        atomic_save_safetensors(embedding_tensors(style, features), inside(folder, relative, "name"),
                                 embedding_metadata(style, features))
         word = f"embedding:{relative.with_suffix('').as_posix()}"
         return io.NodeOutput(word, ui=ui.PreviewText(word))

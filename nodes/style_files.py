@@ -5,7 +5,7 @@ from comfy_api.latest import io, ui
 from .. import comfy_adapter as host
 from ..inst_core.official_import import import_official_style
 from ..inst_core.style_file import STYLE_FOLDER, load_style, save_style
-from ..safe_files import inside, safe_relative_name
+from ..safe_files import path_in
 from .categories import INST
 from .style_types import InSTStyleType
 
@@ -53,7 +53,7 @@ class SaveStyle(io.ComfyNode):
     @classmethod
     def execute(cls, style, filename) -> io.NodeOutput:
         folder = host.model_folder(STYLE_FOLDER)
-        path = save_style(style, inside(folder, safe_relative_name(filename, "filename")))
+        path = save_style(style, path_in(folder, filename, "filename"))
         return io.NodeOutput(ui=ui.PreviewText(f"saved {path.relative_to(folder)}"))
 
 

@@ -7,7 +7,7 @@ from ..inst_core.style import CONTEXTS
 from ..inst_core.style_file import STYLE_FOLDER, save_style
 from ..inst_core.training import PRECISIONS, InSTTrainingConfig, train_style
 from ..loss_curve import loss_curve_image
-from ..safe_files import inside, safe_relative_name
+from ..safe_files import path_in
 from .categories import INST
 from .style_types import InSTStyleType
 
@@ -67,8 +67,7 @@ class TrainStyle(io.ComfyNode):
     def execute(cls, model, clip, vae, clip_vision, painting, steps, learning_rate, seed, resolution, batch_size,
                 random_flip, attend_to, vectors_per_token, gradient_checkpointing, precision, preview_every,
                 filename) -> io.NodeOutput:
-        target = inside(host.model_folder(STYLE_FOLDER), safe_relative_name(filename, "filename")) \
-            if filename.strip() else None
+        target = path_in(host.model_folder(STYLE_FOLDER), filename, "filename") if filename.strip() else None
         config = InSTTrainingConfig(steps=steps, learning_rate=learning_rate, seed=seed, resolution=resolution,
                                     batch_size=batch_size, flip=random_flip, context=attend_to,
                                     n_vectors=vectors_per_token, gradient_checkpointing=gradient_checkpointing,

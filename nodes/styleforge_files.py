@@ -3,7 +3,7 @@
 from comfy_api.latest import io, ui
 
 from .. import comfy_adapter as host
-from ..safe_files import inside, safe_relative_name
+from ..safe_files import path_in
 from ..styleforge_core.lora_file import LORA_FOLDER, SAVE_DTYPES, save_lora
 from .categories import STYLEFORGE
 from .styleforge_types import StyleForgeLoRAType
@@ -34,5 +34,5 @@ class SaveStyleForgeLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, lora, filename, precision) -> io.NodeOutput:
         folder = host.model_folder(LORA_FOLDER)
-        path = save_lora(lora, inside(folder, safe_relative_name(filename, "filename")), precision)
+        path = save_lora(lora, path_in(folder, filename, "filename"), precision)
         return io.NodeOutput(ui=ui.PreviewText(f"saved {path.relative_to(folder)} ({lora.steps} steps)"))

@@ -6,7 +6,7 @@ from comfy_api.latest import io, ui
 
 from .. import comfy_adapter as host
 from ..loss_curve import loss_curve_image
-from ..safe_files import inside, safe_relative_name
+from ..safe_files import path_in
 from ..styleforge_core.lora_file import LORA_FOLDER, load_lora
 from ..styleforge_core.training import (
     METHODS,
@@ -143,9 +143,7 @@ class TrainStyleForge(io.ComfyNode):
             checkpoint_every=checkpoint_every)
         checkpoint = None
         if checkpoint_every:
-            checkpoint = inside(host.model_folder(LORA_FOLDER), safe_relative_name(checkpoint_name,
-                                                                                  "checkpoint_name"),
-                                "checkpoint_name")
+            checkpoint = path_in(host.model_folder(LORA_FOLDER), checkpoint_name, "checkpoint_name")
         resume = None
         if resume_from != NO_RESUME:
             resume = load_lora(host.model_file_path(LORA_FOLDER, resume_from, RESUME_INPUT), RESUME_INPUT)
