@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import comfy.clip_model
+import comfy.ldm.modules.attention
 import comfy.lora
 import comfy.model_management
 import comfy.model_sampling
@@ -32,6 +33,9 @@ from .errors import InputError
 STABLE_DIFFUSION_FAMILIES = ("SD15", "SD20", "SD21UnclipL", "SD21UnclipH", "SDXL", "SDXLRefiner", "SSD1B",
                              "Segmind_Vega", "KOALA_700M", "KOALA_1B")
 PREVIEW_MAX_SIDE = 512
+# ComfyUI attention functions whose autograd graph keeps the full attention matrix.
+MATRIX_ATTENTION = ("attention_sub_quad", "attention_split", "attention_basic")
+ATTENTION_OVERRIDE = "optimized_attention_override"  # transformer_options key read by comfy's wrap_attn
 
 
 # ---- models and families -------------------------------------------------------------------------
@@ -126,33 +130,64 @@ def _checkpoint_forward(module: torch.nn.Module) -> None:
     module.forward = checkpointed
 
 
+def _fused_attention(_host_attention, *args, **kwargs):
+    return comfy.ldm.modules.attention.get_attention_function("pytorch")(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def memory_efficient_attention(model) -> Iterator[None]:
+    """Train through torch's fused scaled-dot-product attention when the host's attention keeps the
+    (tokens x tokens) probability matrix for backward. ComfyUI picks sub-quadratic attention on the
+    CPU, which saves memory when sampling but, under autograd, stores every layer's full attention
+    matrix: about 40% of the UNet's saved activations at 256 px. Same values; an override the user
+    has set (e.g. a sage-attention node) is left alone."""
+    options = model.model_options.setdefault("transformer_options", {})
+    host_attention = comfy.ldm.modules.attention.optimized_attention.__name__
+    if ATTENTION_OVERRIDE in options or host_attention not in MATRIX_ATTENTION:
+        yield
+        return
+    options[ATTENTION_OVERRIDE] = _fused_attention
+    try:
+        yield
+    finally:
+        del options[ATTENTION_OVERRIDE]
+
+
+@contextlib.contextmanager
+def _restored_forwards(modules: list[torch.nn.Module]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for module in modules:
+            del module.forward  # back to the class's own forward
+
+
 @contextlib.contextmanager
 def training_context(model=None, clip=None, gradient_checkpointing: bool = False) -> Iterator[None]:
     """Load the frozen models for autograd: full load on the compute device, ordinary (non-inference)
-    weights, gradients enabled, and out-of-place CLIP layers so gradients can cross the text encoder.
-    Every forward patched here is restored on exit."""
+    weights, gradients enabled, out-of-place CLIP layers so gradients can cross the text encoder, and
+    attention that does not store its matrix. Every forward and option patched here is restored on exit."""
     patchers = [p for p in (model, clip.patcher if clip is not None else None) if p is not None]
     patched = []
-    with torch.inference_mode(False), torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad(), contextlib.ExitStack() as restore:
         comfy.model_management.load_models_gpu(patchers, memory_required=1e20, force_full_load=True)
         for patcher in patchers:
             _make_autograd_ready(patcher.model)
             patcher.model.requires_grad_(False)
+        restore.enter_context(_restored_forwards(patched))
         if clip is not None:
             for layer in clip.cond_stage_model.modules():
                 if isinstance(layer, comfy.clip_model.CLIPLayer):
                     _out_of_place_clip_layer(layer)
                     patched.append(layer)
-        if model is not None and gradient_checkpointing:
-            unet = model.model.diffusion_model
-            for block in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]:
-                _checkpoint_forward(block)
-                patched.append(block)
-        try:
-            yield
-        finally:
-            for module in patched:
-                del module.forward  # back to the class's own forward
+        if model is not None:
+            restore.enter_context(memory_efficient_attention(model))
+            if gradient_checkpointing:
+                unet = model.model.diffusion_model
+                for block in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]:
+                    _checkpoint_forward(block)
+                    patched.append(block)
+        yield
 
 
 # ---- diffusion -----------------------------------------------------------------------------------
