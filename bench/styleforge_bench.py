@@ -2,7 +2,7 @@
 
 Run with the dev host's Python from the repository root:
 
-    .devhost/venv/bin/python bench/styleforge_bench.py [--sizes 64 256] [--steps 7] [--threads N]
+    .devhost/venv/bin/python bench/styleforge_bench.py [--sizes 64 256] [--rounds 3] [--runners ...]
 
 Everything runs on the same tiny SD1.5 checkpoint and the same procedural images, fp32 on the CPU,
 LoRA rank 8, no gradient checkpointing, each measurement in its own subprocess (a fresh ComfyUI, so
@@ -11,16 +11,22 @@ runs cannot share caches or patched modules, and `ru_maxrss` is that run's own p
 - `floor`: the bare UNet forward + backward on a StyleForge step's samples (one StyleRef, one Aux
   latent, random timesteps), weights frozen, gradients to the input only, through the same
   `apply_model` path both trainers use. Nothing can train faster than this.
-- `styleforge`: this package's trainer (`train_styleforge`), text encoder frozen; 2 samples per step.
-- `styleforge_separate`: the same with `separate_passes` (StyleRef and Aux backward one after the
-  other): the activation memory of one sample.
-- `styleforge_gc` (not run by default): the same with gradient checkpointing, for its peak memory.
+- `styleforge`: this package's trainer (`train_styleforge`) as the node defaults it (`passes` auto),
+  text encoder frozen; 2 samples per step.
+- `styleforge_batched`, `styleforge_separate`: the same with `passes` set to "one batch" (the
+  StyleRef and Aux samples in one UNet batch) and "separate" (one after the other).
+- `styleforge_gc`: the same with gradient checkpointing, for its peak memory.
 - `trainlora_b1` / `trainlora_b2`: ComfyUI's TrainLoraNode (`execute` called in-process, under
   inference mode as the server calls it) on the VAE latents of the same images with the cached
   conditioning of their prompt, batch size 1 and 2, fp32 training and LoRA dtypes, AdamW, MSE.
+- `trainlora_b1_fused`: TrainLoraNode batch 1 given the attention our trainer trains with
+  (`memory_efficient_attention`: torch's fused attention where the host's keeps the attention
+  matrix, as ComfyUI's CPU default does), to show how much of the difference is attention.
 
 Step times come from ComfyUI's progress-bar hook, which both trainers drive once per optimizer step:
-the first `--warmup` steps are dropped and the median of the rest is reported, as samples/second.
+the first `--warmup` steps are dropped and the median of the rest is taken. The runners run in
+`--rounds` interleaved rounds (every runner once per round), so drift in the machine's speed hits
+them alike; each figure is the median over rounds. Runners not in the default set: see `--runners`.
 Peak memory: the peak RSS is reset after the checkpoint is loaded (its loading peak would hide a
 small run's), so "peak MB" is the peak while training and "+train" what training added over the
 loaded models; `process_peak_mb` in the JSON lines is the whole subprocess's `ru_maxrss`.
@@ -38,8 +44,12 @@ from pathlib import Path
 import common
 from common import REPO_ROOT, StepClock
 
-RUNNERS = ("floor", "styleforge", "styleforge_separate", "styleforge_gc", "trainlora_b1", "trainlora_b2")
-DEFAULT_RUNNERS = ("floor", "styleforge", "styleforge_separate", "trainlora_b1", "trainlora_b2")
+RUNNERS = ("floor", "styleforge", "styleforge_batched", "styleforge_separate", "styleforge_gc", "trainlora_b1",
+           "trainlora_b2", "trainlora_b1_fused")
+DEFAULT_RUNNERS = ("floor", "styleforge", "trainlora_b1", "trainlora_b1_fused")
+VARIANTS = ("styleforge", "styleforge_batched", "styleforge_separate", "styleforge_gc")
+TRAINLORA = ("trainlora_b1", "trainlora_b2", "trainlora_b1_fused")
+MEDIANS = ("median_step_s", "samples_per_s", "peak_rss_mb", "train_rss_mb")
 RANK = 8
 IMAGES_PER_SET = 4
 
@@ -105,12 +115,16 @@ def run_styleforge(host, model, clip, vae, size: int, steps: int, clock: StepClo
     return 2
 
 
-def run_trainlora(host, model, clip, vae, size: int, steps: int, clock: StepClock, batch_size: int) -> int:
+def run_trainlora(host, model, clip, vae, size: int, steps: int, clock: StepClock, batch_size: int,
+                  fused_attention: bool = False) -> int:
+    import contextlib
+
     import torch
     from comfy_extras.nodes_train import TrainLoraNode
 
     ref, aux = _images(size)
-    with torch.inference_mode():
+    attention = host.memory_efficient_attention(model) if fused_attention else contextlib.nullcontext()
+    with torch.inference_mode(), attention:
         latents = host.vae_encode(vae, torch.cat([ref, aux]))
         positive = host.encode_tokens(clip, host.tokenize(clip, "zwx style"))
         TrainLoraNode.execute(
@@ -141,9 +155,11 @@ def worker(runner: str, size: int, steps: int, warmup: int, ckpt: Path, threads:
     total = steps + warmup + 1
     run = {"floor": run_floor, "styleforge": run_styleforge,
            "styleforge_gc": lambda *a: run_styleforge(*a, gradient_checkpointing=True),
-           "styleforge_separate": lambda *a: run_styleforge(*a, separate_passes=True),
+           "styleforge_batched": lambda *a: run_styleforge(*a, passes="one batch"),
+           "styleforge_separate": lambda *a: run_styleforge(*a, passes="separate"),
            "trainlora_b1": lambda *a: run_trainlora(*a, batch_size=1),
-           "trainlora_b2": lambda *a: run_trainlora(*a, batch_size=2)}[runner]
+           "trainlora_b2": lambda *a: run_trainlora(*a, batch_size=2),
+           "trainlora_b1_fused": lambda *a: run_trainlora(*a, batch_size=1, fused_attention=True)}[runner]
     samples_per_step = run(host, model, clip, vae, size, total, clock)
     seconds = clock.step_seconds(warmup)
     median = statistics.median(seconds)
@@ -164,20 +180,29 @@ def measure(runner: str, size: int, args) -> dict:
     return json.loads(lines[-1])
 
 
+def median_over_rounds(runs: list[dict]) -> dict:
+    return runs[0] | {key: statistics.median(r[key] for r in runs) for key in MEDIANS} | {"rounds": len(runs)}
+
+
 def report(results: list[dict]) -> None:
-    print(f"\n{'size':>5} {'runner':<14} {'s/step':>8} {'samples/s':>10} {'peak MB':>8} {'+train MB':>9}")
+    runs: dict[tuple[int, str], list[dict]] = {}
     for r in results:
-        print(f"{r['size']:>5} {r['runner']:<14} {r['median_step_s']:>8.3f} {r['samples_per_s']:>10.2f} "
+        runs.setdefault((r["size"], r["runner"]), []).append(r)
+    medians = [median_over_rounds(group) for group in runs.values()]
+    print(f"\nmedians over {medians[0]['rounds']} rounds")
+    print(f"{'size':>5} {'runner':<20} {'s/step':>8} {'samples/s':>10} {'peak MB':>8} {'+train MB':>9}")
+    for r in medians:
+        print(f"{r['size']:>5} {r['runner']:<20} {r['median_step_s']:>8.3f} {r['samples_per_s']:>10.2f} "
               f"{r['peak_rss_mb']:>8.0f} {r['train_rss_mb']:>9.0f}")
-    for size in sorted({r["size"] for r in results}):
-        by = {r["runner"]: r for r in results if r["size"] == size}
-        for variant in (n for n in ("styleforge", "styleforge_separate", "styleforge_gc") if n in by):
+    for size in sorted({r["size"] for r in medians}):
+        by = {r["runner"]: r for r in medians if r["size"] == size}
+        for variant in (n for n in VARIANTS if n in by):
             ours = by[variant]
             print(f"\n{variant}, {size} px (threads {ours['threads']}):")
             if "floor" in by:
                 ratio = by["floor"]["samples_per_s"] / ours["samples_per_s"]
                 print(f"  vs floor: {ratio:.2f}x the floor's time per sample")
-            for name in (n for n in ("trainlora_b1", "trainlora_b2") if n in by):
+            for name in (n for n in TRAINLORA if n in by):
                 print(f"  vs {name}: {ours['samples_per_s'] / by[name]['samples_per_s']:.2f}x samples/s, peak "
                       f"memory {ours['peak_rss_mb']:.0f} vs {by[name]['peak_rss_mb']:.0f} MB (+train "
                       f"{ours['train_rss_mb']:.0f} vs {by[name]['train_rss_mb']:.0f} MB)")
@@ -190,6 +215,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--steps", type=int, default=7, help="timed steps per run (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median over rounds)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--ckpt", type=Path, default=None, help="default: the tiny SD1.5 (TAESD) fixture")
     parser.add_argument("--runners", nargs="+", default=list(DEFAULT_RUNNERS), choices=RUNNERS)
@@ -200,10 +226,11 @@ def main() -> None:
         return
     args.ckpt = args.ckpt or install(TINY_SD15)
     results = []
-    for size in args.sizes:
-        for runner in args.runners:
-            results.append(measure(runner, size, args))
-            print(json.dumps(results[-1]), flush=True)
+    for _ in range(args.rounds):
+        for size in args.sizes:
+            for runner in args.runners:
+                results.append(measure(runner, size, args))
+                print(json.dumps(results[-1]), flush=True)
     report(results)
 
 

@@ -97,7 +97,7 @@ STYLEFORGE_TRAINING = dict(
     background_aux_weight=1.0, min_aux_images=4, rank=16, alpha=16.0, include_conv=False, steps=1000,
     unet_lr=1e-4, text_encoder_lr=0.0, lr_schedule="constant", warmup_steps=0, batch_size=1, grad_accumulation=1,
     min_snr_gamma=0.0, noise_offset=0.0, seed=0, resolution=512, crops_per_image=1, random_flip=True,
-    gradient_checkpointing=False, separate_passes=False, precision="auto", preview_every=100, checkpoint_every=250,
+    gradient_checkpointing=False, passes="auto", precision="auto", preview_every=100, checkpoint_every=250,
     resume_from="[none]")
 
 

@@ -10,9 +10,11 @@ from ..safe_files import path_in
 from ..styleforge_core.lora_file import LORA_FOLDER, load_lora
 from ..styleforge_core.training import (
     METHODS,
+    PASSES,
     PRECISIONS,
     RESUME_INPUT,
     SCHEDULES,
+    SEPARATE_PASSES_FROM,
     StyleForgeConfig,
     TrainingSets,
     train_styleforge,
@@ -86,9 +88,10 @@ def _inputs() -> list:
         io.Boolean.Input("random_flip", default=d.flip, tooltip="Also train on the mirrored images."),
         io.Boolean.Input("gradient_checkpointing", default=d.gradient_checkpointing,
                          tooltip="Recompute UNet activations in backward: less memory, about 30% slower."),
-        io.Boolean.Input("separate_passes", default=d.separate_passes,
-                         tooltip="Backward the StyleRef and the Aux sample one after the other instead of as one "
-                                 "batch: the same gradients with the activation memory of one sample."),
+        io.Combo.Input("passes", options=list(PASSES), default=d.passes,
+                       tooltip="How each step's StyleRef and Aux samples go through the UNet. separate: one after "
+                               "the other, the same gradients with the activation memory of one sample. one batch: "
+                               f"together, faster for small images. auto: separate from {SEPARATE_PASSES_FROM} px."),
         io.Combo.Input("precision", options=list(PRECISIONS), default=d.precision,
                        tooltip="auto: bf16/fp16 autocast on a GPU, fp32 on a CPU."),
         io.Int.Input("preview_every", default=d.preview_every, min=0, max=100000,
@@ -128,7 +131,7 @@ class TrainStyleForge(io.ComfyNode):
                 aux_weight, background_aux_weight, min_aux_images, rank, alpha, include_conv, steps, unet_lr,
                 text_encoder_lr, lr_schedule, warmup_steps, batch_size, grad_accumulation, min_snr_gamma,
                 noise_offset, seed, resolution, crops_per_image, random_flip, gradient_checkpointing,
-                separate_passes, precision, preview_every, checkpoint_every, checkpoint_name, resume_from, aux=None,
+                passes, precision, preview_every, checkpoint_every, checkpoint_name, resume_from, aux=None,
                 backgrounds=None) -> io.NodeOutput:
         config = StyleForgeConfig(
             method=method, token=token.strip(), background_token=background_token.strip(),
@@ -138,7 +141,7 @@ class TrainStyleForge(io.ComfyNode):
             lr_schedule=lr_schedule, warmup_steps=warmup_steps, batch_size=batch_size,
             grad_accumulation=grad_accumulation, min_snr_gamma=min_snr_gamma, noise_offset=noise_offset, seed=seed,
             resolution=resolution, crops_per_image=crops_per_image, flip=random_flip,
-            gradient_checkpointing=gradient_checkpointing, separate_passes=separate_passes, precision=precision,
+            gradient_checkpointing=gradient_checkpointing, passes=passes, precision=precision,
             preview_every=preview_every,
             checkpoint_every=checkpoint_every)
         checkpoint = None

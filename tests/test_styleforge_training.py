@@ -121,10 +121,18 @@ def test_checkpoint_and_resume_continue_from_the_saved_step(sf, sd15, sets, tmp_
 
 def test_separate_passes_give_the_same_losses_and_lora(sf, sd15, sets):
     training = sf[1]
-    batched = _train(training, sd15, sets, steps=2)
-    separate = _train(training, sd15, sets, steps=2, separate_passes=True)
+    batched = _train(training, sd15, sets, steps=2, passes="one batch")
+    separate = _train(training, sd15, sets, steps=2, passes="separate")
     assert separate.ref_losses == pytest.approx(batched.ref_losses, rel=1e-4)
     assert separate.aux_losses == pytest.approx(batched.aux_losses, rel=1e-4)
     for key, value in batched.lora.tensors.items():
         # Adam normalises each gradient, so float summation-order differences show at ~1e-6
         torch.testing.assert_close(separate.lora.tensors[key], value, rtol=1e-3, atol=1e-5)
+
+
+def test_auto_passes_batch_small_images_and_separate_large_ones(sf):
+    config = sf[1].StyleForgeConfig
+    assert not config(resolution=64).separate_passes
+    assert config(resolution=sf[1].SEPARATE_PASSES_FROM).separate_passes
+    assert config(resolution=64, passes="separate").separate_passes
+    assert not config(resolution=1024, passes="one batch").separate_passes
