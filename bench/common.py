@@ -64,12 +64,14 @@ def reset_peak_rss() -> None:
 
 
 def run_measurement(script: Path, name: str, args: list[str]) -> dict:
-    """One measurement in its own process, so peak memory is its own; returns its JSON line."""
-    out = subprocess.run([sys.executable, str(script), "--measure", name, *args], capture_output=True, text=True,
-                         check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """One measurement in its own process, so peak memory is its own; returns its last JSON line
+    (ComfyUI may print other lines to stdout)."""
+    out = subprocess.run([sys.executable, str(script), "--measure", name, *args], cwd=REPO_ROOT, capture_output=True,
+                         text=True, check=False)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"{name} {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1])
 
 
 def report(name: str, seconds: list[float], extra: dict | None = None) -> None:

@@ -37,12 +37,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import common
-from common import REPO_ROOT, StepClock
+from common import StepClock
 
 RUNNERS = ("floor", "styleforge", "styleforge_batched", "styleforge_separate", "styleforge_gc", "trainlora_b1",
            "trainlora_b2", "trainlora_b1_fused")
@@ -170,14 +168,9 @@ def worker(runner: str, size: int, steps: int, warmup: int, ckpt: Path, threads:
 
 
 def measure(runner: str, size: int, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", runner, "--sizes", str(size), "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--ckpt", str(args.ckpt)] + (["--threads", str(args.threads)]
-                                                                       if args.threads else [])
-    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode or not lines:
-        raise RuntimeError(f"{runner} at {size} px failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    passthrough = ["--sizes", str(size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+                   "--ckpt", str(args.ckpt)] + (["--threads", str(args.threads)] if args.threads else [])
+    return common.run_measurement(Path(__file__), runner, passthrough)
 
 
 def median_over_rounds(runs: list[dict]) -> dict:
@@ -219,10 +212,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--ckpt", type=Path, default=None, help="default: the tiny SD1.5 (TAESD) fixture")
     parser.add_argument("--runners", nargs="+", default=list(DEFAULT_RUNNERS), choices=RUNNERS)
-    parser.add_argument("--worker", choices=RUNNERS, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", choices=RUNNERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(args.worker, args.sizes[0], args.steps, args.warmup, args.ckpt, args.threads)))
+    if args.measure:
+        print(json.dumps(worker(args.measure, args.sizes[0], args.steps, args.warmup, args.ckpt, args.threads)))
         return
     args.ckpt = args.ckpt or install(TINY_SD15)
     results = []
