@@ -254,11 +254,17 @@ def is_v_prediction(model) -> bool:
     return isinstance(model.model.model_sampling, comfy.model_sampling.V_PREDICTION)
 
 
-def sample(model, positive: list, negative: list, latent: torch.Tensor, seed: int, steps: int, cfg: float,
-           sampler_name: str = "euler", scheduler: str = "normal") -> torch.Tensor:
-    noise = comfy.sample.prepare_noise(latent, seed)
-    return comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
-                               disable_pbar=True, seed=seed)
+def preview_image(model, clip, vae, positive: list, latent_shape: tuple[int, ...], seed: int, steps: int,
+                  cfg: float) -> Image.Image:
+    """A small txt2img sample (euler, against the empty prompt) of the model as it is now, for a
+    trainer's progress bar."""
+    with torch.no_grad():
+        negative = encode_tokens(clip, tokenize(clip, ""))
+        latent = torch.zeros(1, *latent_shape)
+        noise = comfy.sample.prepare_noise(latent, seed)
+        samples = comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", positive, negative, latent,
+                                      disable_pbar=True, seed=seed)
+        return to_pil(vae_decode(vae, samples))
 
 
 # ---- sampling from a given start (stochastic inversion) ------------------------------------------

@@ -145,10 +145,8 @@ def preview(model, clip, vae, style: InSTStyle, prompt: StylePrompt, paintings: 
     with torch.no_grad():
         vectors = style.vectors(paintings.batch([0], [0])[1])
         positive = host.encode_tokens(clip, prompt.tokens({k: v[0] for k, v in vectors.items()}))
-        negative = host.encode_tokens(clip, host.tokenize(clip, ""))
-        latent = torch.zeros(1, *paintings.latents.shape[2:])
-        samples = host.sample(model, positive, negative, latent, config.seed, config.preview_steps, config.preview_cfg)
-        return host.to_pil(host.vae_decode(vae, samples))
+    return host.preview_image(model, clip, vae, positive, tuple(paintings.latents.shape[2:]), config.seed,
+                              config.preview_steps, config.preview_cfg)
 
 
 def check_config(config: InSTTrainingConfig) -> None:

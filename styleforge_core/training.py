@@ -399,10 +399,7 @@ def preview(model, clip, vae, prompt: str, latent_shape: tuple[int, ...], seed: 
     """A small sample of the binding prompt with the current adapters, for the progress bar."""
     with torch.no_grad():
         positive = host.encode_tokens(clip, host.tokenize(clip, prompt))
-        negative = host.encode_tokens(clip, host.tokenize(clip, ""))
-        samples = host.sample(model, positive, negative, torch.zeros(1, *latent_shape), seed, PREVIEW_STEPS,
-                              PREVIEW_CFG)
-        return host.to_pil(host.vae_decode(vae, samples))
+    return host.preview_image(model, clip, vae, positive, latent_shape, seed, PREVIEW_STEPS, PREVIEW_CFG)
 
 
 def _notes(config: StyleForgeConfig, sets: TrainingSets, start_step: int, seconds_per_step: float) -> list[str]:
