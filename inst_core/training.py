@@ -10,14 +10,13 @@ stay bit-for-bit the same.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from .. import comfy_adapter as host
-from ..errors import InputError
+from ..errors import InputError, require_finite_loss
 from ..images import image_sha256, require_image, resize_exact
 from ..precision import autocast, autocast_dtype
 from .style import CONTEXT_IMAGE_EMBED, CONTEXT_PATCH_TOKENS, ImageFeatures, InSTStyle, StyleSpec
@@ -187,19 +186,18 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
                 noise = torch.randn(latents.shape, generator=generator).to(device)
                 with autocast(device, dtype):
                     loss = denoising_loss(model, clip, style, prompt, latents, features, timesteps, noise).mean()
-                if not math.isfinite(loss.item()):
-                    raise InputError("learning_rate", f"the training loss became {loss.item()} at step {step}; "
-                                     "nothing was saved.", "Lower the learning rate, or train in fp32.")
+                losses.append(loss.item())
+                require_finite_loss(losses[-1], step, "learning_rate", "nothing was saved.",
+                                    "Lower the learning rate, or train in fp32.")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                losses.append(loss.item())
                 step_seconds.append(time.perf_counter() - t0)
                 if progress is not None:
                     shot = None
                     if config.preview_every and step % config.preview_every == 0:
                         shot = preview(model, clip, vae, style, prompt, data, config)
-                    progress.update(step, f"step {step}/{config.steps}  loss {loss.item():.4f}", shot)
+                    progress.update(step, f"step {step}/{config.steps}  loss {losses[-1]:.4f}", shot)
         optimizer.zero_grad(set_to_none=True)
         eval_after = evaluation_loss(model, clip, style, prompt, data)
     info = {**asdict(config), "painting_sha256": data.hashes, "eval_loss_before": eval_before,

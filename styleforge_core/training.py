@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .. import comfy_adapter as host
-from ..errors import InputError
+from ..errors import InputError, require_finite_loss
 from ..images import resize_and_crop
 from ..precision import autocast, autocast_dtype
 from .datasets import ImageSet, bound_prompt
@@ -308,9 +308,8 @@ def backward_terms(model, conditioner: TextConditioner, terms: list[tuple[float,
             errors = sample_errors(model, conditioner, [d for _, d in group], config.min_snr_gamma)
             means = [e.mean() for e in errors]
             loss = sum(weight * m for (weight, _), m in zip(group, means))
-        if not math.isfinite(loss.item()):
-            raise InputError("unet_lr", f"the training loss became {loss.item()} at step {step}; the last "
-                             "checkpoint (if any) is kept.", "Lower unet_lr / text_encoder_lr, or train in fp32.")
+        require_finite_loss(loss.item(), step, "unet_lr", "the last checkpoint (if any) is kept.",
+                            "Lower unet_lr / text_encoder_lr, or train in fp32.")
         scaler.scale(loss / config.grad_accumulation).backward()
         values += [m.item() for m in means]
     return values
