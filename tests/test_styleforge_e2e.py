@@ -59,11 +59,12 @@ def test_single_lora_loads_in_stock_lora_loader_and_reproduces_the_trainer(serve
     assert torch.allclose(ours, stock, atol=LATENT_TOLERANCE), (ours - stock).abs().max()
 
 
-def test_multi_trains_both_tokens(server):
-    result = server.run(train_multi("styleforge_test/multi", steps=2, seed=12))
+def test_multi_trains_both_tokens_with_separate_passes(server):
+    result = server.run(train_multi("styleforge_test/multi", steps=2, seed=12, passes="separate"))
     _ok(result)
     meta = _metadata(LORAS / "styleforge_test" / "multi.safetensors")
     assert meta["method"] == "Multi"
+    assert json.loads(meta["settings"])["passes"] == "separate"
     assert json.loads(meta["tokens"]) == {"V": "zwx", "W": "ohwx"}
     assert json.loads(meta["prompts"]) == {"V": "zwx style", "W": "ohwx style", "aux": "style"}
     assert set(json.loads(meta["datasets"])) == {"people", "backgrounds", "aux"}
