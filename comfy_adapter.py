@@ -1,7 +1,8 @@
-"""Every call into ComfyUI's internals (`comfy.*`, `folder_paths`, the server) goes through here.
-
-Both cores use only these functions, so a ComfyUI upgrade that moves an internal touches one file.
-The node API (`comfy_api.latest`) is public and used directly by `nodes/`.
+"""Every call into ComfyUI's internals (`comfy.*`, `folder_paths`, the server) and every ComfyUI data
+layout the cores touch (tokenizer output, CONDITIONING, LATENT, CLIP_VISION_OUTPUT, NOISE) goes
+through here, and nothing else does: the cores and the training kit use only these functions, so a
+ComfyUI upgrade that moves an internal touches one file. The node API (`comfy_api.latest`) is public
+and used directly by `nodes/`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch.utils.checkpoint
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 from PIL import Image
 
-from .errors import InputError
+from .training_kit.errors import InputError
 
 # Model families whose UNet takes text cross-attention the way InST and StyleForge need.
 STABLE_DIFFUSION_FAMILIES = ("SD15", "SD20", "SD21UnclipL", "SD21UnclipH", "SDXL", "SDXLRefiner", "SSD1B",
@@ -90,6 +91,29 @@ def token_ids(clip, key: str, text: str) -> list[int]:
     return [t for t, _ in clip.tokenize(text)[key][0] if isinstance(t, int) and t not in special]
 
 
+def token_slots(tokens: dict, key: str, token_id: int) -> list[tuple[int, int]]:
+    """(chunk, position) of every `token_id` in text encoder `key`'s part of a tokenizer output."""
+    return [(c, i) for c, chunk in enumerate(tokens[key]) for i, token in enumerate(chunk) if token[0] == token_id]
+
+
+def with_token_embeddings(tokens: dict, slots: dict[str, list[tuple[int, int]]],
+                          embeddings: dict[str, list[torch.Tensor]]) -> dict:
+    """A copy of a tokenizer output whose token at each slot is an embedding vector instead (where a
+    textual-inversion `embedding:NAME` puts its vectors); each slot keeps its weight."""
+    out = {}
+    for key, chunks in tokens.items():
+        filled = [list(chunk) for chunk in chunks]
+        for (c, i), vector in zip(slots.get(key, []), embeddings.get(key, [])):
+            filled[c][i] = (vector, *filled[c][i][1:])
+        out[key] = filled
+    return out
+
+
+def conditioning_widths(conditioning: list) -> list[int]:
+    """Width of the text features of each entry of a CONDITIONING."""
+    return [int(cond.shape[-1]) for cond, _ in conditioning]
+
+
 def encode_tokens(clip, tokens: dict) -> list:
     """CONDITIONING exactly as stock CLIPTextEncode makes it (tensor embeddings in `tokens` included)."""
     return clip.encode_from_tokens_scheduled(tokens)
@@ -111,13 +135,18 @@ def _out_of_place_clip_layer(layer) -> None:
 
 def _make_autograd_ready(module: torch.nn.Module) -> None:
     """Weights loaded inside the executor are inference tensors, which autograd refuses to save for
-    backward. Replace them with ordinary copies (same values; frees the originals)."""
-    for name, param in list(module.named_parameters()):
+    backward. Replace them, one at a time, with ordinary copies: same values, and each original is
+    freed before the next copy is made, so the peak is one weight above the model, not two models."""
+    for name in [name for name, _ in module.named_parameters()]:
+        param = module.get_parameter(name)
         if param.is_inference():
             comfy.utils.set_attr_param(module, name, param.detach().clone())
-    for name, buffer in list(module.named_buffers()):
+        del param
+    for name in [name for name, _ in module.named_buffers()]:
+        buffer = module.get_buffer(name)
         if buffer.is_inference():
             comfy.utils.set_attr(module, name, buffer.detach().clone())
+        del buffer
 
 
 def _checkpoint_forward(module: torch.nn.Module) -> None:
@@ -166,7 +195,13 @@ def _restored_forwards(modules: list[torch.nn.Module]) -> Iterator[None]:
 def training_context(model=None, clip=None, gradient_checkpointing: bool = False) -> Iterator[None]:
     """Load the frozen models for autograd: full load on the compute device, ordinary (non-inference)
     weights, gradients enabled, out-of-place CLIP layers so gradients can cross the text encoder, and
-    attention that does not store its matrix. Every forward and option patched here is restored on exit."""
+    attention that does not store its matrix.
+
+    Restored on exit: every forward and option patched here. Kept: the autograd-ready weights (the same
+    values as ordinary tensors; sampling uses them as it used the originals). On entry every other
+    model is unloaded from the compute device (`memory_required=1e20`): ComfyUI's model management
+    does not know how much memory training's activations take, and a trainer that runs out of memory
+    mid-run loses the run, while an unloaded model is only reloaded by the next node that needs it."""
     patchers = [p for p in (model, clip.patcher if clip is not None else None) if p is not None]
     patched = []
     with torch.inference_mode(False), torch.enable_grad(), contextlib.ExitStack() as restore:
@@ -231,23 +266,9 @@ def predict_denoised(model, x: torch.Tensor, sigma: torch.Tensor, inputs: dict) 
     return model.model.apply_model(x, sigma, transformer_options=dict(options), **inputs)
 
 
-def prediction_error(model, denoised: torch.Tensor, latent: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """(prediction - target) in the model's own parameterisation (epsilon, v, ...).
-
-    ComfyUI's `calculate_denoised` is affine in the raw model output, so the raw error is the x0 error
-    divided by d(denoised)/d(output); for epsilon models that slope is -sigma."""
-    ms = model.model.model_sampling
-    slope = ms.calculate_denoised(sigma, torch.ones_like(latent), torch.zeros_like(latent))
-    return (denoised - latent) / slope
-
-
-def prediction_mse(model, latent: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
-                   pooled: torch.Tensor | None) -> torch.Tensor:
-    """Per-sample mean squared error of the model's prediction at noise level `sigma`, in the model's
-    own parameterisation (epsilon for SD1.x, v for v-prediction models)."""
-    x = noised(model, latent, noise, sigma)
-    denoised = predict_denoised(model, x, sigma, model_inputs(model, cond, pooled, latent))
-    return prediction_error(model, denoised, latent, sigma).float().pow(2).flatten(1).mean(1)
+def denoised_from_output(model, sigma: torch.Tensor, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The denoised estimate ComfyUI derives from a raw model output (epsilon, v, ...) at `x`."""
+    return model.model.model_sampling.calculate_denoised(sigma, output, x)
 
 
 def is_v_prediction(model) -> bool:
@@ -291,6 +312,32 @@ def starts_at_max_sigma(model, sigma: float) -> bool:
     sqrt(1 + sigma^2) instead of sigma)."""
     max_sigma = float(model.get_model_object("model_sampling").sigma_max)
     return math.isclose(max_sigma, sigma, rel_tol=1e-05) or sigma > max_sigma
+
+
+def latent_samples(latent: dict) -> torch.Tensor:
+    """The tensor of a LATENT."""
+    return latent["samples"]
+
+
+def latent_batch_index(latent: dict) -> list[int] | None:
+    """Which images of a larger batch a LATENT holds (set by e.g. Latent From Batch), for seeding noise."""
+    return latent.get("batch_index")
+
+
+def latent_with_samples(latent: dict, samples: torch.Tensor) -> dict:
+    """A LATENT like `latent` (masks, batch index) holding `samples`."""
+    return dict(latent, samples=samples)
+
+
+class NoiseSource:
+    """A ComfyUI NOISE (what SamplerCustomAdvanced's noise input takes) whose noise for a LATENT is
+    `generate(samples, batch_index)`."""
+
+    def __init__(self, seed: int, generate):
+        self.seed, self.generate = seed, generate
+
+    def generate_noise(self, input_latent: dict) -> torch.Tensor:
+        return self.generate(latent_samples(input_latent), latent_batch_index(input_latent))
 
 
 def random_noise(latent: torch.Tensor, seed: int, batch_index=None) -> torch.Tensor:
@@ -340,6 +387,11 @@ def vae_decode(vae, latent: torch.Tensor) -> torch.Tensor:
 def clip_vision_encode(clip_vision, image: torch.Tensor):
     """CLIP_VISION_OUTPUT for IMAGE, centre-cropped as stock CLIPVisionEncode does by default."""
     return clip_vision.encode_image(image[..., :3], crop=True)
+
+
+def clip_vision_embeddings(output) -> tuple[torch.Tensor, torch.Tensor]:
+    """(projected image embedding (B, D), penultimate hidden states (B, N, W)) of a CLIP_VISION_OUTPUT."""
+    return output["image_embeds"], output["penultimate_hidden_states"]
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -406,65 +458,23 @@ def input_directory() -> Path:
 
 # ---- LoRA (StyleForge) ---------------------------------------------------------------------------
 
-def _preferred_name(names: list[str], prefixes: tuple[str, ...]) -> str | None:
-    return next((n for p in prefixes for n in names if n.startswith(p)), None)
+def unet_lora_key_map(model) -> dict[str, str]:
+    """ComfyUI's map of every LoRA name it accepts for the UNet -> the weight key it patches."""
+    return comfy.lora.model_lora_keys_unet(model.model, {})
 
 
-def _kohya_names(key_map: dict[str, str], prefixes: tuple[str, ...]) -> dict[str, str]:
-    """ComfyUI weight key -> the first of ComfyUI's accepted LoRA names with a preferred prefix."""
-    names: dict[str, list[str]] = {}
-    for lora_name, weight_key in key_map.items():
-        names.setdefault(weight_key, []).append(lora_name)
-    chosen = {key: _preferred_name(found, prefixes) for key, found in names.items()}
-    return {key: name for key, name in chosen.items() if name is not None}
+def text_encoder_lora_key_map(clip) -> dict[str, str]:
+    """ComfyUI's map of every LoRA name it accepts for the text encoder(s) -> the weight key it patches."""
+    return comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {})
 
 
-def _unet_lora_names(model) -> dict[str, str]:
-    """Module path inside model.model -> kohya name. Kohya writes the diffusers-style block names
-    (`lora_unet_down_blocks_0_...`); ComfyUI also accepts its own (`lora_unet_input_blocks_1_...`),
-    which is the fallback for layers diffusers has no name for."""
-    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
-    native = {f"lora_unet_{k[len('diffusion_model.'):-len('.weight')].replace('.', '_')}"
-              for k in key_map.values() if k.startswith("diffusion_model.")}
-    diffusers_style = {n: k for n, k in key_map.items() if n.startswith("lora_unet_") and n not in native}
-    names = _kohya_names(key_map, ("lora_unet_",))
-    names.update(_kohya_names(diffusers_style, ("lora_unet_",)))
-    return {key[:-len(".weight")]: name for key, name in names.items()}
+def unet_layers(model) -> Iterator[tuple[str, torch.nn.Module]]:
+    """(weight-key path, layer) of every module of the UNet, paths as in the LoRA key maps."""
+    return model.model.named_modules()
 
 
-def _text_encoder_lora_names(clip) -> dict[str, str]:
-    """Module path inside clip.cond_stage_model -> kohya name (`lora_te_` for one text encoder,
-    `lora_te1_`/`lora_te2_` for SDXL's two), for the encoder layers' attention and MLP linears."""
-    key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {})
-    layers = {n: k for n, k in key_map.items() if "_text_model_encoder_layers_" in n}
-    prefixes = ("lora_te1_", "lora_te2_") if len(text_encoder_widths(clip)) > 1 else ("lora_te_",)
-    return {key[:-len(".weight")]: name for key, name in _kohya_names(layers, prefixes).items()}
-
-
-def _is_unet_lora_layer(path: str, layer: torch.nn.Module, include_conv: bool) -> bool:
-    """Attention and feed-forward linears of the transformer blocks (and SDXL's linear proj_in/out);
-    with `include_conv`, also the convolutions of the UNet blocks except the first input conv."""
-    if isinstance(layer, torch.nn.Linear):
-        return ".transformer_blocks." in path or path.endswith((".proj_in", ".proj_out"))
-    in_blocks = path.startswith(("diffusion_model.input_blocks.", "diffusion_model.middle_block.",
-                                 "diffusion_model.output_blocks."))
-    first_conv = path.startswith("diffusion_model.input_blocks.0.")
-    return include_conv and isinstance(layer, torch.nn.Conv2d) and in_blocks and not first_conv
-
-
-def lora_targets(model, clip, include_conv: bool, include_text_encoder: bool) -> dict[str, torch.nn.Module]:
-    """kohya name -> the ComfyUI layer a LoRA adapter wraps. The names come from ComfyUI's own LoRA key
-    maps, so stock LoraLoader maps every saved key back onto the same layer."""
-    targets = {}
-    unet_names = _unet_lora_names(model)
-    for path, layer in model.model.named_modules():
-        if path in unet_names and _is_unet_lora_layer(path, layer, include_conv):
-            targets[unet_names[path]] = layer
-    if include_text_encoder:
-        encoder = clip.cond_stage_model
-        for path, name in _text_encoder_lora_names(clip).items():
-            targets[name] = encoder.get_submodule(path)
-    return targets
+def text_encoder_layer(clip, path: str) -> torch.nn.Module:
+    return clip.cond_stage_model.get_submodule(path)
 
 
 def apply_lora(model, clip, lora_tensors: dict[str, torch.Tensor], strength: float = 1.0) -> tuple:

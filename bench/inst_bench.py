@@ -56,6 +56,7 @@ def measure_trainer(size: int, steps: int) -> None:
 def measure_floor(size: int, steps: int) -> None:
     from inst_styleforge import comfy_adapter as host
     from inst_styleforge.inst_core.style_prompt import StylePrompt
+    from inst_styleforge.training_kit.diffusion_loss import prediction_error
 
     model, clip, vae, _, image = load(size)
     with torch.inference_mode(False), torch.no_grad():
@@ -72,7 +73,7 @@ def measure_floor(size: int, steps: int) -> None:
             noise = torch.randn(latent.shape, generator=generator)
             x = host.noised(model, latent, noise, sigma)
             denoised = host.predict_denoised(model, x, sigma, host.model_inputs(model, cond, pooled, latent))
-            host.prediction_error(model, denoised, latent, sigma).pow(2).mean().backward()
+            prediction_error(model, denoised, latent, sigma).pow(2).mean().backward()
             assert token.grad is not None and token.grad.abs().sum() > 0
             token.grad = None
             times.append(common.time.perf_counter() - t0)

@@ -56,7 +56,7 @@ def _images(size: int):
     """(StyleRef batch, Aux batch) of the procedural example images, centre-cropped to size x size."""
     import numpy as np
     import torch
-    from inst_styleforge.images import resize_and_crop
+    from inst_styleforge.training_kit.images import resize_and_crop
 
     from devhost.example_inputs import painting, person
 
@@ -79,6 +79,7 @@ def _load(ckpt: Path):
 
 def run_floor(host, model, clip, vae, size: int, steps: int, clock: StepClock) -> int:
     import torch
+    from inst_styleforge.training_kit.diffusion_loss import prediction_mse
 
     ref, aux = _images(size)
     generator = torch.Generator().manual_seed(0)
@@ -94,8 +95,8 @@ def run_floor(host, model, clip, vae, size: int, steps: int, clock: StepClock) -
             x = latents[picks].clone().requires_grad_(True)
             timesteps = torch.randint(0, host.num_timesteps(model), (2,), generator=generator)
             noise = torch.randn(x.shape, generator=generator)
-            host.prediction_mse(model, x, noise, host.sigma_at(model, timesteps), cond.expand(2, -1, -1),
-                                pooled).mean().backward()
+            prediction_mse(model, x, noise, host.sigma_at(model, timesteps), cond.expand(2, -1, -1),
+                           pooled).mean().backward()
             clock(0, steps, None)
     return 2
 

@@ -8,7 +8,7 @@ batch must agree (a style batch of 1 is used for every content image).
 
 import torch
 
-from ..errors import InputError
+from ..training_kit.errors import InputError
 
 ADAIN_EPS = 1e-5  # added to the unbiased variance, as in the official calc_mean_std
 

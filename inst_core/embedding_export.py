@@ -20,6 +20,6 @@ def embedding_tensors(style: InSTStyle, features: ImageFeatures) -> dict[str, to
     return {f"clip_{key}": v for key, v in vectors.items()}
 
 
-def embedding_metadata(style: InSTStyle, features: ImageFeatures) -> dict[str, str]:
+def embedding_metadata(style: InSTStyle) -> dict[str, str]:
     return {"source": "InST style token", "base_model": style.spec.family,
             "n_vectors": str(style.spec.n_vectors), "style_spec": json.dumps(style.spec.training, default=str)[:4000]}

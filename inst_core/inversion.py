@@ -5,7 +5,7 @@ latent z to the first sigma with random noise, let the model predict the noise u
 conditioning (conditional only, no guidance), and start sampling from z + sigma * predicted noise.
 Any ComfyUI sampler continues from there.
 
-Two ways to pick the noise level (METHODS.md 1c):
+Two ways to pick the noise level:
 - "self_consistent" (default): the inversion sigma is the first sigma of the sampling schedule, so
   the start point and the first sampling step agree. Strength is ComfyUI's denoise.
 - "paper_parity": the official notebook's arithmetic: noise at t = int(s * 1000), a 50-step DDIM
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import comfy_adapter as host
-from ..errors import InputError
+from ..training_kit.errors import InputError
 from .adain import adain
 
 SELF_CONSISTENT = "self_consistent"
@@ -49,9 +49,9 @@ def check_strength(strength: float) -> None:
 def check_conditioning(model, conditioning: list, input_name: str) -> None:
     """Refuse text features of another model family (e.g. SD2's 1024-wide CLIP-H into an SD1.5 UNet)."""
     width = host.unet_context_width(model)
-    for cond, _ in conditioning:
-        if cond.shape[-1] != width:
-            raise InputError(input_name, f"has {cond.shape[-1]}-wide text features but the model expects {width}: "
+    for found in host.conditioning_widths(conditioning):
+        if found != width:
+            raise InputError(input_name, f"has {found}-wide text features but the model expects {width}: "
                              "it was made by another model family's CLIP.",
                              "Encode the prompt with the CLIP of the checkpoint the model comes from.")
 
@@ -102,35 +102,30 @@ def style_transfer(model, positive: list, negative: list, content: dict, strengt
     check_conditioning(model, negative, "negative")
     if mode not in MODES:
         raise InputError("mode", f"'{mode}' is not one of {list(MODES)}.")
-    samples = content["samples"]
+    samples = host.latent_samples(content)
     if style is not None:
-        samples = adain(samples, style["samples"])
+        samples = adain(samples, host.latent_samples(style))
     if strength == 0:
-        return dict(content, samples=samples)
+        return host.latent_with_samples(content, samples)
     if mode == PAPER_PARITY:
         plan, cfg, sampler_name = parity_plan(model, strength), PARITY_CFG, PARITY_SAMPLER
     else:
         plan = self_consistent_plan(model, strength, steps, scheduler)
-    noise = inverted_noise(model, positive, samples, plan, seed, content.get("batch_index"))
+    noise = inverted_noise(model, positive, samples, plan, seed, host.latent_batch_index(content))
     out = host.sample_from(model, positive, negative, samples, noise, plan.sigmas, cfg, sampler_name, seed)
     if plan.rescale_output != 1.0:
         out = host.latent_from_model_space(model, host.latent_to_model_space(model, out) * plan.rescale_output)
-    return dict(content, samples=out)
+    return host.latent_with_samples(content, out)
 
 
-class PredictedNoise:
+def predicted_noise_source(model, positive: list, sigmas: torch.Tensor, seed: int) -> host.NoiseSource:
     """A ComfyUI NOISE (SamplerCustomAdvanced's noise input) that yields the inverted noise, so users
     keep their own sampler, scheduler, guider and CFG. `sigmas` must be the schedule the sampler
     gets: the inversion happens at its first sigma."""
-
-    def __init__(self, model, positive: list, sigmas: torch.Tensor, seed: int):
-        if sigmas.numel() < 2:
-            raise InputError("sigmas", "has fewer than two values, so there is no step to sample.",
-                             "Connect a scheduler's SIGMAS (e.g. BasicScheduler with denoise = strength).")
-        check_conditioning(model, positive, "positive")
-        self.model, self.positive, self.seed = model, positive, seed
-        self.plan = InversionPlan(float(sigmas[0]), sigmas.cpu())
-
-    def generate_noise(self, input_latent: dict) -> torch.Tensor:
-        return inverted_noise(self.model, self.positive, input_latent["samples"], self.plan, self.seed,
-                              input_latent.get("batch_index"))
+    if sigmas.numel() < 2:
+        raise InputError("sigmas", "has fewer than two values, so there is no step to sample.",
+                         "Connect a scheduler's SIGMAS (e.g. BasicScheduler with denoise = strength).")
+    check_conditioning(model, positive, "positive")
+    plan = InversionPlan(float(sigmas[0]), sigmas.cpu())
+    return host.NoiseSource(seed, lambda samples, batch_index: inverted_noise(model, positive, samples, plan, seed,
+                                                                             batch_index))

@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..training_kit.errors import InputError
 from .style import InSTStyle, StyleSpec
 
 OFFICIAL_TOKEN_DIM = 768  # the official code views the image embedding as (b, 1, 768)
+OFFICIAL_FAMILY = "SD15"  # the official checkpoints are trained on SD1.4/1.5
 
 
 class _OfficialAttentions(nn.Module):
@@ -50,15 +51,15 @@ def read_official_checkpoint(path: Path) -> dict:
     return checkpoint
 
 
-def import_official_style(path: Path, family: str = "SD15") -> InSTStyle:
+def import_official_style(path: Path) -> InSTStyle:
     """The official module's weights in this package's style encoder (SD1.x, one vector, image embed)."""
     attention = read_official_checkpoint(path)["attention"]
     state = attention.state_dict()
     heads = int(getattr(attention.attn1, "heads", 8))
     dim_head = state["attn1.to_q.weight"].shape[0] // heads
     dropout = float(attention.net[0].p) if len(attention.net) > 1 else 0.0
-    spec = StyleSpec(family=family, token_widths={"l": OFFICIAL_TOKEN_DIM}, image_dim=OFFICIAL_TOKEN_DIM,
-                     heads=heads, dim_head=dim_head, dropout=dropout,
+    spec = StyleSpec(family=OFFICIAL_FAMILY, token_widths={"l": OFFICIAL_TOKEN_DIM}, image_dim=OFFICIAL_TOKEN_DIM,
+                     attention_heads=heads, dim_head=dim_head, dropout=dropout,
                      training={"imported_from": path.name, "source": "official InST embeddings.pt"})
     style = InSTStyle(spec)
     missing, unexpected = style.heads["l"].load_state_dict(state, strict=False)

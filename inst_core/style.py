@@ -1,4 +1,5 @@
-"""A learned InST style: its encoder heads, what they were built for, and the image features they read."""
+"""A learned InST style: one encoder per text encoder of the model (`InSTStyle.heads`, keyed as the
+tokenizer keys them), what they were built for, and the image features they read."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ..errors import InputError
+from .. import comfy_adapter as host
+from ..training_kit.errors import InputError
 from .style_encoder import StyleEncoder
 
 # What the encoder attends over: the paper's projected image embedding alone, or also CLIP vision's
@@ -17,6 +19,7 @@ CONTEXT_IMAGE_EMBED = "image_embed"
 CONTEXT_PATCH_TOKENS = "patch_tokens"
 CONTEXTS = (CONTEXT_IMAGE_EMBED, CONTEXT_PATCH_TOKENS)
 DEFAULT_PLACEHOLDER = "*"
+FORMAT_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -29,20 +32,24 @@ class StyleSpec:
     context: str = CONTEXT_IMAGE_EMBED
     context_dim: int | None = None  # patch-token width when context is patch tokens
     n_vectors: int = 1
-    heads: int = 8
+    attention_heads: int = 8
     dim_head: int = 64
     dropout: float = 0.05
     training: dict = field(default_factory=dict, compare=False)  # steps, lr, seed, painting hashes...
 
     def to_metadata(self) -> dict[str, str]:
-        return {"format": "inst-style", "format_version": "1", "spec": json.dumps(asdict(self), sort_keys=True)}
+        spec = json.dumps(asdict(self), sort_keys=True)
+        return {"format": "inst-style", "format_version": FORMAT_VERSION, "spec": spec}
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str], source: str) -> StyleSpec:
         if metadata.get("format") != "inst-style" or "spec" not in metadata:
             raise InputError("style_name", f"'{source}' is not an InST style file (no inst-style metadata).",
                              "Pick a file saved by the InST trainer or Save InST Style.")
-        return cls(**json.loads(metadata["spec"]))
+        spec = json.loads(metadata["spec"])
+        if metadata.get("format_version") == "1":  # version 1 called the attention heads "heads"
+            spec["attention_heads"] = spec.pop("heads")
+        return cls(**spec)
 
 
 @dataclass
@@ -54,8 +61,9 @@ class ImageFeatures:
 
     @classmethod
     def from_clip_vision_output(cls, output) -> ImageFeatures:
-        embed = output["image_embeds"].float()
-        return cls(embed / embed.norm(dim=-1, keepdim=True), output["penultimate_hidden_states"].float())
+        embed, patch_tokens = host.clip_vision_embeddings(output)
+        embed = embed.float()
+        return cls(embed / embed.norm(dim=-1, keepdim=True), patch_tokens.float())
 
 
 class InSTStyle(nn.Module):
@@ -63,7 +71,7 @@ class InSTStyle(nn.Module):
         super().__init__()
         self.spec = spec
         self.heads = nn.ModuleDict({
-            key: StyleEncoder(spec.image_dim, width, spec.n_vectors, spec.heads, spec.dim_head, spec.dropout,
+            key: StyleEncoder(spec.image_dim, width, spec.n_vectors, spec.attention_heads, spec.dim_head, spec.dropout,
                               spec.context_dim if spec.context == CONTEXT_PATCH_TOKENS else None)
             for key, width in spec.token_widths.items()})
 

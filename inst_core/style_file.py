@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors import safe_open
-
-from ..errors import InputError
-from ..safe_files import atomic_save_safetensors
+from ..training_kit.errors import InputError
+from ..training_kit.files import atomic_save_safetensors, read_safetensors
 from .style import InSTStyle, StyleSpec
 
 STYLE_FOLDER = "inst_styles"
@@ -17,22 +15,13 @@ def save_style(style: InSTStyle, path: Path) -> Path:
     return atomic_save_safetensors(style.state_dict(), path, style.spec.to_metadata())
 
 
-def load_style(path: Path) -> InSTStyle:
+def load_style(path: Path, input_name: str = "style_name") -> InSTStyle:
     """Loads only `.safetensors` (no pickle); a file with missing or extra weights is refused."""
-    if path.suffix != ".safetensors":
-        raise InputError("style_name", f"'{path.name}' is not a .safetensors file.",
-                         "Convert official InST embeddings.pt files with Import Official InST Style.")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            spec = StyleSpec.from_metadata(f.metadata() or {}, path.name)
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except InputError:
-        raise
-    except Exception as e:  # safetensors reports corrupt headers with its own exception types
-        raise InputError("style_name", f"'{path.name}' could not be read ({e}).", "Re-save or re-train it.") from None
-    style = InSTStyle(spec)
+    tensors, metadata = read_safetensors(path, input_name, "Pick a style saved by the InST trainer; convert "
+                                         "official InST embeddings.pt files with Import Official InST Style.")
+    style = InSTStyle(StyleSpec.from_metadata(metadata, path.name))
     missing, unexpected = style.load_state_dict(tensors, strict=False)
     if missing or unexpected:
-        raise InputError("style_name", f"'{path.name}' does not match its own spec (missing {missing[:3]}, "
+        raise InputError(input_name, f"'{path.name}' does not match its own spec (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]}).", "The file is damaged; re-train or re-save it.")
     return style

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .. import comfy_adapter as host
-from ..errors import InputError
+from ..training_kit.errors import InputError
 
 
 class StylePrompt:
@@ -25,13 +25,12 @@ class StylePrompt:
                              f"{placeholder}'.")
         self.tokens_template = host.tokenize(clip, text.replace(placeholder, " ".join([placeholder] * n_vectors)))
         self.slots: dict[str, list[tuple[int, int]]] = {}
-        for key, chunks in self.tokens_template.items():
+        for key in self.tokens_template:
             ids = host.token_ids(clip, key, placeholder)
             if len(ids) != 1:
                 raise InputError("placeholder", f"'{placeholder}' is {len(ids)} tokens for text encoder '{key}'.",
                                  "Use a placeholder the tokenizer keeps whole, such as '*'.")
-            self.slots[key] = [(c, i) for c, chunk in enumerate(chunks) for i, tok in enumerate(chunk)
-                               if tok[0] == ids[0]]
+            self.slots[key] = host.token_slots(self.tokens_template, key, ids[0])
             if len(self.slots[key]) % n_vectors or not self.slots[key]:
                 raise InputError("text", f"'{placeholder}' is glued to other characters, so the tokenizer "
                                  "does not see it alone.", f"Put spaces around '{placeholder}'.")
@@ -39,11 +38,6 @@ class StylePrompt:
 
     def tokens(self, vectors: dict[str, torch.Tensor]) -> dict:
         """Token lists with the placeholders replaced by rows of `vectors[key]` ((n_vectors, width))."""
-        out = {}
-        for key, chunks in self.tokens_template.items():
-            filled = [list(chunk) for chunk in chunks]
-            for n, (c, i) in enumerate(self.slots[key]):
-                token = filled[c][i]
-                filled[c][i] = (vectors[key][n % self.n_vectors], *token[1:])
-            out[key] = filled
-        return out
+        embeddings = {key: [vectors[key][n % self.n_vectors] for n in range(len(slots))]
+                      for key, slots in self.slots.items()}
+        return host.with_token_embeddings(self.tokens_template, self.slots, embeddings)

@@ -1,30 +1,32 @@
-"""InST style inversion: train the style encoder on one or more paintings, everything else frozen.
+"""InST style inversion (Zhang et al., arXiv 2211.13203): train the style encoder on one or more
+paintings, everything else frozen.
 
-Per step (paper defaults, METHODS.md 1b): pick a painting, flip it with p=0.5, draw t uniformly from
-the model's timesteps and Gaussian noise, inject the encoder's token for that painting into the
-prompt ("*"), encode the prompt with the frozen text encoder and predict with the frozen UNet; the
-loss is the MSE of the prediction in the model's own parameterisation (epsilon for SD1.x). Only the
-encoder's parameters are in the optimizer, so the UNet, text encoder, VAE and CLIP vision weights
-stay bit-for-bit the same.
+Per step (the paper's defaults): pick a painting, flip it with p=0.5, draw t uniformly from the
+model's timesteps and Gaussian noise, inject the encoder's token for that painting into the prompt
+("*"), encode the prompt with the frozen text encoder and predict with the frozen UNet; the loss is
+the MSE of the prediction in the model's own parameterisation (epsilon for SD1.x). Only the encoder's
+parameters are in the optimizer, so the UNet, text encoder, VAE and CLIP vision weights stay
+bit-for-bit the same.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
 from .. import comfy_adapter as host
-from ..errors import InputError, require_finite_loss
-from ..images import image_sha256, require_image, resize_exact
-from ..precision import autocast, autocast_dtype
+from ..training_kit.diffusion_loss import draw_timesteps_and_noise, prediction_mse
+from ..training_kit.errors import InputError, require_finite_loss
+from ..training_kit.evaluation import evaluation_loss as fixed_set_loss
+from ..training_kit.images import image_sha256, require_image, resize_exact
+from ..training_kit.precision import training_precision
+from ..training_kit.progress import TrainingProgress, preview_sample
+from ..training_kit.result import TrainingResult
 from .style import CONTEXT_IMAGE_EMBED, CONTEXT_PATCH_TOKENS, ImageFeatures, InSTStyle, StyleSpec
 from .style_prompt import StylePrompt
 
-EVAL_TIMESTEPS = (50, 250, 500, 750, 950)  # fixed evaluation set: these t, fixed noise, no flip
-EVAL_SEED = 1234
-PRECISIONS = ("fp32", "fp16", "bf16")
+FLIP_PROBABILITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,10 @@ class InSTTrainingConfig:
     seed: int = 23
     resolution: int = 512
     batch_size: int = 1
-    flip: bool = True
-    context: str = CONTEXT_IMAGE_EMBED
-    n_vectors: int = 1
-    heads: int = 8
+    random_flip: bool = True
+    attend_to: str = CONTEXT_IMAGE_EMBED
+    vectors_per_token: int = 1
+    attention_heads: int = 8
     dim_head: int = 64
     dropout: float = 0.05
     placeholder: str = "*"
@@ -46,8 +48,6 @@ class InSTTrainingConfig:
     gradient_checkpointing: bool = False
     precision: str = "fp32"
     preview_every: int = 0
-    preview_steps: int = 12
-    preview_cfg: float = 5.0
 
 
 @dataclass
@@ -62,16 +62,6 @@ class Paintings:
         picked = [self.features[i][f] for i, f in zip(indices, flips)]
         features = ImageFeatures(torch.cat([p.embed for p in picked]), torch.cat([p.patch_tokens for p in picked]))
         return self.latents[indices, flips], features
-
-
-@dataclass
-class TrainingResult:
-    style: InSTStyle
-    losses: list[float]
-    eval_before: float
-    eval_after: float
-    step_seconds: list[float]  # wall time of each optimizer step (benchmarks take the median)
-    info: dict = field(default_factory=dict)
 
 
 def prepare_paintings(model, vae, clip_vision, paintings: list[torch.Tensor], resolution: int) -> Paintings:
@@ -96,10 +86,11 @@ def new_style(model, clip, paintings: Paintings, config: InSTTrainingConfig) -> 
     family = host.require_stable_diffusion(model)
     widths = host.require_matching_clip(model, clip)
     first = paintings.features[0][0]
-    spec = StyleSpec(family=family, token_widths=widths, image_dim=first.embed.shape[-1], context=config.context,
-                     context_dim=first.patch_tokens.shape[-1] if config.context == CONTEXT_PATCH_TOKENS else None,
-                     n_vectors=config.n_vectors, heads=config.heads, dim_head=config.dim_head,
-                     dropout=config.dropout)
+    patch_tokens = config.attend_to == CONTEXT_PATCH_TOKENS
+    spec = StyleSpec(family=family, token_widths=widths, image_dim=first.embed.shape[-1], context=config.attend_to,
+                     context_dim=first.patch_tokens.shape[-1] if patch_tokens else None,
+                     n_vectors=config.vectors_per_token, attention_heads=config.attention_heads,
+                     dim_head=config.dim_head, dropout=config.dropout)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         return InSTStyle(spec).to(host.compute_device(model))
@@ -116,41 +107,33 @@ def denoising_loss(model, clip, style: InSTStyle, prompt: StylePrompt, latents: 
         pooled.append(pool)
     cond = torch.cat(conds).to(latents.device)
     pooled = torch.cat(pooled).to(latents.device) if pooled[0] is not None else None
-    return host.prediction_mse(model, latents, noise, host.sigma_at(model, timesteps), cond, pooled)
+    return prediction_mse(model, latents, noise, host.sigma_at(model, timesteps), cond, pooled)
 
 
 @torch.no_grad()
 def evaluation_loss(model, clip, style: InSTStyle, prompt: StylePrompt, paintings: Paintings) -> float:
-    """Loss on a fixed set (every painting, unflipped, at EVAL_TIMESTEPS with fixed noise, dropout off),
-    so before/after numbers are comparable."""
-    generator = torch.Generator().manual_seed(EVAL_SEED)
+    """Loss on the kit's fixed evaluation set: every painting unflipped, the encoder's dropout off."""
+    def loss(index: int, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        latent, features = paintings.batch([index], [0])
+        return denoising_loss(model, clip, style, prompt, latent, features, timesteps, noise)
+
     was_training = style.training
     style.eval()
-    total, count = 0.0, 0
-    for i in range(len(paintings.hashes)):
-        latent, features = paintings.batch([i], [0])
-        for t in EVAL_TIMESTEPS:
-            noise = torch.randn(latent.shape, generator=generator).to(latent.device)
-            total += float(denoising_loss(model, clip, style, prompt, latent, features,
-                                          torch.tensor([t]), noise).sum())
-            count += 1
-    style.train(was_training)
-    return total / count
+    try:
+        return fixed_set_loss([paintings.latents[i:i + 1, 0] for i in range(len(paintings.hashes))], loss)
+    finally:
+        style.train(was_training)
 
 
-def preview(model, clip, vae, style: InSTStyle, prompt: StylePrompt, paintings: Paintings,
-            config: InSTTrainingConfig):
-    """A small sample with the current token of the first painting, for the progress bar."""
+def preview(model, clip, vae, style: InSTStyle, prompt: StylePrompt, paintings: Paintings, seed: int):
+    """A sample with the current token of the first painting."""
     with torch.no_grad():
         vectors = style.vectors(paintings.batch([0], [0])[1])
         positive = host.encode_tokens(clip, prompt.tokens({k: v[0] for k, v in vectors.items()}))
-    return host.preview_image(model, clip, vae, positive, tuple(paintings.latents.shape[2:]), config.seed,
-                              config.preview_steps, config.preview_cfg)
+    return preview_sample(model, clip, vae, positive, tuple(paintings.latents.shape[2:]), seed)
 
 
 def check_config(config: InSTTrainingConfig) -> None:
-    if config.precision not in PRECISIONS:
-        raise InputError("precision", f"'{config.precision}' is not one of {list(PRECISIONS)}.")
     if config.resolution % 8:
         raise InputError("resolution", f"{config.resolution} is not a multiple of 8.", "Use e.g. 512.")
     if "{}" not in config.template:
@@ -158,50 +141,48 @@ def check_config(config: InSTTrainingConfig) -> None:
 
 
 def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], config: InSTTrainingConfig,
-                progress: host.StepProgress | None = None) -> TrainingResult:
+                progress_bar: host.StepProgress | None = None) -> TrainingResult[InSTStyle]:
     check_config(config)
-    dtype = autocast_dtype(host.compute_device(model), config.precision)
+    device = host.compute_device(model)
+    precision = training_precision(device, config.precision)
     host.require_stable_diffusion(model)
     host.require_matching_clip(model, clip)
     data = prepare_paintings(model, vae, clip_vision, paintings, config.resolution)
     with host.training_context(model, clip, config.gradient_checkpointing):
         style = new_style(model, clip, data, config)
-        prompt = StylePrompt(clip, config.template.format(config.placeholder), config.placeholder, config.n_vectors)
+        prompt = StylePrompt(clip, config.template.format(config.placeholder), config.placeholder,
+                             config.vectors_per_token)
         eval_before = evaluation_loss(model, clip, style, prompt, data)
         optimizer = torch.optim.AdamW(style.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        scaler = precision.grad_scaler()
+        progress = TrainingProgress(progress_bar, config.steps, config.preview_every,
+                                    lambda: preview(model, clip, vae, style, prompt, data, config.seed))
         generator = torch.Generator().manual_seed(config.seed)
-        device = host.compute_device(model)
         losses: list[float] = []
-        step_seconds: list[float] = []
         style.train()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)  # dropout
             for step in range(1, config.steps + 1):
-                t0 = time.perf_counter()
                 b = config.batch_size
                 indices = torch.randint(0, len(data.hashes), (b,), generator=generator).tolist()
-                flips = (torch.rand(b, generator=generator) < 0.5).long().tolist() if config.flip else [0] * b
-                timesteps = torch.randint(0, host.num_timesteps(model), (b,), generator=generator)
+                flips = ((torch.rand(b, generator=generator) < FLIP_PROBABILITY).long().tolist()
+                         if config.random_flip else [0] * b)
                 latents, features = data.batch(indices, flips)
-                noise = torch.randn(latents.shape, generator=generator).to(device)
-                with autocast(device, dtype):
-                    loss = denoising_loss(model, clip, style, prompt, latents, features, timesteps, noise).mean()
-                losses.append(loss.item())
-                require_finite_loss(losses[-1], step, "learning_rate", "nothing was saved.",
+                timesteps, noise = draw_timesteps_and_noise(model, latents.shape, generator)
+                with precision.autocast():
+                    loss = denoising_loss(model, clip, style, prompt, latents, features, timesteps,
+                                          noise.to(device)).mean()
+                require_finite_loss(loss.item(), step, "learning_rate", "nothing was saved.",
                                     "Lower the learning rate, or train in fp32.")
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step_seconds.append(time.perf_counter() - t0)
-                if progress is not None:
-                    shot = None
-                    if config.preview_every and step % config.preview_every == 0:
-                        shot = preview(model, clip, vae, style, prompt, data, config)
-                    progress.update(step, f"step {step}/{config.steps}  loss {losses[-1]:.4f}", shot)
-        optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                progress.update(step, losses[-1])
         eval_after = evaluation_loss(model, clip, style, prompt, data)
-    info = {**asdict(config), "painting_sha256": data.hashes, "eval_loss_before": eval_before,
-            "eval_loss_after": eval_after}
-    style.spec = StyleSpec(**{**asdict(style.spec), "training": info})
+    training = {**asdict(config), "painting_sha256": data.hashes, "eval_loss_before": eval_before,
+                "eval_loss_after": eval_after}
+    style.spec = StyleSpec(**{**asdict(style.spec), "training": training})
     style.requires_grad_(False)
-    return TrainingResult(style.cpu().eval(), losses, eval_before, eval_after, step_seconds, info)
+    return TrainingResult(style.cpu().eval(), losses, eval_before, eval_after)

@@ -3,8 +3,8 @@
 from comfy_api.latest import io, ui
 
 from .. import comfy_adapter as host
-from ..safe_files import path_in
 from ..styleforge_core.lora_file import LORA_FOLDER, SAVE_DTYPES, save_lora
+from ..training_kit.files import path_in
 from .categories import STYLEFORGE
 from .styleforge_types import StyleForgeLoRAType
 

@@ -1,17 +1,15 @@
 """The StyleForge dual-binding LoRA trainer node (Single and Multi)."""
 
+import dataclasses
 import logging
 
 from comfy_api.latest import io, ui
 
 from .. import comfy_adapter as host
-from ..loss_curve import loss_curve_image
-from ..safe_files import path_in
 from ..styleforge_core.lora_file import LORA_FOLDER, load_lora
 from ..styleforge_core.training import (
     METHODS,
     PASSES,
-    PRECISIONS,
     RESUME_INPUT,
     SCHEDULES,
     SEPARATE_PASSES_FROM,
@@ -19,6 +17,9 @@ from ..styleforge_core.training import (
     TrainingSets,
     train_styleforge,
 )
+from ..training_kit.files import path_in
+from ..training_kit.loss_curve import loss_curve_image
+from ..training_kit.precision import PRECISIONS
 from .categories import STYLEFORGE
 from .styleforge_types import StyleForgeImagesType, StyleForgeLoRAType
 
@@ -85,7 +86,7 @@ def _inputs() -> list:
                      tooltip="Short side resized to this, then a random square crop (paper: 512)."),
         io.Int.Input("crops_per_image", default=d.crops_per_image, min=1, max=16,
                      tooltip="Random crops cached per image (latents are encoded once)."),
-        io.Boolean.Input("random_flip", default=d.flip, tooltip="Also train on the mirrored images."),
+        io.Boolean.Input("random_flip", default=d.random_flip, tooltip="Also train on the mirrored images."),
         io.Boolean.Input("gradient_checkpointing", default=d.gradient_checkpointing,
                          tooltip="Recompute UNet activations in backward: less memory, about 30% slower."),
         io.Combo.Input("passes", options=list(PASSES), default=d.passes,
@@ -127,34 +128,23 @@ class TrainStyleForge(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, clip, vae, style_images, method, token, background_token, style_template, aux_prompt,
-                aux_weight, background_aux_weight, min_aux_images, rank, alpha, include_conv, steps, unet_lr,
-                text_encoder_lr, lr_schedule, warmup_steps, batch_size, grad_accumulation, min_snr_gamma,
-                noise_offset, seed, resolution, crops_per_image, random_flip, gradient_checkpointing,
-                passes, precision, preview_every, checkpoint_every, checkpoint_name, resume_from, aux=None,
-                backgrounds=None) -> io.NodeOutput:
-        config = StyleForgeConfig(
-            method=method, token=token.strip(), background_token=background_token.strip(),
-            style_template=style_template, aux_prompt=aux_prompt, aux_weight=aux_weight,
-            background_aux_weight=background_aux_weight, min_aux_images=min_aux_images, rank=rank, alpha=alpha,
-            include_conv=include_conv, steps=steps, unet_lr=unet_lr, text_encoder_lr=text_encoder_lr,
-            lr_schedule=lr_schedule, warmup_steps=warmup_steps, batch_size=batch_size,
-            grad_accumulation=grad_accumulation, min_snr_gamma=min_snr_gamma, noise_offset=noise_offset, seed=seed,
-            resolution=resolution, crops_per_image=crops_per_image, flip=random_flip,
-            gradient_checkpointing=gradient_checkpointing, passes=passes, precision=precision,
-            preview_every=preview_every,
-            checkpoint_every=checkpoint_every)
+    def execute(cls, model, clip, vae, style_images, checkpoint_name, resume_from, aux=None, backgrounds=None,
+                **settings) -> io.NodeOutput:
+        """`settings` are the schema's training inputs, named as StyleForgeConfig's fields."""
+        config = StyleForgeConfig(**settings)
+        config = dataclasses.replace(config, token=config.token.strip(),
+                                     background_token=config.background_token.strip())
         checkpoint = None
-        if checkpoint_every:
+        if config.checkpoint_every:
             checkpoint = path_in(host.model_folder(LORA_FOLDER), checkpoint_name, "checkpoint_name")
         resume = None
         if resume_from != NO_RESUME:
             resume = load_lora(host.model_file_path(LORA_FOLDER, resume_from, RESUME_INPUT), RESUME_INPUT)
         sets = TrainingSets(style_images, aux, backgrounds)
-        result = train_styleforge(model, clip, vae, sets, config, host.StepProgress(steps), checkpoint, resume)
+        result = train_styleforge(model, clip, vae, sets, config, host.StepProgress(config.steps), checkpoint, resume)
         for note in result.notes:
             logging.info("StyleForge: %s", note)
-        trained_model, trained_clip = host.apply_lora(model, clip, result.lora.tensors)
-        curve = loss_curve_image(result.losses, f"StyleForge {method} loss (eval {result.eval_before:.4f} -> "
+        trained_model, trained_clip = host.apply_lora(model, clip, result.trained.tensors)
+        curve = loss_curve_image(result.losses, f"StyleForge {config.method} loss (eval {result.eval_before:.4f} -> "
                                  f"{result.eval_after:.4f})")
-        return io.NodeOutput(trained_model, trained_clip, result.lora, curve, ui=ui.PreviewImage(curve, cls=cls))
+        return io.NodeOutput(trained_model, trained_clip, result.trained, curve, ui=ui.PreviewImage(curve, cls=cls))

@@ -18,9 +18,9 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .. import comfy_adapter as host
-from ..errors import InputError
-from ..images import image_sha256, require_image
-from ..safe_files import inside
+from ..training_kit.errors import InputError
+from ..training_kit.files import inside
+from ..training_kit.images import image_sha256, require_image
 
 CAPTION_SUFFIX = ".txt"
 TRANSPARENT_BACKGROUND = (255, 255, 255)
@@ -126,6 +126,7 @@ def image_set(folder: str, batch: torch.Tensor | None) -> ImageSet:
     return combine(sets)
 
 
-def bound_prompt(binding: str, caption: str) -> str:
-    """The training prompt of one image: its binding ("zwx style", or "style" for Aux) and its caption."""
-    return f"{binding}, {caption}" if caption else binding
+def bound_prompt(prompt: str, caption: str) -> str:
+    """The training prompt of one image: the prompt its set is bound to ("zwx style", or "style" for Aux)
+    and its caption."""
+    return f"{prompt}, {caption}" if caption else prompt

@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
-from ..errors import InputError
-from ..safe_files import atomic_save_safetensors
+from ..training_kit.errors import InputError
+from ..training_kit.files import atomic_save_safetensors, read_safetensors
 
 LORA_FOLDER = "loras"
 FORMAT = "styleforge-lora-1"
@@ -63,17 +62,11 @@ def save_lora(lora: StyleForgeLoRA, path: Path, precision: str = "fp16") -> Path
 
 
 def load_lora(path: Path, input_name: str) -> StyleForgeLoRA:
-    try:
-        with safe_open(str(path), framework="pt") as file:
-            metadata = file.metadata() or {}
-            tensors = {k: file.get_tensor(k).float() for k in file.keys()}
-    except Exception as error:  # safetensors raises its own error types for damaged files
-        raise InputError(input_name, f"'{path.name}' is not a readable safetensors file ({error}).",
-                         "Pick another file.") from None
+    tensors, metadata = read_safetensors(path, input_name, "Pick another file.")
     if metadata.get("format") != FORMAT:
         raise InputError(input_name, f"'{path.name}' is not a StyleForge LoRA (its step count and settings are "
                          "unknown).", "Resume only from a file this trainer saved, or pick [none].")
-    return StyleForgeLoRA(tensors, _from_strings(metadata))
+    return StyleForgeLoRA({k: v.float() for k, v in tensors.items()}, _from_strings(metadata))
 
 
 def require_family(lora: StyleForgeLoRA, family: str, input_name: str) -> None:

@@ -1,11 +1,11 @@
-"""StyleForge dual-binding LoRA training (METHODS.md section 2), Single and Multi.
+"""StyleForge dual-binding LoRA training (Park et al., arXiv 2404.05256), Single and Multi.
 
 Every step holds one StyleRef sample bound to "[V] style" and one Aux sample bound to "style"; the
 loss is MSE_ref + lambda * MSE_aux in the model's own parameterisation (epsilon for SD1.x). The two
 terms go through the UNet as one batch or one after the other (`passes`). Multi alternates its two
 components step by step (people bound to "[V] style", backgrounds to "[W] style"), each with its own
-Aux weight lambda. Only LoRA adapters
-are optimised; the UNet, text encoder and VAE weights stay bit-for-bit the same.
+Aux weight lambda. Only LoRA adapters are optimised; the UNet, text encoder and VAE weights stay
+bit-for-bit the same.
 
 Latents are encoded once (a few random crops per image, plain and flipped); text embeddings are
 encoded once per prompt while the text encoder is frozen. Each step's randomness comes from a
@@ -18,34 +18,38 @@ import contextlib
 import hashlib
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from .. import comfy_adapter as host
-from ..errors import InputError, require_finite_loss
-from ..images import resize_and_crop
-from ..precision import autocast, autocast_dtype
+from ..training_kit.diffusion_loss import draw_timesteps_and_noise, min_snr_weights, prediction_mse
+from ..training_kit.errors import InputError, require_finite_loss
+from ..training_kit.evaluation import evaluation_loss as fixed_set_loss
+from ..training_kit.images import resize_and_crop
+from ..training_kit.precision import Precision, training_precision
+from ..training_kit.progress import TrainingProgress, preview_sample
+from ..training_kit.result import TrainingResult
 from .datasets import ImageSet, bound_prompt
 from .lora import LoRANetwork
 from .lora_file import StyleForgeLoRA, require_family, save_lora
+from .lora_targets import lora_targets
 
 METHODS = ("Single", "Multi")
 SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# How a step's StyleRef and Aux samples go through the UNet: "one batch", or "separate" (one forward
+# and backward each: the same gradients, the activations of one sample at a time). From
+# SEPARATE_PASSES_FROM px "auto" is separate: a sample's activations then dominate memory, and
+# batching two gains little speed (measured on CPU at 256 px: 3% slower, 15% less peak memory; at
+# 64 px batching is 1.45x faster and memory is the same).
 PASSES = ("auto", "separate", "one batch")
-# From this resolution "auto" backs the StyleRef and Aux terms one after the other: a sample's
-# activations then dominate memory, and batching two gains little speed (measured on CPU at 256 px:
-# 3% slower, 15% less peak memory; at 64 px batching is 1.45x faster and memory is the same).
 SEPARATE_PASSES_FROM = 256
-EVAL_TIMESTEPS = (100, 300, 500, 700, 900)  # fixed evaluation set: these t, fixed noise, first crop
-EVAL_SEED = 1234
 WEIGHT_DECAY = 0.01
 VAE_BATCH = 8
-PREVIEW_STEPS, PREVIEW_CFG = 12, 5.0
 CHECKPOINT_PRECISION = "fp32"  # resume continues from exactly the trained weights
 RESUME_INPUT = "resume_from"
+STYLEREF_STREAM, AUX_STREAM = 0, 1  # independent random streams of a step's two draws
 
 
 @dataclass(frozen=True)
@@ -73,9 +77,9 @@ class StyleForgeConfig:
     seed: int = 0
     resolution: int = 512
     crops_per_image: int = 1
-    flip: bool = True
+    random_flip: bool = True
     gradient_checkpointing: bool = False
-    passes: str = "auto"  # separate: StyleRef and Aux backward one after the other (one sample's activations)
+    passes: str = "auto"  # see PASSES
     precision: str = "auto"
     preview_every: int = 0
     checkpoint_every: int = 0
@@ -88,7 +92,8 @@ class StyleForgeConfig:
     def train_text_encoder(self) -> bool:
         return self.text_encoder_lr > 0
 
-    def binding(self, token: str) -> str:
+    def style_prompt(self, token: str) -> str:
+        """The prompt a StyleRef set is bound to: "[V] style" with the token in place of [V]."""
         return self.style_template.format(token)
 
 
@@ -100,9 +105,9 @@ class TrainingSets:
 
 
 @dataclass
-class Binding:
-    """One image set bound to one prompt, ready to train on: model-space latents of every view
-    (crops x flips, `views_per_image` consecutive views per image) and each view's prompt."""
+class EncodedSet:
+    """An image set ready to train on: model-space latents of every view (crops x flips,
+    `views_per_image` consecutive views per image) and each view's prompt."""
 
     latents: torch.Tensor
     prompts: list[str]
@@ -114,24 +119,11 @@ class Binding:
 
 @dataclass
 class Component:
-    """A StyleRef component, its binding prompt and the Aux weight lambda that goes with it."""
+    """A StyleRef set bound to its prompt ("[V] style"), and the Aux weight lambda that goes with it."""
 
-    name: str
     prompt: str
-    binding: Binding
+    images: EncodedSet
     aux_weight: float
-
-
-@dataclass
-class TrainingResult:
-    lora: StyleForgeLoRA
-    losses: list[float]
-    ref_losses: list[float]
-    aux_losses: list[float]
-    eval_before: float
-    eval_after: float
-    start_step: int
-    notes: list[str] = field(default_factory=list)
 
 
 # ---- checks --------------------------------------------------------------------------------------
@@ -145,8 +137,6 @@ def check_inputs(config: StyleForgeConfig, sets: TrainingSets) -> None:
         raise InputError("method", f"'{config.method}' is not one of {list(METHODS)}.")
     if config.lr_schedule not in SCHEDULES:
         raise InputError("lr_schedule", f"'{config.lr_schedule}' is not one of {list(SCHEDULES)}.")
-    if config.precision not in PRECISIONS:
-        raise InputError("precision", f"'{config.precision}' is not one of {list(PRECISIONS)}.")
     if config.passes not in PASSES:
         raise InputError("passes", f"'{config.passes}' is not one of {list(PASSES)}.")
     if config.resolution % 8 or config.resolution < 64:
@@ -193,23 +183,24 @@ def _check_aux(config: StyleForgeConfig, sets: TrainingSets) -> None:
                          "needed (the paper uses 15-20).", "Add images, lower min_aux_images, " + without)
 
 
-def prepare_binding(model, vae, images: ImageSet, binding: str, config: StyleForgeConfig,
-                    generator: torch.Generator) -> Binding:
-    """VAE-encode every view once: `crops_per_image` random crops of each image, each also flipped."""
+def encode_set(model, vae, images: ImageSet, prompt: str, config: StyleForgeConfig,
+               generator: torch.Generator) -> EncodedSet:
+    """VAE-encode every view once: `crops_per_image` random crops of each image, each also flipped;
+    every view is bound to `prompt` (plus its image's caption)."""
     views, prompts = [], []
     for image, caption in zip(images.images, images.captions):
         for _ in range(config.crops_per_image):
             crop = resize_and_crop(image, config.resolution, generator)
-            for view in (crop, crop.flip(2)) if config.flip else (crop,):
+            for view in (crop, crop.flip(2)) if config.random_flip else (crop,):
                 views.append(view)
-                prompts.append(bound_prompt(binding, caption))
+                prompts.append(bound_prompt(prompt, caption))
     # outside inference mode, so the cached latents can enter autograd
     with torch.inference_mode(False), torch.no_grad():
         batch = torch.cat(views)
         latents = torch.cat([host.vae_encode(vae, batch[i:i + VAE_BATCH]).float()
                              for i in range(0, len(batch), VAE_BATCH)])
         latents = host.latent_to_model_space(model, latents).to(host.compute_device(model))
-    return Binding(latents, prompts, len(views) // len(images))
+    return EncodedSet(latents, prompts, len(views) // len(images))
 
 
 class TextConditioner:
@@ -235,45 +226,16 @@ class TextConditioner:
         return cond, torch.cat(pooled) if pooled[0] is not None else None
 
 
-# ---- loss ----------------------------------------------------------------------------------------
+# ---- samples and their loss ----------------------------------------------------------------------
 
 @dataclass
 class Draw:
-    """Samples of one binding for one step: latents, their prompts, timesteps and noise."""
+    """Samples of one set for one step: latents, their prompts, timesteps and noise."""
 
     latents: torch.Tensor
     prompts: list[str]
     timesteps: torch.Tensor
     noise: torch.Tensor
-
-
-def draw(model, binding: Binding, count: int, config: StyleForgeConfig, generator: torch.Generator) -> Draw:
-    indices = torch.randint(0, len(binding.prompts), (count,), generator=generator)
-    latents = binding.latents[indices]
-    timesteps = torch.randint(0, host.num_timesteps(model), (count,), generator=generator)
-    noise = torch.randn(latents.shape, generator=generator)
-    if config.noise_offset:
-        noise = noise + config.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=generator)
-    return Draw(latents, [binding.prompts[i] for i in indices.tolist()], timesteps, noise.to(latents.device))
-
-
-def snr_weights(model, sigma: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-gamma loss weights (Hang et al. 2023); SNR = 1/sigma^2 in ComfyUI's sigma space."""
-    snr = sigma.float().pow(-2)
-    clipped = snr.clamp(max=gamma)
-    return clipped / (snr + 1) if host.is_v_prediction(model) else clipped / snr
-
-
-def sample_errors(model, conditioner: TextConditioner, samples: list[Draw], gamma: float) -> list[torch.Tensor]:
-    """Per-sample (min-SNR weighted) prediction MSE of each draw, all draws in one UNet batch."""
-    latents = torch.cat([d.latents for d in samples])
-    timesteps = torch.cat([d.timesteps for d in samples])
-    cond, pooled = conditioner([p for d in samples for p in d.prompts])
-    sigma = host.sigma_at(model, timesteps)
-    errors = host.prediction_mse(model, latents, torch.cat([d.noise for d in samples]), sigma, cond, pooled)
-    if gamma:
-        errors = errors * snr_weights(model, sigma, gamma)
-    return list(errors.split([len(d.prompts) for d in samples]))
 
 
 def step_seed(seed: int, step: int, micro: int, stream: int) -> int:
@@ -283,54 +245,37 @@ def step_seed(seed: int, step: int, micro: int, stream: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def binding_draws(model, component: Component, aux: Binding | None, config: StyleForgeConfig, step: int,
-                  micro: int) -> list[tuple[float, Draw]]:
-    """The micro-batch's (weight, draw) terms: the StyleRef draw with weight 1, then the Aux draw with
-    weight lambda (left out when there is no Aux set or lambda is 0)."""
-    b = config.batch_size
-    terms = [(1.0, draw(model, component.binding, b, config, torch.Generator().manual_seed(
-        step_seed(config.seed, step, micro, 0))))]
-    if aux is not None and component.aux_weight != 0:
-        terms.append((component.aux_weight, draw(model, aux, b, config, torch.Generator().manual_seed(
-            step_seed(config.seed, step, micro, 1)))))
-    return terms
+def draw(model, images: EncodedSet, config: StyleForgeConfig, seed: int) -> Draw:
+    generator = torch.Generator().manual_seed(seed)
+    indices = torch.randint(0, len(images.prompts), (config.batch_size,), generator=generator)
+    latents = images.latents[indices]
+    timesteps, noise = draw_timesteps_and_noise(model, latents.shape, generator, config.noise_offset)
+    return Draw(latents, [images.prompts[i] for i in indices.tolist()], timesteps, noise.to(latents.device))
 
 
-def backward_terms(model, conditioner: TextConditioner, terms: list[tuple[float, Draw]], config: StyleForgeConfig,
-                   step: int, scaler: torch.amp.GradScaler, mixed) -> list[float]:
-    """Backward sum(weight x term) / grad_accumulation; returns each term's value. All terms in one UNet
-    batch, or, when `separate_passes`, one forward and backward per term (same gradients, the
-    activations of one term at a time)."""
-    passes = [[term] for term in terms] if config.separate_passes else [terms]
-    values = []
-    for group in passes:
-        with mixed:
-            errors = sample_errors(model, conditioner, [d for _, d in group], config.min_snr_gamma)
-            means = [e.mean() for e in errors]
-            loss = sum(weight * m for (weight, _), m in zip(group, means))
-        require_finite_loss(loss.item(), step, "unet_lr", "the last checkpoint (if any) is kept.",
-                            "Lower unet_lr / text_encoder_lr, or train in fp32.")
-        scaler.scale(loss / config.grad_accumulation).backward()
-        values += [m.item() for m in means]
-    return values
+def prediction_errors(model, conditioner: TextConditioner, draws: list[Draw], gamma: float) -> list[torch.Tensor]:
+    """Per-sample (min-SNR weighted) prediction MSE of each draw, all draws in one UNet batch."""
+    latents = torch.cat([d.latents for d in draws])
+    timesteps = torch.cat([d.timesteps for d in draws])
+    cond, pooled = conditioner([p for d in draws for p in d.prompts])
+    sigma = host.sigma_at(model, timesteps)
+    errors = prediction_mse(model, latents, torch.cat([d.noise for d in draws]), sigma, cond, pooled)
+    if gamma:
+        errors = errors * min_snr_weights(model, sigma, gamma)
+    return list(errors.split([len(d.prompts) for d in draws]))
 
 
 @torch.no_grad()
 def evaluation_loss(model, conditioner: TextConditioner, components: list[Component]) -> float:
-    """StyleRef loss on a fixed set (every image's first view at EVAL_TIMESTEPS with fixed noise), so
-    before/after numbers are comparable."""
-    generator = torch.Generator().manual_seed(EVAL_SEED)
-    total, count = 0.0, 0
-    for component in components:
-        indices = component.binding.first_views()
-        latents = component.binding.latents[indices]
-        prompts = [component.binding.prompts[i] for i in indices]
-        for t in EVAL_TIMESTEPS:
-            noise = torch.randn(latents.shape, generator=generator).to(latents.device)
-            sample = Draw(latents, prompts, torch.full((len(indices),), t), noise)
-            total += float(sample_errors(model, conditioner, [sample], 0.0)[0].sum())
-            count += len(indices)
-    return total / count
+    """StyleRef loss on the kit's fixed evaluation set: every image's first view."""
+    views = [component.images.first_views() for component in components]
+
+    def loss(index: int, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        images = components[index].images
+        sample = Draw(images.latents[views[index]], [images.prompts[i] for i in views[index]], timesteps, noise)
+        return prediction_errors(model, conditioner, [sample], 0.0)[0]
+
+    return fixed_set_loss([c.images.latents[v] for c, v in zip(components, views)], loss)
 
 
 def lr_factor(config: StyleForgeConfig, step: int) -> float:
@@ -347,7 +292,7 @@ def lr_factor(config: StyleForgeConfig, step: int) -> float:
 
 def lora_metadata(config: StyleForgeConfig, family: str, sets: TrainingSets, steps: int) -> dict:
     tokens = {"V": config.token} | ({"W": config.background_token} if config.method == "Multi" else {})
-    prompts = {name: config.binding(token) for name, token in tokens.items()} | {"aux": config.aux_prompt}
+    prompts = {name: config.style_prompt(token) for name, token in tokens.items()} | {"aux": config.aux_prompt}
     named = {"styleref" if config.method == "Single" else "people": sets.style, "aux": sets.aux,
              "backgrounds": sets.backgrounds}
     datasets = {name: {"images": len(s), "sha256": s.sha256(), "source": s.source}
@@ -379,26 +324,25 @@ def resumed_config(config: StyleForgeConfig, resume: StyleForgeLoRA | None, fami
 # ---- the loop ------------------------------------------------------------------------------------
 
 def prepare_components(model, vae, sets: TrainingSets, config: StyleForgeConfig,
-                       generator: torch.Generator) -> tuple[list[Component], Binding | None]:
-    def component(name: str, images: ImageSet, token: str, aux_weight: float) -> Component:
-        prompt = config.binding(token)
-        return Component(name, prompt, prepare_binding(model, vae, images, prompt, config, generator), aux_weight)
+                       generator: torch.Generator) -> tuple[list[Component], EncodedSet | None]:
+    """The StyleRef component(s) and the Aux set (None when it is not used), each encoded once."""
+    def component(images: ImageSet, token: str, aux_weight: float) -> Component:
+        prompt = config.style_prompt(token)
+        return Component(prompt, encode_set(model, vae, images, prompt, config, generator), aux_weight)
 
-    components = [component("people" if config.method == "Multi" else "styleref", sets.style, config.token,
-                            config.aux_weight)]
+    components = [component(sets.style, config.token, config.aux_weight)]
     if config.method == "Multi":
-        components.append(component("backgrounds", sets.backgrounds, config.background_token,
-                                    config.background_aux_weight))
+        components.append(component(sets.backgrounds, config.background_token, config.background_aux_weight))
     uses_aux = sets.aux is not None and any(_aux_weights(config))
-    aux = prepare_binding(model, vae, sets.aux, config.aux_prompt, config, generator) if uses_aux else None
+    aux = encode_set(model, vae, sets.aux, config.aux_prompt, config, generator) if uses_aux else None
     return components, aux
 
 
-def preview(model, clip, vae, prompt: str, latent_shape: tuple[int, ...], seed: int):
-    """A small sample of the binding prompt with the current adapters, for the progress bar."""
+def preview(model, clip, vae, component: Component, seed: int):
+    """A sample of the component's prompt ("[V] style") with the adapters as they are now."""
     with torch.no_grad():
-        positive = host.encode_tokens(clip, host.tokenize(clip, prompt))
-    return host.preview_image(model, clip, vae, positive, latent_shape, seed, PREVIEW_STEPS, PREVIEW_CFG)
+        positive = host.encode_tokens(clip, host.tokenize(clip, component.prompt))
+    return preview_sample(model, clip, vae, positive, tuple(component.images.latents.shape[1:]), seed)
 
 
 def _notes(config: StyleForgeConfig, sets: TrainingSets, start_step: int, seconds_per_step: float) -> list[str]:
@@ -412,73 +356,98 @@ def _notes(config: StyleForgeConfig, sets: TrainingSets, start_step: int, second
     return notes
 
 
-def optimizer_step(model, conditioner: TextConditioner, components: list[Component], aux: Binding | None,
-                   config: StyleForgeConfig, step: int, optimizer: torch.optim.Optimizer, base_lrs: list[float],
-                   scaler: torch.amp.GradScaler, mixed) -> tuple[float, float, float]:
-    """One optimizer step over `grad_accumulation` micro-batches (Multi alternates its components
-    micro-batch by micro-batch); returns the mean (loss, StyleRef term, Aux term)."""
-    for group, base in zip(optimizer.param_groups, base_lrs):
-        group["lr"] = base * lr_factor(config, step)
-    totals = []
+@dataclass
+class StepLoss:
+    """One optimizer step's loss and its two terms, averaged over its micro-batches."""
+
+    loss: float
+    styleref: float
+    aux: float
+
+
+def accumulate_gradients(model, conditioner: TextConditioner, precision: Precision, scaler: torch.amp.GradScaler,
+                         components: list[Component], aux_set: EncodedSet | None, config: StyleForgeConfig,
+                         step: int) -> StepLoss:
+    """Backward the dual loss of `grad_accumulation` micro-batches (Multi alternates its components
+    micro-batch by micro-batch): loss = MSE_ref + lambda * MSE_aux, each term on its own draw."""
+    def mse(draws: list[Draw]) -> list[torch.Tensor]:
+        with precision.autocast():
+            return [errors.mean() for errors in prediction_errors(model, conditioner, draws, config.min_snr_gamma)]
+
+    def backward(loss: torch.Tensor) -> None:
+        scaler.scale(loss / config.grad_accumulation).backward()
+
+    micro_losses = []
     for micro in range(config.grad_accumulation):
         component = components[((step - 1) * config.grad_accumulation + micro) % len(components)]
-        terms = binding_draws(model, component, aux, config, step, micro)
-        values = backward_terms(model, conditioner, terms, config, step, scaler, mixed)
-        ref, aux_term = values[0], (values[1] if len(values) > 1 else 0.0)
-        totals.append((ref + component.aux_weight * aux_term, ref, aux_term))
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    return tuple(sum(values) / len(values) for values in zip(*totals))
+        ref = draw(model, component.images, config, step_seed(config.seed, step, micro, STYLEREF_STREAM))
+        aux = (draw(model, aux_set, config, step_seed(config.seed, step, micro, AUX_STREAM))
+               if aux_set is not None and component.aux_weight else None)
+        if aux is None:  # no Aux set, or lambda = 0
+            (mse_ref,) = mse([ref])
+            mse_aux = torch.zeros_like(mse_ref)
+        elif config.separate_passes:  # StyleRef's gradient first, which frees its activations
+            (mse_ref,) = mse([ref])
+            backward(mse_ref)
+            mse_ref, (mse_aux,) = mse_ref.detach(), mse([aux])
+        else:  # both samples in one UNet batch
+            mse_ref, mse_aux = mse([ref, aux])
+        loss = mse_ref + component.aux_weight * mse_aux
+        require_finite_loss(loss.item(), step, "unet_lr", "the last checkpoint (if any) is kept.",
+                            "Lower unet_lr / text_encoder_lr, or train in fp32.")
+        backward(loss)
+        micro_losses.append(StepLoss(loss.item(), mse_ref.item(), mse_aux.item()))
+    n = len(micro_losses)
+    return StepLoss(sum(m.loss for m in micro_losses) / n, sum(m.styleref for m in micro_losses) / n,
+                    sum(m.aux for m in micro_losses) / n)
 
 
 def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeConfig,
-                     progress: host.StepProgress | None = None, checkpoint_path: Path | None = None,
-                     resume: StyleForgeLoRA | None = None) -> TrainingResult:
+                     progress_bar: host.StepProgress | None = None, checkpoint_path: Path | None = None,
+                     resume: StyleForgeLoRA | None = None) -> TrainingResult[StyleForgeLoRA]:
     check_inputs(config, sets)
     family = host.require_stable_diffusion(model)
     host.require_matching_clip(model, clip)
     config = resumed_config(config, resume, family)
     start_step = resume.steps if resume is not None else 0
-    dtype = autocast_dtype(host.compute_device(model), config.precision)
-    components, aux = prepare_components(model, vae, sets, config, torch.Generator().manual_seed(config.seed))
     device = host.compute_device(model)
+    precision = training_precision(device, config.precision)
+    components, aux_set = prepare_components(model, vae, sets, config, torch.Generator().manual_seed(config.seed))
     conditioner = TextConditioner(clip, device, frozen=not config.train_text_encoder)
-    losses, ref_losses, aux_losses = [], [], []
     with host.training_context(model, clip, config.gradient_checkpointing):
-        targets = host.lora_targets(model, clip, config.include_conv, config.train_text_encoder)
+        targets = lora_targets(model, clip, config.include_conv, config.train_text_encoder)
         network = LoRANetwork(targets, config.rank, config.alpha, config.seed)
         if resume is not None:
             network.load_kohya_state(resume.tensors, RESUME_INPUT)
         optimizer = torch.optim.AdamW(network.parameter_groups(config.unet_lr, config.text_encoder_lr),
                                       weight_decay=WEIGHT_DECAY)
         base_lrs = [group["lr"] for group in optimizer.param_groups]
-        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-        mixed = autocast(device, dtype)
+        scaler = precision.grad_scaler()
+        progress = TrainingProgress(progress_bar, config.steps, config.preview_every,
+                                    lambda: preview(model, clip, vae, components[0], config.seed))
 
         def snapshot(step: int) -> StyleForgeLoRA:
             return StyleForgeLoRA(network.kohya_state(), lora_metadata(config, family, sets, step))
 
+        log: list[StepLoss] = []
         with network.attached(targets):
             eval_before = evaluation_loss(model, conditioner, components)
             t0 = time.perf_counter()
             for step in range(start_step + 1, config.steps + 1):
-                for log, value in zip((losses, ref_losses, aux_losses),
-                                      optimizer_step(model, conditioner, components, aux, config, step, optimizer,
-                                                     base_lrs, scaler, mixed)):
-                    log.append(value)
+                for group, base_lr in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = base_lr * lr_factor(config, step)
+                log.append(accumulate_gradients(model, conditioner, precision, scaler, components, aux_set, config,
+                                                step))
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
                 if checkpoint_path is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
                     save_lora(snapshot(step), checkpoint_path, CHECKPOINT_PRECISION)
-                if progress is not None:
-                    shot = None
-                    if config.preview_every and step % config.preview_every == 0:
-                        shot = preview(model, clip, vae, components[0].prompt,
-                                       tuple(components[0].binding.latents.shape[1:]), config.seed)
-                    progress.update(step, f"step {step}/{config.steps}  loss {losses[-1]:.4f} "
-                                    f"(StyleRef {ref_losses[-1]:.4f}, Aux {aux_losses[-1]:.4f})", shot)
+                progress.update(step, log[-1].loss, {"StyleRef": log[-1].styleref, "Aux": log[-1].aux})
             seconds_per_step = (time.perf_counter() - t0) / max(1, config.steps - start_step)
             eval_after = evaluation_loss(model, conditioner, components)
         lora = snapshot(config.steps)
     lora.metadata.update(eval_loss_before=eval_before, eval_loss_after=eval_after)
-    return TrainingResult(lora, losses, ref_losses, aux_losses, eval_before, eval_after, start_step,
+    terms = {"StyleRef": [s.styleref for s in log], "Aux": [s.aux for s in log]}
+    return TrainingResult(lora, [s.loss for s in log], eval_before, eval_after, terms, start_step,
                           _notes(config, sets, start_step, seconds_per_step))

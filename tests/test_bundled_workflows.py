@@ -14,8 +14,9 @@ WORKFLOWS = sorted((REPO_ROOT / "workflows").glob("*.json"))
 TRAINING_STEPS_IN_TESTS = 4
 
 
-def test_there_are_bundled_workflows():
-    assert len(WORKFLOWS) >= 2
+def test_every_bundled_workflow_is_shipped():
+    assert [p.stem for p in WORKFLOWS] == ["inst_style_transfer", "inst_train_and_generate", "styleforge_multi",
+                                           "styleforge_single"]
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])

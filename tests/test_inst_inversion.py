@@ -29,7 +29,7 @@ def test_inverted_start_equals_the_formula_from_the_models_own_prediction(setup)
     inversion, model, content, _, positive, _ = setup
     sigmas = inversion.self_consistent_plan(model, 0.6, 10, "normal").sigmas
     with torch.inference_mode():
-        noise = inversion.PredictedNoise(model, positive, sigmas, SEED).generate_noise(content)
+        noise = inversion.predicted_noise_source(model, positive, sigmas, SEED).generate_noise(content)
         sigma = sigmas[0]
         z = model.model.process_latent_in(content["samples"])
         x = z + sigma * torch.randn(z.shape, generator=torch.manual_seed(SEED))
@@ -77,8 +77,7 @@ def test_strength_zero_returns_the_content_and_one_is_a_full_generation_schedule
     assert torch.equal(full, plain)  # the same schedule as plain generation, from sigma_max
 
 
-def test_same_seed_same_result_and_adain_applies_style_statistics(setup):
-
+def test_same_seed_same_result_and_another_seed_another(setup):
     inversion, model, content, style, positive, negative = setup
     with torch.inference_mode():
         runs = [inversion.style_transfer(model, positive, negative, content, 0.5, 4, 5.0, "euler", "normal", SEED,
@@ -88,9 +87,29 @@ def test_same_seed_same_result_and_adain_applies_style_statistics(setup):
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], other)
 
 
+def test_transfer_with_a_style_latent_gives_the_content_the_style_statistics_first(setup):
+    """With a style latent, the transfer starts from the content AdaIN'd to the style: at strength 0 that
+    start is the output, with the style's per-channel mean and std and the content's layout."""
+    from inst_styleforge.inst_core.adain import channel_stats
+
+    inversion, model, _, _, positive, negative = setup
+    generator = torch.Generator().manual_seed(SEED)
+    content = {"samples": torch.randn(1, 4, 8, 8, generator=generator) * 2 - 0.5}
+    style = {"samples": torch.randn(1, 4, 12, 10, generator=generator) * 0.5 + 1}  # other statistics, other size
+    with torch.inference_mode():
+        out = inversion.style_transfer(model, positive, negative, content, 0.0, 4, 5.0, "euler", "normal", SEED,
+                                       style=style)["samples"]
+    for ours, wanted, original in zip(channel_stats(out), channel_stats(style["samples"]),
+                                      channel_stats(content["samples"])):
+        torch.testing.assert_close(ours, wanted.expand_as(ours), rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(original, wanted, atol=1e-2), "the content's statistics were different"
+    normalised = [(x - x.mean((2, 3), keepdim=True)) / x.std((2, 3), keepdim=True) for x in (out, content["samples"])]
+    torch.testing.assert_close(normalised[0], normalised[1], rtol=1e-3, atol=1e-3)
+
+
 def test_adain_matches_style_statistics_and_refuses_mismatched_batches(pkg):
-    from inst_styleforge.errors import InputError
     from inst_styleforge.inst_core.adain import adain, channel_stats
+    from inst_styleforge.training_kit.errors import InputError
 
     content, style = torch.randn(2, 4, 8, 8), torch.randn(1, 4, 12, 10) * 3 + 1
     out = adain(content, style)
@@ -103,7 +122,7 @@ def test_adain_matches_style_statistics_and_refuses_mismatched_batches(pkg):
 
 
 def test_bad_strength_and_foreign_conditioning_are_refused(setup):
-    from inst_styleforge.errors import InputError
+    from inst_styleforge.training_kit.errors import InputError
 
     inversion, model, content, _, positive, negative = setup
     with pytest.raises(InputError, match="'strength': 1.5 is outside"):

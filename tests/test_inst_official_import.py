@@ -87,7 +87,7 @@ def test_official_checkpoint_imports_and_gives_the_official_token(pkg, tmp_path,
         expected = official(embed.view(2, 1, 768), embed.view(2, 1, 768)).view(2, 1, 768)
     got = style.vectors(ImageFeatures(embed, torch.zeros(2, 257, 1024)))["l"]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
-    assert style.spec.heads == 8 and style.spec.dim_head == 64 and style.spec.dropout == 0.05
+    assert style.spec.attention_heads == 8 and style.spec.dim_head == 64 and style.spec.dropout == 0.05
 
 
 class RunsAShellCommand:
@@ -96,8 +96,8 @@ class RunsAShellCommand:
 
 
 def test_a_pickle_with_anything_else_is_refused_and_never_run(pkg, tmp_path):
-    from inst_styleforge.errors import InputError
     from inst_styleforge.inst_core.official_import import import_official_style
+    from inst_styleforge.training_kit.errors import InputError
 
     RunsAShellCommand.marker = tmp_path / "pwned"
     path = tmp_path / "embeddings.pt"
@@ -108,8 +108,8 @@ def test_a_pickle_with_anything_else_is_refused_and_never_run(pkg, tmp_path):
 
 
 def test_a_plain_state_dict_is_refused_with_a_clear_message(pkg, tmp_path):
-    from inst_styleforge.errors import InputError
     from inst_styleforge.inst_core.official_import import import_official_style
+    from inst_styleforge.training_kit.errors import InputError
 
     path = tmp_path / "embeddings.pt"
     torch.save({"weights": torch.zeros(3)}, path)

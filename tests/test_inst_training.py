@@ -28,7 +28,7 @@ def test_training_lowers_the_fixed_evaluation_loss_and_changes_only_the_encoder(
     assert result.eval_after < result.eval_before
     assert len(result.losses) == FAST["steps"] and all(torch.isfinite(torch.tensor(result.losses)))
     assert changed_weights(before, frozen) == []
-    assert result.style.spec.training["painting_sha256"]
+    assert result.trained.spec.training["painting_sha256"]
 
 
 def test_same_seed_gives_the_same_style(inst, sd15, clip_vision):
@@ -38,23 +38,23 @@ def test_same_seed_gives_the_same_style(inst, sd15, clip_vision):
         a = inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config)
         b = inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config)
     assert a.losses == b.losses
-    for k, v in a.style.state_dict().items():
-        assert torch.equal(v, b.style.state_dict()[k]), k
+    for k, v in a.trained.state_dict().items():
+        assert torch.equal(v, b.trained.state_dict()[k]), k
 
 
 def test_patch_token_attention_several_paintings_and_vectors_train(inst, sd15, clip_vision):
     from inst_styleforge.inst_core.style import ImageFeatures
 
     model, clip, vae = sd15
-    config = inst.InSTTrainingConfig(**dict(FAST, steps=3), context="patch_tokens", n_vectors=2, batch_size=2)
+    config = inst.InSTTrainingConfig(**dict(FAST, steps=3), attend_to="patch_tokens", vectors_per_token=2, batch_size=2)
     with torch.inference_mode():
         result = inst.train_style(model, clip, vae, clip_vision, [painting_tensor(0), painting_tensor(1)], config)
         outputs = [clip_vision.encode_image(painting_tensor(i)) for i in (0, 1)]
-    assert result.style.spec.context_dim == 1024
-    vectors = [result.style.vectors(ImageFeatures.from_clip_vision_output(o))["l"] for o in outputs]
+    assert result.trained.spec.context_dim == 1024
+    vectors = [result.trained.vectors(ImageFeatures.from_clip_vision_output(o))["l"] for o in outputs]
     assert vectors[0].shape == (1, 2, 768)
     assert not torch.allclose(vectors[0], vectors[1]), "each painting has its own token"
-    assert all(p.grad is None for p in result.style.parameters()), "gradients are released after training"
+    assert all(p.grad is None for p in result.trained.parameters()), "gradients are released after training"
 
 
 def test_paper_encoder_is_degenerate_and_patch_tokens_are_not(pkg):
@@ -74,7 +74,7 @@ def test_paper_encoder_is_degenerate_and_patch_tokens_are_not(pkg):
 
 
 def test_nan_loss_stops_training_with_a_clear_message(inst, sd15, clip_vision):
-    from inst_styleforge.errors import InputError
+    from inst_styleforge.training_kit.errors import InputError
 
     model, clip, vae = sd15
     config = dataclasses.replace(inst.InSTTrainingConfig(**FAST), learning_rate=1e30, steps=6)
@@ -83,7 +83,7 @@ def test_nan_loss_stops_training_with_a_clear_message(inst, sd15, clip_vision):
 
 
 def test_tiny_or_empty_paintings_are_refused_by_name(inst, sd15, clip_vision):
-    from inst_styleforge.errors import InputError
+    from inst_styleforge.training_kit.errors import InputError
 
     model, clip, vae = sd15
     config = inst.InSTTrainingConfig(**FAST)
@@ -94,7 +94,7 @@ def test_tiny_or_empty_paintings_are_refused_by_name(inst, sd15, clip_vision):
 
 
 def test_cpu_autocast_is_refused(inst, sd15, clip_vision):
-    from inst_styleforge.errors import InputError
+    from inst_styleforge.training_kit.errors import InputError
 
     model, clip, vae = sd15
     config = inst.InSTTrainingConfig(**dict(FAST, steps=1), precision="bf16")
@@ -104,10 +104,54 @@ def test_cpu_autocast_is_refused(inst, sd15, clip_vision):
 
 def test_a_model_of_another_family_is_refused_by_name(inst, sd15, clip_vision, tiny_models):
     import comfy.sd
-    from inst_styleforge.errors import InputError
+    from inst_styleforge.training_kit.errors import InputError
 
     _, clip, vae = sd15
     with torch.inference_mode():
         sd3 = comfy.sd.load_diffusion_model(str(tiny_models["tiny_sd3_unet"]))
     with pytest.raises(InputError, match="Input 'model': is a SD3 model; this node needs a Stable Diffusion UNet"):
         inst.train_style(sd3, clip, vae, clip_vision, [painting_tensor()], inst.InSTTrainingConfig(**FAST))
+
+
+def test_fp16_autocast_scales_the_loss_so_gradients_fp16_would_flush_to_zero_survive(inst, sd15, clip_vision):
+    """InST's loss under fp16 autocast, shrunk until its gradients fall below fp16's smallest number:
+    backward alone flushes every encoder gradient to zero; through the precision's scaler (the one
+    train_style steps with) they survive, pointing where the unshrunk loss's gradients point."""
+    import inst_styleforge.comfy_adapter as host
+    from inst_styleforge.inst_core.style_prompt import StylePrompt
+    from inst_styleforge.training_kit.precision import Precision
+
+    model, clip, vae = sd15
+    config = inst.InSTTrainingConfig(**FAST)
+    shrink = 1e-4  # measured: from 1e-3 of this loss down, fp16 backward flushes every encoder gradient
+    with torch.inference_mode():
+        data = inst.prepare_paintings(model, vae, clip_vision, [painting_tensor()], FAST["resolution"])
+    with torch.inference_mode(), host.training_context(model, clip):
+        style = inst.new_style(model, clip, data, config).eval()  # no dropout: the three runs see one function
+        prompt = StylePrompt(clip, "*", "*", 1)
+        latents, features = data.batch([0], [0])
+        noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))
+        optimizer = torch.optim.SGD(style.parameters(), lr=0.0)
+
+        def gradients(precision: Precision, scaled: bool, factor: float = shrink) -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=False)
+            with precision.autocast():
+                loss = inst.denoising_loss(model, clip, style, prompt, latents, features, torch.tensor([500]),
+                                           noise).mean() * factor
+            scaler = precision.grad_scaler()
+            if scaled:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            return torch.cat([p.grad.flatten() for p in style.parameters()])
+
+        fp16 = Precision("cpu", torch.float16)
+        assert fp16.grad_scaler().is_enabled() and not Precision("cpu", None).grad_scaler().is_enabled()
+        flushed = gradients(fp16, scaled=False)
+        scaled = gradients(fp16, scaled=True)
+        reference = gradients(fp16, scaled=False, factor=1.0)
+    assert flushed.abs().max() == 0, "without scaling, fp16 loses every gradient"
+    assert reference.abs().max() > 0
+    # fp16 rounds the shrunk backward differently, so the direction is compared, not every bit
+    assert torch.nn.functional.cosine_similarity(scaled, reference, dim=0) > 0.99

@@ -14,8 +14,8 @@ FAST = dict(steps=1, resolution=64, rank=4, alpha=4.0)
 
 @pytest.fixture(scope="module")
 def sf(pkg):
-    from inst_styleforge.errors import InputError
     from inst_styleforge.styleforge_core import datasets, training
+    from inst_styleforge.training_kit.errors import InputError
 
     return datasets, training, InputError
 

@@ -42,7 +42,7 @@ def test_training_lowers_the_fixed_evaluation_loss_and_changes_only_lora_paramet
     assert result.eval_after < result.eval_before
     assert len(result.losses) == 8 and all(torch.isfinite(torch.tensor(result.losses)))
     assert changed_weights(before, frozen) == []
-    ups = [v for k, v in result.lora.tensors.items() if k.endswith(".lora_up.weight")]
+    ups = [v for k, v in result.trained.tensors.items() if k.endswith(".lora_up.weight")]
     assert all(u.abs().sum() > 0 for u in ups), "every adapter (UNet and text encoder) was trained"
 
 
@@ -50,11 +50,56 @@ def test_lambda_zero_makes_the_aux_term_vanish(sf, sd15, sets):
     training = sf[1]
     with_aux = _train(training, sd15, sets, steps=1, aux_weight=1.0)
     without = _train(training, sd15, sets, steps=1, aux_weight=0.0)
-    assert with_aux.aux_losses[0] > 0
-    assert with_aux.losses[0] == pytest.approx(with_aux.ref_losses[0] + with_aux.aux_losses[0], rel=1e-5)
-    assert without.aux_losses[0] == 0 and without.losses[0] == without.ref_losses[0]
+    assert with_aux.terms["Aux"][0] > 0
+    assert without.terms["Aux"][0] == 0 and without.losses[0] == without.terms["StyleRef"][0]
     # the StyleRef draw does not depend on lambda: same sample, same term (batched with Aux or alone)
-    assert without.ref_losses[0] == pytest.approx(with_aux.ref_losses[0], rel=1e-4)
+    assert without.terms["StyleRef"][0] == pytest.approx(with_aux.terms["StyleRef"][0], rel=1e-4)
+
+
+@pytest.mark.parametrize("passes", ["one batch", "separate"])
+def test_each_step_backpropagates_styleref_mse_plus_lambda_times_aux_mse(sf, sd15, sets, passes):
+    """The step's gradients equal those of MSE_ref + lambda * MSE_aux computed independently (the kit's
+    prediction MSE on the step's two draws, one autograd call), for a lambda other than 1."""
+    import inst_styleforge.comfy_adapter as host
+    from inst_styleforge.styleforge_core.lora import LoRANetwork
+    from inst_styleforge.styleforge_core.lora_targets import lora_targets
+    from inst_styleforge.training_kit.diffusion_loss import prediction_mse
+    from inst_styleforge.training_kit.precision import Precision
+
+    training = sf[1]
+    model, clip, vae = sd15
+    aux_weight = 2.5
+    config = training.StyleForgeConfig(**{**FAST, "aux_weight": aux_weight, "passes": passes})
+    with torch.inference_mode():
+        components, aux_set = training.prepare_components(model, vae, sets, config, torch.Generator().manual_seed(0))
+    with torch.inference_mode(), host.training_context(model, clip):
+        targets = lora_targets(model, clip, include_conv=False, include_text_encoder=False)
+        network = LoRANetwork(targets, config.rank, config.alpha, seed=0)
+        for adapter in network.adapters.values():
+            torch.nn.init.normal_(adapter.up.weight, std=0.01)  # non-zero, so every weight gets a gradient
+        params = list(network.parameters())
+        with network.attached(targets):
+            conditioner = training.TextConditioner(clip, host.compute_device(model), frozen=True)
+            precision = Precision("cpu", None)
+            step = training.accumulate_gradients(model, conditioner, precision, precision.grad_scaler(), components,
+                                                 aux_set, config, step=1)
+            ours = [p.grad.clone() for p in params]
+
+            def mse(images, stream):
+                d = training.draw(model, images, config, training.step_seed(config.seed, 1, 0, stream))
+                with torch.no_grad():
+                    cond, pooled = host.encode_tokens_for_training(clip, host.tokenize(clip, d.prompts[0]))
+                return prediction_mse(model, d.latents, d.noise, host.sigma_at(model, d.timesteps), cond,
+                                      pooled).mean()
+
+            mse_ref = mse(components[0].images, training.STYLEREF_STREAM)
+            mse_aux = mse(aux_set, training.AUX_STREAM)
+            expected = torch.autograd.grad(mse_ref + aux_weight * mse_aux, params)
+    assert step.styleref == pytest.approx(mse_ref.item(), rel=1e-5)
+    assert step.aux == pytest.approx(mse_aux.item(), rel=1e-5)
+    assert step.loss == pytest.approx(mse_ref.item() + aux_weight * mse_aux.item(), rel=1e-5)
+    for got, want in zip(ours, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
 
 
 def test_hooked_adapters_compute_what_stock_lora_loading_merges(pkg, sd15):
@@ -64,6 +109,7 @@ def test_hooked_adapters_compute_what_stock_lora_loading_merges(pkg, sd15):
     keeps in fp16, up to the fp16 rounding of the merged weights (well under 5% of the adapters' effect)."""
     import inst_styleforge.comfy_adapter as host
     from inst_styleforge.styleforge_core.lora import LoRANetwork
+    from inst_styleforge.styleforge_core.lora_targets import lora_targets
 
     model, clip, vae = sd15
     latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -78,7 +124,7 @@ def test_hooked_adapters_compute_what_stock_lora_loading_merges(pkg, sd15):
         return host.predict_denoised(m, x, sigma, host.model_inputs(m, cond, pooled, latent))
 
     with torch.inference_mode(), host.training_context(model, clip), torch.no_grad():
-        targets = host.lora_targets(model, clip, include_conv=True, include_text_encoder=True)
+        targets = lora_targets(model, clip, include_conv=True, include_text_encoder=True)
         network = LoRANetwork(targets, rank=4, alpha=2.0, seed=0)
         for adapter in network.adapters.values():
             torch.nn.init.normal_(adapter.up.weight, std=0.02)
@@ -113,8 +159,8 @@ def test_checkpoint_and_resume_continue_from_the_saved_step(sf, sd15, sets, tmp_
     with torch.inference_mode():
         resumed = training.train_styleforge(model, clip, vae, sets, dataclasses.replace(config, steps=3, rank=8),
                                             resume=checkpoint)
-    assert resumed.start_step == 2 and len(resumed.losses) == 1 and resumed.lora.steps == 3
-    assert resumed.lora.metadata["rank"] == 4, "rank comes from the resumed file, not the input"
+    assert resumed.start_step == 2 and len(resumed.losses) == 1 and resumed.trained.steps == 3
+    assert resumed.trained.metadata["rank"] == 4, "rank comes from the resumed file, not the input"
     # step 3 sees the same weights and the same draw as the uninterrupted run
     assert resumed.losses[0] == pytest.approx(straight.losses[2], rel=1e-4)
 
@@ -123,11 +169,11 @@ def test_separate_passes_give_the_same_losses_and_lora(sf, sd15, sets):
     training = sf[1]
     batched = _train(training, sd15, sets, steps=2, passes="one batch")
     separate = _train(training, sd15, sets, steps=2, passes="separate")
-    assert separate.ref_losses == pytest.approx(batched.ref_losses, rel=1e-4)
-    assert separate.aux_losses == pytest.approx(batched.aux_losses, rel=1e-4)
-    for key, value in batched.lora.tensors.items():
+    assert separate.terms["StyleRef"] == pytest.approx(batched.terms["StyleRef"], rel=1e-4)
+    assert separate.terms["Aux"] == pytest.approx(batched.terms["Aux"], rel=1e-4)
+    for key, value in batched.trained.tensors.items():
         # Adam normalises each gradient, so float summation-order differences show at ~1e-6
-        torch.testing.assert_close(separate.lora.tensors[key], value, rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(separate.trained.tensors[key], value, rtol=1e-3, atol=1e-5)
 
 
 def test_auto_passes_batch_small_images_and_separate_large_ones(sf):

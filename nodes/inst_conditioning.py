@@ -6,10 +6,10 @@ from .. import comfy_adapter as host
 from ..inst_core.embedding_export import embedding_metadata, embedding_tensors
 from ..inst_core.style import DEFAULT_PLACEHOLDER
 from ..inst_core.style_prompt import StylePrompt
-from ..safe_files import atomic_save_safetensors, inside, safe_relative_name
+from ..training_kit.files import atomic_save_safetensors, inside, safe_relative_name
 from .categories import INST
-from .painting_features import painting_features
-from .style_types import InSTStyleType
+from .inst_painting_features import painting_features
+from .inst_types import InSTStyleType
 
 EMBEDDINGS_FOLDER = "embeddings"
 
@@ -79,6 +79,6 @@ class ExportEmbedding(io.ComfyNode):
         features = painting_features(style, clip_vision_output, painting, clip_vision)
         folder = host.model_folder(EMBEDDINGS_FOLDER)
         atomic_save_safetensors(embedding_tensors(style, features), inside(folder, relative, "name"),
-                                embedding_metadata(style, features))
+                                embedding_metadata(style))
         word = f"embedding:{relative.with_suffix('').as_posix()}"
         return io.NodeOutput(word, ui=ui.PreviewText(word))

@@ -1,4 +1,5 @@
-"""File names users type, and writes that never leave a partial file behind."""
+"""Files both trainers write and read: names users type, atomic writes (checkpoints and results),
+and `.safetensors` reads (never a pickle)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import InputError
@@ -56,3 +58,15 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metada
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def read_safetensors(path: Path, input_name: str, fix: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and string metadata of a `.safetensors` file. Any other format is refused by name, never
+    unpickled; a damaged file is reported on `input_name` with `fix`."""
+    if path.suffix != ".safetensors":
+        raise InputError(input_name, f"'{path.name}' is not a .safetensors file.", fix)
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            return {key: file.get_tensor(key) for key in file.keys()}, file.metadata() or {}
+    except Exception as error:  # safetensors reports damaged headers with its own exception types
+        raise InputError(input_name, f"'{path.name}' is not a readable safetensors file ({error}).", fix) from None

@@ -12,13 +12,13 @@ from .errors import InputError
 MIN_TRAINING_SIDE = 8  # smaller images cannot give a VAE latent
 
 
-def require_image(image: torch.Tensor, input_name: str, min_side: int = MIN_TRAINING_SIDE) -> torch.Tensor:
-    """RGB float IMAGE batch, at least `min_side` pixels a side, with finite values."""
+def require_image(image: torch.Tensor, input_name: str) -> torch.Tensor:
+    """RGB float IMAGE batch, at least MIN_TRAINING_SIDE pixels a side, with finite values."""
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[0] == 0:
         raise InputError(input_name, "is empty or not an image batch.", "Connect a Load Image node.")
     h, w, c = image.shape[1:]
-    if min(h, w) < min_side:
-        raise InputError(input_name, f"is {w}x{h} pixels; at least {min_side}x{min_side} is needed.",
+    if min(h, w) < MIN_TRAINING_SIDE:
+        raise InputError(input_name, f"is {w}x{h} pixels; at least {MIN_TRAINING_SIDE}x{MIN_TRAINING_SIDE} is needed.",
                          "Use a larger image.")
     if c not in (1, 3, 4):
         raise InputError(input_name, f"has {c} channels.", "Use an RGB, RGBA or greyscale image.")

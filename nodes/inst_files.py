@@ -5,9 +5,9 @@ from comfy_api.latest import io, ui
 from .. import comfy_adapter as host
 from ..inst_core.official_import import import_official_style
 from ..inst_core.style_file import STYLE_FOLDER, load_style, save_style
-from ..safe_files import path_in
+from ..training_kit.files import path_in
 from .categories import INST
-from .style_types import InSTStyleType
+from .inst_types import InSTStyleType
 
 host.register_model_folder(STYLE_FOLDER, {".safetensors", ".pt"})
 

@@ -4,7 +4,7 @@ from comfy_api.latest import io
 
 from .. import comfy_adapter as host
 from ..inst_core.adain import adain
-from ..inst_core.inversion import MODES, SELF_CONSISTENT, PredictedNoise, style_transfer
+from ..inst_core.inversion import MODES, SELF_CONSISTENT, predicted_noise_source, style_transfer
 from .categories import INST
 
 
@@ -31,7 +31,7 @@ class InversionNoise(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, sigmas, noise_seed) -> io.NodeOutput:
-        return io.NodeOutput(PredictedNoise(model, positive, sigmas, noise_seed))
+        return io.NodeOutput(predicted_noise_source(model, positive, sigmas, noise_seed))
 
 
 class StyleTransfer(io.ComfyNode):
@@ -95,6 +95,5 @@ class LatentAdaIN(io.ComfyNode):
 
     @classmethod
     def execute(cls, content, style) -> io.NodeOutput:
-        out = dict(content)
-        out["samples"] = adain(content["samples"], style["samples"])
-        return io.NodeOutput(out)
+        samples = adain(host.latent_samples(content), host.latent_samples(style))
+        return io.NodeOutput(host.latent_with_samples(content, samples))

@@ -5,11 +5,12 @@ from comfy_api.latest import io, ui
 from .. import comfy_adapter as host
 from ..inst_core.style import CONTEXTS
 from ..inst_core.style_file import STYLE_FOLDER, save_style
-from ..inst_core.training import PRECISIONS, InSTTrainingConfig, train_style
-from ..loss_curve import loss_curve_image
-from ..safe_files import path_in
+from ..inst_core.training import InSTTrainingConfig, train_style
+from ..training_kit.files import path_in
+from ..training_kit.loss_curve import loss_curve_image
+from ..training_kit.precision import PRECISIONS
 from .categories import INST
-from .style_types import InSTStyleType
+from .inst_types import InSTStyleType
 
 DEFAULTS = InSTTrainingConfig()
 
@@ -41,17 +42,17 @@ class TrainStyle(io.ComfyNode):
                              tooltip="The painting is resized to resolution x resolution (aspect not kept)."),
                 io.Int.Input("batch_size", default=DEFAULTS.batch_size, min=1, max=64,
                              tooltip="Samples per step (paper: 1)."),
-                io.Boolean.Input("random_flip", default=DEFAULTS.flip, tooltip="Random horizontal flip, p=0.5."),
-                io.Combo.Input("attend_to", options=list(CONTEXTS), default=DEFAULTS.context,
+                io.Boolean.Input("random_flip", default=DEFAULTS.random_flip, tooltip="Random horizontal flip, p=0.5."),
+                io.Combo.Input("attend_to", options=list(CONTEXTS), default=DEFAULTS.attend_to,
                                tooltip="image_embed: the paper's encoder. patch_tokens: its second attention "
                                        "reads CLIP vision's patch tokens, so attention is not degenerate."),
-                io.Int.Input("vectors_per_token", default=DEFAULTS.n_vectors, min=1, max=16,
+                io.Int.Input("vectors_per_token", default=DEFAULTS.vectors_per_token, min=1, max=16,
                              tooltip="Token vectors the style occupies (paper: 1)."),
                 io.Boolean.Input("gradient_checkpointing", default=DEFAULTS.gradient_checkpointing,
                                  tooltip="Recompute UNet activations in backward: less memory, slower."),
                 io.Combo.Input("precision", options=list(PRECISIONS), default=DEFAULTS.precision,
-                               tooltip="fp16/bf16 autocast on a GPU; use fp32 on a CPU."),
-                io.Int.Input("preview_every", default=0, min=0, max=100000,
+                               tooltip="fp16/bf16 autocast on a GPU (auto: bf16 where supported); fp32 on a CPU."),
+                io.Int.Input("preview_every", default=DEFAULTS.preview_every, min=0, max=100000,
                              tooltip="Show a sample with the current token every N steps (0 = never)."),
                 io.String.Input("filename", default="inst/my_style",
                                 tooltip="Saved as models/inst_styles/<filename>.safetensors (replacing a file of "
@@ -64,18 +65,14 @@ class TrainStyle(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, clip, vae, clip_vision, painting, steps, learning_rate, seed, resolution, batch_size,
-                random_flip, attend_to, vectors_per_token, gradient_checkpointing, precision, preview_every,
-                filename) -> io.NodeOutput:
+    def execute(cls, model, clip, vae, clip_vision, painting, filename, **settings) -> io.NodeOutput:
+        """`settings` are the schema's training inputs, named as InSTTrainingConfig's fields."""
         target = path_in(host.model_folder(STYLE_FOLDER), filename, "filename") if filename.strip() else None
-        config = InSTTrainingConfig(steps=steps, learning_rate=learning_rate, seed=seed, resolution=resolution,
-                                    batch_size=batch_size, flip=random_flip, context=attend_to,
-                                    n_vectors=vectors_per_token, gradient_checkpointing=gradient_checkpointing,
-                                    precision=precision, preview_every=preview_every)
+        config = InSTTrainingConfig(**settings)
         paintings = [painting[i:i + 1] for i in range(painting.shape[0])]
-        result = train_style(model, clip, vae, clip_vision, paintings, config, host.StepProgress(steps))
+        result = train_style(model, clip, vae, clip_vision, paintings, config, host.StepProgress(config.steps))
         if target is not None:
-            save_style(result.style, target)
+            save_style(result.trained, target)
         curve = loss_curve_image(result.losses, f"InST loss (eval {result.eval_before:.4f} -> "
                                  f"{result.eval_after:.4f})")
-        return io.NodeOutput(result.style, curve, ui=ui.PreviewImage(curve, cls=cls))
+        return io.NodeOutput(result.trained, curve, ui=ui.PreviewImage(curve, cls=cls))

@@ -4,9 +4,9 @@ or an IMAGE with the CLIP_VISION model to encode it."""
 from __future__ import annotations
 
 from .. import comfy_adapter as host
-from ..errors import InputError
-from ..images import require_image
 from ..inst_core.style import ImageFeatures, InSTStyle
+from ..training_kit.errors import InputError
+from ..training_kit.images import require_image
 
 
 def painting_features(style: InSTStyle, clip_vision_output=None, painting=None, clip_vision=None) -> ImageFeatures:

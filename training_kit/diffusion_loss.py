@@ -1,0 +1,49 @@
+"""The denoising loss both trainers optimise, in the model's own parameterisation, and its random draws.
+
+A training sample is a clean latent, a timestep t drawn uniformly from the model's training timesteps
+and Gaussian noise; the loss is the mean squared error of the model's raw output against its target
+(the noise for epsilon models such as SD1.x, v for v-prediction models such as SD2.x 768-v), as in
+the latent diffusion objective (Rombach et al. 2022, arXiv 2112.10752) both papers train with.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import comfy_adapter as host
+
+
+def draw_timesteps_and_noise(model, shape: torch.Size, generator: torch.Generator,
+                             noise_offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A timestep per sample and noise of `shape`; `noise_offset` adds a per-channel constant (as in
+    "noise offset" fine-tuning, which helps very dark or bright images)."""
+    timesteps = torch.randint(0, host.num_timesteps(model), (shape[0],), generator=generator)
+    noise = torch.randn(shape, generator=generator)
+    if noise_offset:
+        noise = noise + noise_offset * torch.randn((*shape[:2], 1, 1), generator=generator)
+    return timesteps, noise
+
+
+def prediction_error(model, denoised: torch.Tensor, latent: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """(raw output - target) in the model's own parameterisation (epsilon, v, ...).
+
+    ComfyUI's denoised estimate is affine in the raw model output, so the raw error is the x0 error
+    divided by d(denoised)/d(output); for epsilon models that slope is -sigma."""
+    slope = host.denoised_from_output(model, sigma, torch.ones_like(latent), torch.zeros_like(latent))
+    return (denoised - latent) / slope
+
+
+def prediction_mse(model, latent: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
+                   pooled: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample mean squared error of the model's prediction at noise level `sigma`."""
+    x = host.noised(model, latent, noise, sigma)
+    denoised = host.predict_denoised(model, x, sigma, host.model_inputs(model, cond, pooled, latent))
+    return prediction_error(model, denoised, latent, sigma).float().pow(2).flatten(1).mean(1)
+
+
+def min_snr_weights(model, sigma: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023, arXiv 2303.09556); SNR = 1/sigma^2 in ComfyUI's
+    sigma space, and v-prediction's target carries an extra SNR + 1."""
+    snr = sigma.float().pow(-2)
+    clipped = snr.clamp(max=gamma)
+    return clipped / (snr + 1) if host.is_v_prediction(model) else clipped / snr

@@ -1,0 +1,47 @@
+"""Training precision, one list for both trainers: fp16/bf16 autocast on a GPU, fp32 on the CPU (where
+autocast is several times slower, so asking for it there is refused rather than silently slow), and
+loss scaling whenever fp16 is used."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from .errors import InputError
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+AUTOCAST_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Precision:
+    device_type: str  # "cuda", "cpu", ...
+    dtype: torch.dtype | None  # autocast dtype; None = plain fp32
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Wrap forwards (not backward) in this."""
+        return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """fp16 keeps 5 exponent bits: gradients under ~6e-8 flush to zero in its backward. The scaler
+        multiplies the loss before backward and divides the gradients before the optimizer step (and
+        skips a step whose gradients overflowed). A pass-through for fp32 and bf16."""
+        return torch.amp.GradScaler(self.device_type, enabled=self.dtype == torch.float16)
+
+
+def training_precision(device: torch.device, precision: str) -> Precision:
+    """The precision a trainer runs at for the `precision` input ("auto": bf16 where the GPU supports
+    it, else fp16; fp32 on the CPU)."""
+    if precision not in PRECISIONS:
+        raise InputError("precision", f"'{precision}' is not one of {list(PRECISIONS)}.")
+    if device.type == "cpu":
+        if AUTOCAST_DTYPES.get(precision) is not None:
+            raise InputError("precision", f"{precision} autocast is for GPUs; on a CPU it is several times slower.",
+                             "Use fp32 (or auto) on the CPU.")
+        return Precision(device.type, None)
+    if precision == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return Precision(device.type, torch.bfloat16 if bf16 else torch.float16)
+    return Precision(device.type, AUTOCAST_DTYPES[precision])
