@@ -1,6 +1,7 @@
 """Every call into ComfyUI's internals (`comfy.*`, `folder_paths`, the server) and every ComfyUI data
-layout the cores touch (tokenizer output, CONDITIONING, LATENT, CLIP_VISION_OUTPUT, NOISE) goes
-through here, and nothing else does: the cores and the training kit use only these functions, so a
+layout the cores take apart (tokenizer output, CONDITIONING, LATENT, CLIP_VISION_OUTPUT, NOISE) goes
+through here, and nothing else does (IMAGE is a plain (B, H, W, C) tensor, checked in
+training_kit/images.py): the cores and the training kit use only these functions, so a
 ComfyUI upgrade that moves an internal touches one file. The node API (`comfy_api.latest`) is public
 and used directly by `nodes/`.
 """

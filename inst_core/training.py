@@ -113,9 +113,9 @@ def denoising_loss(model, clip, style: InSTStyle, prompt: StylePrompt, latents: 
 @torch.no_grad()
 def evaluation_loss(model, clip, style: InSTStyle, prompt: StylePrompt, paintings: Paintings) -> float:
     """Loss on the kit's fixed evaluation set: every painting unflipped, the encoder's dropout off."""
-    def loss(index: int, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        latent, features = paintings.batch([index], [0])
-        return denoising_loss(model, clip, style, prompt, latent, features, timesteps, noise)
+    def loss(index: int, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        features = paintings.batch([index], [0])[1]
+        return denoising_loss(model, clip, style, prompt, latents, features, timesteps, noise)
 
     was_training = style.training
     style.eval()

@@ -3,7 +3,7 @@
 Every step holds one StyleRef sample bound to "[V] style" and one Aux sample bound to "style"; the
 loss is MSE_ref + lambda * MSE_aux in the model's own parameterisation (epsilon for SD1.x). The two
 terms go through the UNet as one batch or one after the other (`passes`). Multi alternates its two
-components step by step (people bound to "[V] style", backgrounds to "[W] style"), each with its own
+components micro-batch by micro-batch (people bound to "[V] style", backgrounds to "[W] style"), each with its own
 Aux weight lambda. Only LoRA adapters are optimised; the UNet, text encoder and VAE weights stay
 bit-for-bit the same.
 
@@ -270,9 +270,8 @@ def evaluation_loss(model, conditioner: TextConditioner, components: list[Compon
     """StyleRef loss on the kit's fixed evaluation set: every image's first view."""
     views = [component.images.first_views() for component in components]
 
-    def loss(index: int, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        images = components[index].images
-        sample = Draw(images.latents[views[index]], [images.prompts[i] for i in views[index]], timesteps, noise)
+    def loss(index: int, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        sample = Draw(latents, [components[index].images.prompts[i] for i in views[index]], timesteps, noise)
         return prediction_errors(model, conditioner, [sample], 0.0)[0]
 
     return fixed_set_loss([c.images.latents[v] for c, v in zip(components, views)], loss)
