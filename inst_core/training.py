@@ -18,7 +18,7 @@ import torch
 from .. import comfy_adapter as host
 from ..training_kit.diffusion_loss import draw_timesteps_and_noise, prediction_mse
 from ..training_kit.errors import InputError, require_finite_loss
-from ..training_kit.evaluation import evaluation_loss as fixed_set_loss
+from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.images import image_sha256, require_image, resize_exact
 from ..training_kit.precision import training_precision
 from ..training_kit.progress import TrainingProgress, preview_sample
@@ -172,13 +172,13 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
                 with precision.autocast():
                     loss = denoising_loss(model, clip, style, prompt, latents, features, timesteps,
                                           noise.to(device)).mean()
-                require_finite_loss(loss.item(), step, "learning_rate", "nothing was saved.",
+                losses.append(loss.item())
+                require_finite_loss(losses[-1], step, "learning_rate", "nothing was saved.",
                                     "Lower the learning rate, or train in fp32.")
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
                 progress.update(step, losses[-1])
         eval_after = evaluation_loss(model, clip, style, prompt, data)
     training = {**asdict(config), "painting_sha256": data.hashes, "eval_loss_before": eval_before,

@@ -26,7 +26,7 @@ import torch
 from .. import comfy_adapter as host
 from ..training_kit.diffusion_loss import draw_timesteps_and_noise, min_snr_weights, prediction_mse
 from ..training_kit.errors import InputError, require_finite_loss
-from ..training_kit.evaluation import evaluation_loss as fixed_set_loss
+from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.images import resize_and_crop
 from ..training_kit.precision import Precision, training_precision
 from ..training_kit.progress import TrainingProgress, preview_sample
@@ -392,10 +392,10 @@ def accumulate_gradients(model, conditioner: TextConditioner, precision: Precisi
         else:  # both samples in one UNet batch
             mse_ref, mse_aux = mse([ref, aux])
         loss = mse_ref + component.aux_weight * mse_aux
-        require_finite_loss(loss.item(), step, "unet_lr", "the last checkpoint (if any) is kept.",
+        micro_losses.append(StepLoss(loss.item(), mse_ref.item(), mse_aux.item()))
+        require_finite_loss(micro_losses[-1].loss, step, "unet_lr", "the last checkpoint (if any) is kept.",
                             "Lower unet_lr / text_encoder_lr, or train in fp32.")
         backward(loss)
-        micro_losses.append(StepLoss(loss.item(), mse_ref.item(), mse_aux.item()))
     n = len(micro_losses)
     return StepLoss(sum(m.loss for m in micro_losses) / n, sum(m.styleref for m in micro_losses) / n,
                     sum(m.aux for m in micro_losses) / n)

@@ -21,7 +21,7 @@ BatchLoss = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tens
 
 
 @torch.no_grad()
-def evaluation_loss(batches: list[torch.Tensor], loss: BatchLoss) -> float:
+def fixed_set_loss(batches: list[torch.Tensor], loss: BatchLoss) -> float:
     """Mean per-sample loss over `batches` (clean latents) at every evaluation timestep."""
     generator = torch.Generator().manual_seed(EVAL_SEED)
     total, count = 0.0, 0
