@@ -77,3 +77,29 @@ def test_a_styleforge_lora_patched_model_drives_the_transfer(comfy_server):
     result = comfy_server.run(prompt)
     assert result.ok, result.error
     assert not torch.equal(_latent(comfy_server, result, "31"), _latent(comfy_server, result, "41"))
+
+
+def test_latent_adain_node_gives_the_content_the_style_means_and_keeps_its_layout(comfy_server):
+    from test_inst_e2e import _latent
+
+    from devhost.example_inputs import painting
+
+    painting(0, (96, 80)).save(BASE_DIR / "input" / "tests_adain_style.png")
+    prompt = inversion_with_sampler_custom_advanced(_content_file())
+    for node in ("4", "5", "6", "7", "8", "9", "10", "11", "12"):
+        del prompt[node]
+    prompt.update({
+        "20": {"class_type": "LoadImage", "inputs": {"image": "tests_adain_style.png"}},
+        "21": {"class_type": "VAEEncode", "inputs": {"pixels": ["20", 0], "vae": ["1", 2]}},
+        "22": {"class_type": "InST_LatentAdaIN", "inputs": {"content": ["3", 0], "style": ["21", 0]}},
+    })
+    for node_id, source in (("30", "3"), ("31", "21"), ("32", "22")):
+        prompt[node_id] = {"class_type": "SaveLatent", "inputs": {"samples": [source, 0],
+                                                                   "filename_prefix": f"tests/adain_{node_id}"}}
+    result = comfy_server.run(prompt)
+    assert result.ok, result.error
+    content, style, out = (_latent(comfy_server, result, n) for n in ("30", "31", "32"))
+    assert out.shape == content.shape and style.shape != content.shape
+    torch.testing.assert_close(out.mean((2, 3)), style.mean((2, 3)), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(content.mean((2, 3)), style.mean((2, 3)), atol=1e-5)
+    assert torch.corrcoef(torch.stack([out.flatten(), content.flatten()]))[0, 1] > 0.9, "the content's layout"
