@@ -8,6 +8,10 @@ ComfyUI detects exactly as it detects the real ones:
 - `tiny_sd15_kl`: two UNet levels and the real KL VAE. Closer to a real checkpoint.
 - `tiny_clip_vision_vitl`: the full 24-layer CLIP ViT-L/14 vision tower (ComfyUI only picks the
   ViT-L config when layer 22 exists), giving the 768-d `image_embeds` InST uses.
+- `tiny_sd2_768v`: an SD2.x 768-v checkpoint (v-prediction, the real OpenCLIP-H text tower, 1024-d
+  tokens) with a shallow one-width UNet.
+- `tiny_sdxl_vega`: an SDXL-family checkpoint that ComfyUI detects as Segmind Vega: the real CLIP-L
+  and CLIP-G text towers (pooled output, size conditioning) and a shallow one-width UNet.
 - `tiny_sd3_unet`: a one-block SD3 MMDiT (diffusion model only), a real model of another family,
   for checking that the SD-only nodes refuse it.
 
@@ -31,9 +35,10 @@ from .paths import BASE_DIR, FIXTURE_CACHE
 class Fixture:
     name: str
     folder: str  # ComfyUI model folder under base/models
-    kind: str  # "sd15" or "clip_vision"
+    kind: str  # "checkpoint", "clip_vision" or "sd3_unet"
+    family: str = "SD15"  # checkpoints: ComfyUI's supported-model class the file is built for
+    unet: str = "sd15_one_level"  # checkpoints: a key of UNET_LAYOUTS
     vae: str = "taesd"
-    channel_mult: tuple[int, ...] = (1,)
     seed: int = 0
 
     @property
@@ -41,11 +46,49 @@ class Fixture:
         return f"{self.name}.safetensors"
 
 
-TINY_SD15 = Fixture("tiny_sd15_taesd", "checkpoints", "sd15", vae="taesd", channel_mult=(1,))
-TINY_SD15_KL = Fixture("tiny_sd15_kl", "checkpoints", "sd15", vae="kl", channel_mult=(1, 2))
+# UNet layouts, as ComfyUI's UNetModel arguments. ComfyUI tells the families apart by model_channels,
+# context width, linear projections and ADM input (and, for SDXL variants, the input transformer depths),
+# so a shallow UNet with those values is detected as the real family. UNetModel takes output depths
+# from the end of the list (the last entry is output block 0, the deepest). The "full" layouts are the
+# published ones (SD1.5: 860M parameters; SDXL: 2.6B), built only for benchmarks.
+_SD1 = {"context_dim": 768, "num_heads": 8, "num_head_channels": -1, "use_linear_in_transformer": False,
+        "adm_in_channels": None, "num_classes": None}
+_SD2 = {"context_dim": 1024, "num_heads": -1, "num_head_channels": 64, "use_linear_in_transformer": True,
+        "adm_in_channels": None, "num_classes": None}
+_SDXL = {"context_dim": 2048, "num_heads": -1, "num_head_channels": 64, "use_linear_in_transformer": True,
+         "adm_in_channels": 2816, "num_classes": "sequential"}
+UNET_LAYOUTS = {
+    "sd15_one_level": {**_SD1, "channel_mult": [1], "num_res_blocks": [1], "transformer_depth": [1],
+                       "transformer_depth_output": [1, 1], "transformer_depth_middle": 1},
+    "sd15_two_level": {**_SD1, "channel_mult": [1, 2], "num_res_blocks": [1, 1], "transformer_depth": [1, 1],
+                       "transformer_depth_output": [1] * 4, "transformer_depth_middle": 1},
+    "sd15_full": {**_SD1, "channel_mult": [1, 2, 4, 4], "num_res_blocks": [2] * 4,
+                  "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "transformer_depth_output": [1] * 9 + [0] * 3,
+                  "transformer_depth_middle": 1},
+    # SD2 768-v: ComfyUI reads v-prediction off output block 11 (see _mark_v_prediction), so the
+    # shallow one keeps 4 levels x 2 res blocks at one width, with attention on the outer level only.
+    "sd2_shallow": {**_SD2, "channel_mult": [1, 1, 1, 1], "num_res_blocks": [2] * 4,
+                    "transformer_depth": [1, 1, 0, 0, 0, 0, 0, 0], "transformer_depth_output": [1] * 3 + [0] * 9,
+                    "transformer_depth_middle": 1},
+    # Segmind Vega's input transformer depths [0, 0, 1, 1, 2, 2] at one width: detected as Segmind_Vega.
+    "sdxl_vega_shallow": {**_SDXL, "channel_mult": [1, 1, 1], "num_res_blocks": [2] * 3,
+                          "transformer_depth": [0, 0, 1, 1, 2, 2], "transformer_depth_output": [0] * 3 + [1] * 3 + [2] * 3,
+                          "transformer_depth_middle": 1},
+    "sdxl_full": {**_SDXL, "channel_mult": [1, 2, 4], "num_res_blocks": [2] * 3,
+                  "transformer_depth": [0, 0, 2, 2, 10, 10], "transformer_depth_output": [0] * 3 + [2] * 3 + [10] * 3,
+                  "transformer_depth_middle": 10},
+}
+
+TINY_SD15 = Fixture("tiny_sd15_taesd", "checkpoints", "checkpoint")
+TINY_SD15_KL = Fixture("tiny_sd15_kl", "checkpoints", "checkpoint", unet="sd15_two_level", vae="kl")
+TINY_SD2_V = Fixture("tiny_sd2_768v", "checkpoints", "checkpoint", family="SD20", unet="sd2_shallow")
+TINY_SDXL = Fixture("tiny_sdxl_vega", "checkpoints", "checkpoint", family="SDXL", unet="sdxl_vega_shallow")
 TINY_CLIP_VISION = Fixture("tiny_clip_vision_vitl", "clip_vision", "clip_vision")
 TINY_SD3 = Fixture("tiny_sd3_unet", "diffusion_models", "sd3_unet")
-ALL_FIXTURES = (TINY_SD15, TINY_SD15_KL, TINY_CLIP_VISION, TINY_SD3)
+ALL_FIXTURES = (TINY_SD15, TINY_SD15_KL, TINY_SD2_V, TINY_SDXL, TINY_CLIP_VISION, TINY_SD3)
+# Real-size random-weight checkpoints for `bench --full` only: never built by the tests.
+FULL_SD15 = Fixture("full_sd15", "checkpoints", "checkpoint", unet="sd15_full", vae="kl")
+FULL_SDXL = Fixture("full_sdxl", "checkpoints", "checkpoint", family="SDXL", unet="sdxl_full", vae="kl")
 
 
 def _init_layers(module) -> None:
@@ -64,39 +107,51 @@ def _init_layers(module) -> None:
             torch.nn.init.normal_(m.weight, std=0.02)
 
 
-def _unet_state(channel_mult: tuple[int, ...]) -> dict:
+def _unet(layout: str):
     import comfy.ops
     import torch
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    n = len(channel_mult)
-    unet = UNetModel(
-        image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[1] * n,
-        channel_mult=list(channel_mult), transformer_depth=[1] * n, transformer_depth_output=[1] * (2 * n),
-        transformer_depth_middle=1, context_dim=768, num_heads=8, num_head_channels=-1,
-        use_linear_in_transformer=False, use_spatial_transformer=True, legacy=False, adm_in_channels=None,
-        use_temporal_attention=False, use_temporal_resblock=False, use_checkpoint=False,
-        dtype=torch.float32, operations=comfy.ops.disable_weight_init)
+    unet = UNetModel(image_size=32, in_channels=4, out_channels=4, model_channels=320, legacy=False,
+                     use_spatial_transformer=True, use_temporal_attention=False, use_temporal_resblock=False,
+                     use_checkpoint=False, dtype=torch.float32, operations=comfy.ops.disable_weight_init,
+                     **UNET_LAYOUTS[layout])
     _init_layers(unet)
     # SD zero-inits the output conv; a small non-zero one keeps predictions small while still letting
     # the conditioning reach the output (with zeros nothing upstream could be learned).
     with torch.no_grad():
         unet.out[2].weight.mul_(0.1)
         unet.out[2].bias.zero_()
-    return {"model.diffusion_model." + k: v for k, v in unet.state_dict().items()}
+    return unet
 
 
-def _sd15_state(fx: Fixture) -> dict:
-    import comfy.sd1_clip
+def _mark_v_prediction(unet) -> None:
+    """ComfyUI calls an SD2 checkpoint v-prediction (768-v) when this LayerNorm's bias has a standard
+    deviation above 0.09, as trained 768-v weights do (comfy/supported_models.py, SD20.model_type)."""
     import torch
+
+    with torch.no_grad():
+        torch.nn.init.normal_(unet.output_blocks[11][1].transformer_blocks[0].norm1.bias, std=0.3)
+
+
+def _text_encoders(family: str):
+    import comfy.sd1_clip
+    import comfy.sdxl_clip
+    import comfy.text_encoders.sd2_clip
+    import torch
+
+    classes = {"SD15": comfy.sd1_clip.SD1ClipModel, "SD20": comfy.text_encoders.sd2_clip.SD2ClipModel,
+               "SDXL": comfy.sdxl_clip.SDXLClipModel}
+    encoders = classes[family](device="cpu", dtype=torch.float32)
+    _init_layers(encoders)
+    return encoders
+
+
+def _vae(kind: str):
     from comfy.ldm.models.autoencoder import AutoencoderKL
     from comfy.taesd.taesd import TAESD
 
-    state = _unet_state(fx.channel_mult)
-    clip = comfy.sd1_clip.SDClipModel(device="cpu", dtype=torch.float32)
-    _init_layers(clip.transformer)
-    state.update({"cond_stage_model.transformer." + k: v for k, v in clip.transformer.state_dict().items()})
-    if fx.vae == "kl":
+    if kind == "kl":
         vae = AutoencoderKL(embed_dim=4, ddconfig={
             "double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
             "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0})
@@ -105,7 +160,21 @@ def _sd15_state(fx: Fixture) -> dict:
         vae = TAESD(latent_channels=4)
         _init_layers(vae)
         vae.vae_scale.data.fill_(1.0)  # 0 would give infinite latents
-    state.update({"first_stage_model." + k: v for k, v in vae.state_dict().items()})
+    return vae
+
+
+def _checkpoint_state(fx: Fixture) -> dict:
+    """A single-file checkpoint in the layout the family's real checkpoints use, written by the
+    family's own ComfyUI config (the same conversion ComfyUI's checkpoint saver applies)."""
+    import comfy.supported_models
+
+    config = getattr(comfy.supported_models, fx.family)({})
+    unet = _unet(fx.unet)
+    if fx.family == "SD20":
+        _mark_v_prediction(unet)
+    state = config.process_unet_state_dict_for_saving(unet.state_dict())
+    state.update(config.process_clip_state_dict_for_saving(_text_encoders(fx.family).state_dict()))
+    state.update(config.process_vae_state_dict_for_saving(_vae(fx.vae).state_dict()))
     return state
 
 
@@ -138,7 +207,7 @@ def _sd3_unet_state() -> dict:
     return model.state_dict()
 
 
-STATE_BUILDERS = {"sd15": _sd15_state, "clip_vision": lambda fx: _clip_vision_state(),
+STATE_BUILDERS = {"checkpoint": _checkpoint_state, "clip_vision": lambda fx: _clip_vision_state(),
                   "sd3_unet": lambda fx: _sd3_unet_state()}
 
 

@@ -1,6 +1,10 @@
 """API-format prompts built in tests, with stock ComfyUI nodes around the ones under test."""
 
 TINY_CKPT = "tiny_sd15_taesd.safetensors"
+SD2_V_CKPT = "tiny_sd2_768v.safetensors"
+SDXL_CKPT = "tiny_sdxl_vega.safetensors"
+# Every SD family the nodes support, as the tiny checkpoint of each (id -> file).
+FAMILY_CKPTS = {"sd15": TINY_CKPT, "sd2_v": SD2_V_CKPT, "sdxl": SDXL_CKPT}
 
 
 def txt2img(ckpt: str = TINY_CKPT, text: str = "a watercolor fox", seed: int = 1, size: int = 64,
@@ -38,14 +42,15 @@ def sample_to_latent(positive: list, prefix: str, model: list | None = None, see
     }
 
 
-def inst_training(painting: str, steps: int = 4, filename: str = "tests/e2e_style", **overrides) -> dict:
+def inst_training(painting: str, steps: int = 4, filename: str = "tests/e2e_style", ckpt: str = TINY_CKPT,
+                  **overrides) -> dict:
     inputs = {"model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "clip_vision": ["2", 0], "painting": ["3", 0],
               "steps": steps, "learning_rate": 1e-3, "seed": 23, "resolution": 64, "batch_size": 1,
               "random_flip": True, "attend_to": "image_embed", "vectors_per_token": 1,
               "gradient_checkpointing": False, "precision": "fp32", "preview_every": 2, "filename": filename}
     inputs.update(overrides)
     return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_CKPT}},
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "2": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": CLIP_VISION}},
         "3": {"class_type": "LoadImage", "inputs": {"image": painting}},
         "4": {"class_type": "InST_TrainStyle", "inputs": inputs},
@@ -55,10 +60,10 @@ def inst_training(painting: str, steps: int = 4, filename: str = "tests/e2e_styl
 
 
 def inversion_with_sampler_custom_advanced(content_image: str, seed: int = 3, prefix: str = "tests/inversion",
-                                           strength: float = 0.6) -> dict:
+                                           strength: float = 0.6, ckpt: str = TINY_CKPT) -> dict:
     """Stock SamplerCustomAdvanced with its NOISE from InST Inversion Noise."""
     return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_CKPT}},
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "2": {"class_type": "LoadImage", "inputs": {"image": content_image}},
         "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
         "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cubist painting", "clip": ["1", 1]}},

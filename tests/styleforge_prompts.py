@@ -39,10 +39,10 @@ def sample_to_latent(model: list, clip: list, text: str, prefix: str, seed: int 
     }
 
 
-def train_single(filename: str, latent_prefix: str, **overrides) -> dict:
+def train_single(filename: str, latent_prefix: str, ckpt: str = TINY_CKPT, **overrides) -> dict:
     """Single-StyleForge: train, save the LoRA, sample '[V] style' with the trainer's MODEL and CLIP."""
     return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_CKPT}},
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "2": image_set("styleref"),
         "3": image_set("aux"),
         "4": trainer({"style_images": "2", "aux": "3"}, **overrides),
@@ -52,9 +52,9 @@ def train_single(filename: str, latent_prefix: str, **overrides) -> dict:
     }
 
 
-def train_multi(filename: str, **overrides) -> dict:
+def train_multi(filename: str, ckpt: str = TINY_CKPT, **overrides) -> dict:
     return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_CKPT}},
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "2": image_set("people"),
         "3": image_set("backgrounds"),
         "4": image_set("aux"),
@@ -64,10 +64,10 @@ def train_multi(filename: str, **overrides) -> dict:
     }
 
 
-def stock_lora_sample(lora_name: str, latent_prefix: str) -> dict:
+def stock_lora_sample(lora_name: str, latent_prefix: str, ckpt: str = TINY_CKPT) -> dict:
     """The saved LoRA through stock LoraLoader (MODEL and CLIP), sampled like `train_single`."""
     return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_CKPT}},
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "2": {"class_type": "LoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_name": lora_name,
                                                      "strength_model": 1.0, "strength_clip": 1.0}},
         **sample_to_latent(["2", 0], ["2", 1], "zwx style", latent_prefix),

@@ -1,11 +1,12 @@
-"""InST through the real ComfyUI server: train, condition, reload, export, cancel, bad inputs."""
+"""InST through the real ComfyUI server: train, condition, reload, export on every SD family (SD1.5,
+SD2 v-prediction, SDXL), cancel, bad inputs."""
 
 import time
 
 import pytest
 import torch
 from PIL import Image
-from prompts import TINY_CKPT, inst_training, sample_to_latent, txt2img
+from prompts import FAMILY_CKPTS, TINY_CKPT, inst_training, sample_to_latent, txt2img
 from safetensors.torch import load_file
 
 from devhost.example_inputs import painting
@@ -32,33 +33,43 @@ def _error_message(result) -> str:
     return result.error.get("exception_message", "")
 
 
-def test_trained_style_conditions_reloads_and_exports_identically(comfy_server, painting_file):
-    style_file = BASE_DIR / "models" / "inst_styles" / "tests" / "e2e_style.safetensors"
+# Width of each text encoder's token per family, as the exported embedding must hold them (the keys
+# stock `embedding:NAME` reads: one tensor for one encoder, clip_l + clip_g for SDXL).
+EMBEDDING_SHAPES = {"sd15": {"emb_params": (1, 768)}, "sd2_v": {"emb_params": (1, 1024)},
+                    "sdxl": {"clip_l": (1, 768), "clip_g": (1, 1280)}}
+
+
+@pytest.mark.parametrize("family", FAMILY_CKPTS)
+def test_trained_style_conditions_reloads_and_exports_identically(comfy_server, painting_file, family):
+    ckpt = FAMILY_CKPTS[family]
+    style_file = BASE_DIR / "models" / "inst_styles" / "tests" / f"e2e_{family}.safetensors"
     style_file.unlink(missing_ok=True)
-    prompt = inst_training(painting_file)
+    prompt = inst_training(painting_file, filename=f"tests/e2e_{family}", ckpt=ckpt)
     prompt["6"] = {"class_type": "InST_StyleConditioning", "inputs": {
         "clip": ["1", 1], "style": ["4", 0], "text": STYLE_TEXT, "placeholder": "*", "clip_vision_output": ["5", 0]}}
     prompt["7"] = {"class_type": "InST_ExportEmbedding", "inputs": {
-        "style": ["4", 0], "name": "tests_e2e_style", "clip_vision_output": ["5", 0]}}
+        "style": ["4", 0], "name": f"tests_e2e_{family}", "clip_vision_output": ["5", 0]}}
     prompt["8"] = {"class_type": "SaveImage", "inputs": {"images": ["4", 1], "filename_prefix": "tests/inst_loss"}}
-    prompt.update(sample_to_latent(["6", 0], "tests/inst_trained"))
+    prompt.update(sample_to_latent(["6", 0], f"tests/inst_trained_{family}"))
     trained = comfy_server.run(prompt)
     assert trained.ok, trained.error
     assert style_file.exists()
-    assert trained.outputs["7"]["text"] == ["embedding:tests_e2e_style"]
+    assert trained.outputs["7"]["text"] == [f"embedding:tests_e2e_{family}"]
+    embedding = load_file(str(BASE_DIR / "models" / "embeddings" / f"tests_e2e_{family}.safetensors"))
+    assert {k: tuple(v.shape) for k, v in embedding.items()} == EMBEDDING_SHAPES[family]
     [curve] = comfy_server.output_files(trained, "8")
     assert Image.open(curve).size == (640, 360)
 
     since = len(comfy_server.log_text())
-    reload = inst_training(painting_file)
+    reload = inst_training(painting_file, ckpt=ckpt)
     del reload["4"]
-    reload["6"] = {"class_type": "InST_LoadStyle", "inputs": {"style_name": "tests/e2e_style.safetensors"}}
+    reload["6"] = {"class_type": "InST_LoadStyle", "inputs": {"style_name": f"tests/e2e_{family}.safetensors"}}
     reload["7"] = {"class_type": "InST_StyleConditioning", "inputs": {
         "clip": ["1", 1], "style": ["6", 0], "text": STYLE_TEXT, "placeholder": "*", "clip_vision_output": ["5", 0]}}
-    reload["8"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a embedding:tests_e2e_style painting",
+    reload["8"] = {"class_type": "CLIPTextEncode", "inputs": {"text": f"a embedding:tests_e2e_{family} painting",
                                                                "clip": ["1", 1]}}
-    reload.update(sample_to_latent(["7", 0], "tests/inst_reloaded", first_id=100))
-    reload.update(sample_to_latent(["8", 0], "tests/inst_stock_embedding", first_id=200))
+    reload.update(sample_to_latent(["7", 0], f"tests/inst_reloaded_{family}", first_id=100))
+    reload.update(sample_to_latent(["8", 0], f"tests/inst_stock_embedding_{family}", first_id=200))
     again = comfy_server.run(reload)
     assert again.ok, again.error
     assert comfy_server.log_problems(since) == []

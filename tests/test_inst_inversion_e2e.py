@@ -1,11 +1,11 @@
-"""Stochastic inversion through the real server: stock SamplerCustomAdvanced with our NOISE, and the
-all-in-one transfer node; deterministic for a seed."""
+"""Stochastic inversion through the real server on every SD family (v-prediction included): stock
+SamplerCustomAdvanced with our NOISE, and the all-in-one transfer node; deterministic for a seed."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from prompts import inversion_with_sampler_custom_advanced
+from prompts import FAMILY_CKPTS, inversion_with_sampler_custom_advanced
 
 from devhost.comfy_server import PromptRejected
 from devhost.example_inputs import content_photo
@@ -23,8 +23,10 @@ def _pixels(server, result, node_id: str) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
-def test_sampler_custom_advanced_with_inversion_noise_is_deterministic(comfy_server):
-    prompt = inversion_with_sampler_custom_advanced(_content_file())
+@pytest.mark.parametrize("family", FAMILY_CKPTS)
+def test_sampler_custom_advanced_with_inversion_noise_is_deterministic(comfy_server, family):
+    prompt = inversion_with_sampler_custom_advanced(_content_file(), ckpt=FAMILY_CKPTS[family],
+                                                    prefix=f"tests/inversion_{family}")
     first = comfy_server.run(prompt)
     assert first.ok, first.error
     comfy_server.post("/free", {"free_memory": True})  # drop the cache so the graph really runs again
@@ -33,8 +35,10 @@ def test_sampler_custom_advanced_with_inversion_noise_is_deterministic(comfy_ser
     assert np.array_equal(_pixels(comfy_server, first, "12"), _pixels(comfy_server, second, "12"))
 
 
-def test_all_in_one_transfer_with_adain_runs_and_refuses_bad_strength(comfy_server):
-    prompt = inversion_with_sampler_custom_advanced(_content_file())
+@pytest.mark.parametrize("family", FAMILY_CKPTS)
+def test_all_in_one_transfer_with_adain_runs_and_refuses_bad_strength(comfy_server, family):
+    prompt = inversion_with_sampler_custom_advanced(_content_file(), ckpt=FAMILY_CKPTS[family],
+                                                    prefix=f"tests/transfer_{family}")
     for node in ("6", "7", "8", "9", "10"):
         del prompt[node]
     prompt["13"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}}

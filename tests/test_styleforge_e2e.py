@@ -1,5 +1,5 @@
-"""StyleForge end to end through the real ComfyUI server: train -> save -> stock LoraLoader, Multi,
-Cancel mid-training, resume. All on the tiny SD1.5 at 64 px with a few steps."""
+"""StyleForge end to end through the real ComfyUI server: train -> save -> stock LoraLoader and Multi on
+every SD family (text encoders trained too), Cancel mid-training, resume. At 64 px with a few steps."""
 
 import json
 import time
@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+from prompts import FAMILY_CKPTS
 from styleforge_prompts import stock_lora_sample, train_multi, train_single
 
 from devhost.example_inputs import write_examples
@@ -40,34 +41,55 @@ def _ok(result):
     assert result.ok, result.error
 
 
-def test_single_lora_loads_in_stock_lora_loader_and_reproduces_the_trainer(server):
-    trained = server.run(train_single("styleforge_test/single", "styleforge_test/trainer", text_encoder_lr=1e-3,
-                                      seed=11))
+# The kohya prefixes of the text-encoder LoRA keys per family (SDXL: one per text encoder).
+TEXT_ENCODER_PREFIXES = {"sd15": {"lora_te_"}, "sd2_v": {"lora_te_"}, "sdxl": {"lora_te1_", "lora_te2_"}}
+FAMILY_NAMES = {"sd15": "SD15", "sd2_v": "SD20", "sdxl": "Segmind_Vega"}
+
+
+def _text_encoder_prefixes(keys) -> set[str]:
+    return {k.split("_", 2)[0] + "_" + k.split("_", 2)[1] + "_" for k in keys if k.startswith("lora_te")}
+
+
+@pytest.mark.parametrize("family", FAMILY_CKPTS)
+def test_single_lora_loads_in_stock_lora_loader_and_reproduces_the_trainer(server, family):
+    ckpt = FAMILY_CKPTS[family]
+    trained = server.run(train_single(f"styleforge_test/single_{family}", f"styleforge_test/trainer_{family}",
+                                      ckpt=ckpt, text_encoder_lr=1e-3, seed=11))
     _ok(trained)
-    lora_file = LORAS / "styleforge_test" / "single.safetensors"
+    lora_file = LORAS / "styleforge_test" / f"single_{family}.safetensors"
     keys = load_file(str(lora_file)).keys()
-    assert any(k.startswith("lora_unet_") for k in keys) and any(k.startswith("lora_te_") for k in keys)
+    assert any(k.startswith("lora_unet_") for k in keys)
+    assert _text_encoder_prefixes(keys) == TEXT_ENCODER_PREFIXES[family]
     meta = _metadata(lora_file)
-    assert meta["method"] == "Single" and meta["base_model_family"] == "SD15" and meta["steps"] == "3"
+    assert meta["method"] == "Single" and meta["base_model_family"] == FAMILY_NAMES[family] and meta["steps"] == "3"
     assert json.loads(meta["tokens"]) == {"V": "zwx"} and json.loads(meta["datasets"])["aux"]["images"] == 4
 
     since = len(server.log_text())
-    loaded = server.run(stock_lora_sample("styleforge_test/single.safetensors", "styleforge_test/stock"))
+    loaded = server.run(stock_lora_sample(f"styleforge_test/single_{family}.safetensors",
+                                          f"styleforge_test/stock_{family}", ckpt=ckpt))
     _ok(loaded)
-    assert server.log_problems(since=since) == []
+    assert server.log_problems(since=since) == []  # every key loaded
     ours, stock = _latent(server, trained), _latent(server, loaded)
     assert torch.allclose(ours, stock, atol=LATENT_TOLERANCE), (ours - stock).abs().max()
 
 
-def test_multi_trains_both_tokens_with_separate_passes(server):
-    result = server.run(train_multi("styleforge_test/multi", steps=2, seed=12, passes="separate"))
+@pytest.mark.parametrize("family", FAMILY_CKPTS)
+def test_multi_trains_both_tokens_and_the_text_encoders_with_separate_passes(server, family):
+    result = server.run(train_multi(f"styleforge_test/multi_{family}", ckpt=FAMILY_CKPTS[family], steps=2, seed=12,
+                                    passes="separate", text_encoder_lr=1e-3))
     _ok(result)
-    meta = _metadata(LORAS / "styleforge_test" / "multi.safetensors")
+    lora_file = LORAS / "styleforge_test" / f"multi_{family}.safetensors"
+    assert _text_encoder_prefixes(load_file(str(lora_file)).keys()) == TEXT_ENCODER_PREFIXES[family]
+    meta = _metadata(lora_file)
     assert meta["method"] == "Multi"
     assert json.loads(meta["settings"])["passes"] == "separate"
     assert json.loads(meta["tokens"]) == {"V": "zwx", "W": "ohwx"}
     assert json.loads(meta["prompts"]) == {"V": "zwx style", "W": "ohwx style", "aux": "style"}
     assert set(json.loads(meta["datasets"])) == {"people", "backgrounds", "aux"}
+    since = len(server.log_text())
+    _ok(server.run(stock_lora_sample(f"styleforge_test/multi_{family}.safetensors",
+                                     f"styleforge_test/stock_multi_{family}", ckpt=FAMILY_CKPTS[family])))
+    assert server.log_problems(since=since) == []  # every key loaded
 
 
 def _wait_for(path, timeout: float = 300) -> None:
