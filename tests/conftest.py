@@ -44,17 +44,33 @@ def comfy_server(tiny_models):
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def sd15(tiny_models):
-    """The tiny SD1.5 (TAESD) loaded in-process by ComfyUI's own checkpoint loader, under inference
-    mode as the server's executor loads it (its weights are inference tensors)."""
+def _load_checkpoint(path: Path) -> tuple:
+    """(MODEL, CLIP, VAE) by ComfyUI's own checkpoint loader, under inference mode as the server's
+    executor loads them (their weights are inference tensors)."""
     import comfy.sd
     import torch
 
     with torch.inference_mode():
-        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
-            str(tiny_models["tiny_sd15_taesd"]), output_vae=True, output_clip=True)
+        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)
     return model, clip, vae
+
+
+@pytest.fixture(scope="session")
+def sd15(tiny_models):
+    """The tiny SD1.5 (TAESD), in-process."""
+    return _load_checkpoint(tiny_models["tiny_sd15_taesd"])
+
+
+@pytest.fixture(scope="session")
+def sd2_v(tiny_models):
+    """The tiny SD2 768-v (v-prediction), in-process."""
+    return _load_checkpoint(tiny_models["tiny_sd2_768v"])
+
+
+@pytest.fixture(scope="session")
+def sdxl(tiny_models):
+    """The tiny SDXL-family model (Segmind Vega layout, CLIP-L + CLIP-G), in-process."""
+    return _load_checkpoint(tiny_models["tiny_sdxl_vega"])
 
 
 @pytest.fixture(scope="session")
