@@ -30,6 +30,7 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 from PIL import Image
 
 from .training_kit.errors import InputError
+from .training_kit.images import SampleSize
 
 # Model families whose UNet takes text cross-attention the way InST and StyleForge need.
 STABLE_DIFFUSION_FAMILIES = ("SD15", "SD20", "SD21UnclipL", "SD21UnclipH", "SDXL", "SDXLRefiner", "SSD1B",
@@ -255,11 +256,28 @@ def noised(model, latent: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor
     return model.model.model_sampling.noise_scaling(sigma, noise, latent)
 
 
-def model_inputs(model, cond: torch.Tensor, pooled: torch.Tensor | None, latent: torch.Tensor) -> dict:
-    """Keyword inputs of `apply_model` for this family (cross-attention, and SDXL's pooled/size vector)."""
-    conds = model.model.extra_conds(cross_attn=cond, pooled_output=pooled, noise=latent, device=latent.device,
-                                    width=latent.shape[-1] * 8, height=latent.shape[-2] * 8)
-    return {name: c.cond for name, c in conds.items()}
+def _size_kwargs(size: SampleSize) -> dict:
+    """SDXL's size conditioning under the names ComfyUI's SDXL.encode_adm reads (width/height: the original)."""
+    (height, width), (crop_h, crop_w), (target_height, target_width) = size.original, size.crop_top_left, size.target
+    return {"height": height, "width": width, "crop_h": crop_h, "crop_w": crop_w, "target_height": target_height,
+            "target_width": target_width}
+
+
+def model_inputs(model, cond: torch.Tensor, pooled: torch.Tensor | None, latent: torch.Tensor,
+                 sizes: list[SampleSize] | None = None) -> dict:
+    """Keyword inputs of `apply_model` for this family: cross-attention, and SDXL's pooled output with
+    each sample's size conditioning (`sizes`; without them, the latent's own size and no crop, which
+    is what stock sampling passes). Families without size conditioning ignore `sizes`."""
+    if sizes is None:
+        side = (latent.shape[-2] * 8, latent.shape[-1] * 8)
+        sizes = [SampleSize(side, side, (0, 0), side)] * latent.shape[0]
+    groups = [slice(None)] if len(set(sizes)) == 1 else [slice(i, i + 1) for i in range(latent.shape[0])]
+    inputs = []
+    for rows in groups:
+        conds = model.model.extra_conds(cross_attn=cond[rows], pooled_output=None if pooled is None else pooled[rows],
+                                        noise=latent[rows], device=latent.device, **_size_kwargs(sizes[rows][0]))
+        inputs.append({name: c.cond for name, c in conds.items()})
+    return {name: torch.cat([i[name] for i in inputs]) for name in inputs[0]}
 
 
 def predict_denoised(model, x: torch.Tensor, sigma: torch.Tensor, inputs: dict) -> torch.Tensor:

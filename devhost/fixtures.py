@@ -72,7 +72,8 @@ UNET_LAYOUTS = {
                     "transformer_depth_middle": 1},
     # Segmind Vega's input transformer depths [0, 0, 1, 1, 2, 2] at one width: detected as Segmind_Vega.
     "sdxl_vega_shallow": {**_SDXL, "channel_mult": [1, 1, 1], "num_res_blocks": [2] * 3,
-                          "transformer_depth": [0, 0, 1, 1, 2, 2], "transformer_depth_output": [0] * 3 + [1] * 3 + [2] * 3,
+                          "transformer_depth": [0, 0, 1, 1, 2, 2],
+                          "transformer_depth_output": [0] * 3 + [1] * 3 + [2] * 3,
                           "transformer_depth_middle": 1},
     "sdxl_full": {**_SDXL, "channel_mult": [1, 2, 4], "num_res_blocks": [2] * 3,
                   "transformer_depth": [0, 0, 2, 2, 10, 10], "transformer_depth_output": [0] * 3 + [2] * 3 + [10] * 3,

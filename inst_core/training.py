@@ -19,7 +19,7 @@ from .. import comfy_adapter as host
 from ..training_kit.diffusion_loss import draw_timesteps_and_noise, prediction_mse
 from ..training_kit.errors import InputError, require_finite_loss
 from ..training_kit.evaluation import fixed_set_loss
-from ..training_kit.images import image_sha256, require_image, resize_exact
+from ..training_kit.images import SampleSize, exact_size, image_sha256, require_image, resize_exact
 from ..training_kit.precision import training_precision
 from ..training_kit.progress import TrainingProgress, preview_sample
 from ..training_kit.result import TrainingResult
@@ -57,20 +57,22 @@ class Paintings:
     latents: torch.Tensor  # (P, 2, C, h, w): [:, 0] as is, [:, 1] flipped
     features: list[tuple[ImageFeatures, ImageFeatures]]
     hashes: list[str]
+    sizes: list[SampleSize]  # each painting's geometry (resized whole, so a flip keeps it)
 
-    def batch(self, indices: list[int], flips: list[int]) -> tuple[torch.Tensor, ImageFeatures]:
+    def batch(self, indices: list[int], flips: list[int]) -> tuple[torch.Tensor, ImageFeatures, list[SampleSize]]:
         picked = [self.features[i][f] for i, f in zip(indices, flips)]
         features = ImageFeatures(torch.cat([p.embed for p in picked]), torch.cat([p.patch_tokens for p in picked]))
-        return self.latents[indices, flips], features
+        return self.latents[indices, flips], features, [self.sizes[i] for i in indices]
 
 
 def prepare_paintings(model, vae, clip_vision, paintings: list[torch.Tensor], resolution: int) -> Paintings:
-    latents, features, hashes = [], [], []
+    latents, features, hashes, sizes = [], [], [], []
     # outside inference mode, so the cached tensors can enter autograd later
     with torch.inference_mode(False), torch.no_grad():
         for n, painting in enumerate(paintings):
             image = require_image(painting, "painting" if len(paintings) == 1 else f"painting #{n + 1}")[:1]
             hashes.append(image_sha256(image))
+            sizes.append(exact_size(image, resolution, resolution))
             both = torch.cat([image, image.flip(2)])
             latent = host.vae_encode(vae, resize_exact(both, resolution, resolution))
             latents.append(host.latent_to_model_space(model, latent.float()))
@@ -79,7 +81,7 @@ def prepare_paintings(model, vae, clip_vision, paintings: list[torch.Tensor], re
         device = host.compute_device(model)
         features = [tuple(ImageFeatures(f.embed.to(device), f.patch_tokens.to(device)) for f in pair)
                     for pair in features]
-        return Paintings(torch.stack(latents).to(device), features, hashes)
+        return Paintings(torch.stack(latents).to(device), features, hashes, sizes)
 
 
 def new_style(model, clip, paintings: Paintings, config: InSTTrainingConfig) -> InSTStyle:
@@ -97,7 +99,8 @@ def new_style(model, clip, paintings: Paintings, config: InSTTrainingConfig) -> 
 
 
 def denoising_loss(model, clip, style: InSTStyle, prompt: StylePrompt, latents: torch.Tensor,
-                   features: ImageFeatures, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+                   features: ImageFeatures, sizes: list[SampleSize], timesteps: torch.Tensor,
+                   noise: torch.Tensor) -> torch.Tensor:
     """Mean squared error of the model's prediction, conditioned on the style token, per batch item."""
     vectors = style(features)
     conds, pooled = [], []
@@ -107,15 +110,15 @@ def denoising_loss(model, clip, style: InSTStyle, prompt: StylePrompt, latents: 
         pooled.append(pool)
     cond = torch.cat(conds).to(latents.device)
     pooled = torch.cat(pooled).to(latents.device) if pooled[0] is not None else None
-    return prediction_mse(model, latents, noise, host.sigma_at(model, timesteps), cond, pooled)
+    return prediction_mse(model, latents, noise, host.sigma_at(model, timesteps), cond, pooled, sizes)
 
 
 @torch.no_grad()
 def evaluation_loss(model, clip, style: InSTStyle, prompt: StylePrompt, paintings: Paintings) -> float:
     """Loss on the kit's fixed evaluation set: every painting unflipped, the encoder's dropout off."""
     def loss(index: int, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        features = paintings.batch([index], [0])[1]
-        return denoising_loss(model, clip, style, prompt, latents, features, timesteps, noise)
+        _, features, sizes = paintings.batch([index], [0])
+        return denoising_loss(model, clip, style, prompt, latents, features, sizes, timesteps, noise)
 
     was_training = style.training
     style.eval()
@@ -167,10 +170,10 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
                 indices = torch.randint(0, len(data.hashes), (b,), generator=generator).tolist()
                 flips = ((torch.rand(b, generator=generator) < FLIP_PROBABILITY).long().tolist()
                          if config.random_flip else [0] * b)
-                latents, features = data.batch(indices, flips)
+                latents, features, sizes = data.batch(indices, flips)
                 timesteps, noise = draw_timesteps_and_noise(model, latents.shape, generator)
                 with precision.autocast():
-                    loss = denoising_loss(model, clip, style, prompt, latents, features, timesteps,
+                    loss = denoising_loss(model, clip, style, prompt, latents, features, sizes, timesteps,
                                           noise.to(device)).mean()
                 losses.append(loss.item())
                 require_finite_loss(losses[-1], step, "learning_rate", "nothing was saved.",

@@ -27,7 +27,7 @@ from .. import comfy_adapter as host
 from ..training_kit.diffusion_loss import draw_timesteps_and_noise, min_snr_weights, prediction_mse
 from ..training_kit.errors import InputError, require_finite_loss
 from ..training_kit.evaluation import fixed_set_loss
-from ..training_kit.images import resize_and_crop
+from ..training_kit.images import SampleSize, cropped, square_crop
 from ..training_kit.precision import Precision, training_precision
 from ..training_kit.progress import TrainingProgress, preview_sample
 from ..training_kit.result import TrainingResult
@@ -111,6 +111,7 @@ class EncodedSet:
 
     latents: torch.Tensor
     prompts: list[str]
+    sizes: list[SampleSize]  # each view's geometry, for SDXL's size conditioning
     views_per_image: int
 
     def first_views(self) -> list[int]:
@@ -187,12 +188,15 @@ def encode_set(model, vae, images: ImageSet, prompt: str, config: StyleForgeConf
                generator: torch.Generator) -> EncodedSet:
     """VAE-encode every view once: `crops_per_image` random crops of each image, each also flipped;
     every view is bound to `prompt` (plus its image's caption)."""
-    views, prompts = [], []
+    views, prompts, sizes = [], [], []
     for image, caption in zip(images.images, images.captions):
         for _ in range(config.crops_per_image):
-            crop = resize_and_crop(image, config.resolution, generator)
-            for view in (crop, crop.flip(2)) if config.random_flip else (crop,):
+            geometry = square_crop(image, config.resolution, generator)
+            crop = cropped(image, geometry)
+            flips = [(crop, geometry), (crop.flip(2), geometry.flipped())] if config.random_flip else [(crop, geometry)]
+            for view, size in flips:
                 views.append(view)
+                sizes.append(size)
                 prompts.append(bound_prompt(prompt, caption))
     # outside inference mode, so the cached latents can enter autograd
     with torch.inference_mode(False), torch.no_grad():
@@ -200,7 +204,7 @@ def encode_set(model, vae, images: ImageSet, prompt: str, config: StyleForgeConf
         latents = torch.cat([host.vae_encode(vae, batch[i:i + VAE_BATCH]).float()
                              for i in range(0, len(batch), VAE_BATCH)])
         latents = host.latent_to_model_space(model, latents).to(host.compute_device(model))
-    return EncodedSet(latents, prompts, len(views) // len(images))
+    return EncodedSet(latents, prompts, sizes, len(views) // len(images))
 
 
 class TextConditioner:
@@ -230,10 +234,11 @@ class TextConditioner:
 
 @dataclass
 class Draw:
-    """Samples of one set for one step: latents, their prompts, timesteps and noise."""
+    """Samples of one set for one step: latents, their prompts and sizes, timesteps and noise."""
 
     latents: torch.Tensor
     prompts: list[str]
+    sizes: list[SampleSize]
     timesteps: torch.Tensor
     noise: torch.Tensor
 
@@ -250,7 +255,9 @@ def draw(model, images: EncodedSet, config: StyleForgeConfig, seed: int) -> Draw
     indices = torch.randint(0, len(images.prompts), (config.batch_size,), generator=generator)
     latents = images.latents[indices]
     timesteps, noise = draw_timesteps_and_noise(model, latents.shape, generator, config.noise_offset)
-    return Draw(latents, [images.prompts[i] for i in indices.tolist()], timesteps, noise.to(latents.device))
+    picked = indices.tolist()
+    return Draw(latents, [images.prompts[i] for i in picked], [images.sizes[i] for i in picked], timesteps,
+                noise.to(latents.device))
 
 
 def prediction_errors(model, conditioner: TextConditioner, draws: list[Draw], gamma: float) -> list[torch.Tensor]:
@@ -259,7 +266,8 @@ def prediction_errors(model, conditioner: TextConditioner, draws: list[Draw], ga
     timesteps = torch.cat([d.timesteps for d in draws])
     cond, pooled = conditioner([p for d in draws for p in d.prompts])
     sigma = host.sigma_at(model, timesteps)
-    errors = prediction_mse(model, latents, torch.cat([d.noise for d in draws]), sigma, cond, pooled)
+    errors = prediction_mse(model, latents, torch.cat([d.noise for d in draws]), sigma, cond, pooled,
+                            [size for d in draws for size in d.sizes])
     if gamma:
         errors = errors * min_snr_weights(model, sigma, gamma)
     return list(errors.split([len(d.prompts) for d in draws]))
@@ -271,7 +279,9 @@ def evaluation_loss(model, conditioner: TextConditioner, components: list[Compon
     views = [component.images.first_views() for component in components]
 
     def loss(index: int, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        sample = Draw(latents, [components[index].images.prompts[i] for i in views[index]], timesteps, noise)
+        images = components[index].images
+        sample = Draw(latents, [images.prompts[i] for i in views[index]], [images.sizes[i] for i in views[index]],
+                      timesteps, noise)
         return prediction_errors(model, conditioner, [sample], 0.0)[0]
 
     return fixed_set_loss([c.images.latents[v] for c, v in zip(components, views)], loss)

@@ -129,14 +129,14 @@ def test_fp16_autocast_scales_the_loss_so_gradients_fp16_would_flush_to_zero_sur
     with torch.inference_mode(), host.training_context(model, clip):
         style = inst.new_style(model, clip, data, config).eval()  # no dropout: the three runs see one function
         prompt = StylePrompt(clip, "*", "*", 1)
-        latents, features = data.batch([0], [0])
+        latents, features, sizes = data.batch([0], [0])
         noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))
         optimizer = torch.optim.SGD(style.parameters(), lr=0.0)
 
         def gradients(precision: Precision, scaled: bool, factor: float = shrink) -> torch.Tensor:
             optimizer.zero_grad(set_to_none=False)
             with precision.autocast():
-                loss = inst.denoising_loss(model, clip, style, prompt, latents, features, torch.tensor([500]),
+                loss = inst.denoising_loss(model, clip, style, prompt, latents, features, sizes, torch.tensor([500]),
                                            noise).mean() * factor
             scaler = precision.grad_scaler()
             if scaled:

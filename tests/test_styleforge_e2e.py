@@ -6,9 +6,9 @@ import time
 
 import pytest
 import torch
+from prompts import FAMILY_CKPTS
 from safetensors import safe_open
 from safetensors.torch import load_file
-from prompts import FAMILY_CKPTS
 from styleforge_prompts import stock_lora_sample, train_multi, train_single
 
 from devhost.example_inputs import write_examples

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .. import comfy_adapter as host
+from .images import SampleSize
 
 
 def draw_timesteps_and_noise(model, shape: torch.Size, generator: torch.Generator,
@@ -34,10 +35,11 @@ def prediction_error(model, denoised: torch.Tensor, latent: torch.Tensor, sigma:
 
 
 def prediction_mse(model, latent: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
-                   pooled: torch.Tensor | None) -> torch.Tensor:
-    """Per-sample mean squared error of the model's prediction at noise level `sigma`."""
+                   pooled: torch.Tensor | None, sizes: list[SampleSize] | None = None) -> torch.Tensor:
+    """Per-sample mean squared error of the model's prediction at noise level `sigma`; `sizes` is each
+    sample's geometry, for SDXL's size conditioning."""
     x = host.noised(model, latent, noise, sigma)
-    denoised = host.predict_denoised(model, x, sigma, host.model_inputs(model, cond, pooled, latent))
+    denoised = host.predict_denoised(model, x, sigma, host.model_inputs(model, cond, pooled, latent, sizes))
     return prediction_error(model, denoised, latent, sigma).float().pow(2).flatten(1).mean(1)
 
 

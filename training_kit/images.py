@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -35,18 +36,52 @@ def resize_exact(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
                          align_corners=False).clamp(0, 1).movedim(1, -1)
 
 
-def resize_and_crop(image: torch.Tensor, size: int, generator: torch.Generator | None) -> torch.Tensor:
+@dataclass(frozen=True)
+class SampleSize:
+    """Where a training sample's pixels came from, (height, width) pairs: the image's size before
+    resizing, the size it was resized to, the crop's top-left corner in the resized image, and the
+    size trained at. SDXL is conditioned on original size, crop corner and target size (Podell et al.
+    2023, arXiv 2307.01952, sec. 2.2); its trainers pass each sample's own values, and stock sampling
+    passes the generated size with no crop, so a sample trained this way matches what inference asks for."""
+
+    original: tuple[int, int]
+    resized: tuple[int, int]
+    crop_top_left: tuple[int, int]
+    target: tuple[int, int]
+
+    def flipped(self) -> SampleSize:
+        """The same crop of the mirrored image: its left edge measured from the other side."""
+        top, left = self.crop_top_left
+        return replace(self, crop_top_left=(top, self.resized[1] - left - self.target[1]))
+
+
+def exact_size(image: torch.Tensor, height: int, width: int) -> SampleSize:
+    """The geometry of `resize_exact` (no crop)."""
+    return SampleSize(tuple(image.shape[1:3]), (height, width), (0, 0), (height, width))
+
+
+def square_crop(image: torch.Tensor, size: int, generator: torch.Generator | None) -> SampleSize:
     """Short side to `size`, then a (random, or centre without a generator) size x size crop."""
     h, w = image.shape[1:3]
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    resized = resize_exact(image, nh, nw)
     if generator is None:
         top, left = (nh - size) // 2, (nw - size) // 2
     else:
         top = int(torch.randint(0, nh - size + 1, (1,), generator=generator))
         left = int(torch.randint(0, nw - size + 1, (1,), generator=generator))
-    return resized[:, top:top + size, left:left + size]
+    return SampleSize((h, w), (nh, nw), (top, left), (size, size))
+
+
+def cropped(image: torch.Tensor, geometry: SampleSize) -> torch.Tensor:
+    """The pixels `geometry` describes: `image` resized, then cropped."""
+    (top, left), (th, tw) = geometry.crop_top_left, geometry.target
+    return resize_exact(image, *geometry.resized)[:, top:top + th, left:left + tw]
+
+
+def resize_and_crop(image: torch.Tensor, size: int, generator: torch.Generator | None) -> torch.Tensor:
+    """The pixels of a `square_crop` (for callers that do not need its geometry)."""
+    return cropped(image, square_crop(image, size, generator))
 
 
 def image_sha256(image: torch.Tensor) -> str:
