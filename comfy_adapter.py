@@ -9,8 +9,11 @@ and used directly by `nodes/`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import math
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import comfy.ldm.modules.attention
 import comfy.lora
 import comfy.model_management
 import comfy.model_sampling
+import comfy.ops
 import comfy.sample
 import comfy.samplers
 import comfy.sd
@@ -127,12 +131,52 @@ def encode_tokens_for_training(clip, tokens: dict) -> tuple[torch.Tensor, torch.
 
 
 def _out_of_place_clip_layer(layer) -> None:
-    """ComfyUI's CLIPLayer adds its residuals in place, which autograd cannot differentiate through."""
+    """ComfyUI's CLIPLayer adds its residuals in place, which autograd cannot differentiate through.
+    Its attention is the fused one when the host picked one that keeps the attention matrix for
+    backward (ComfyUI's CPU default for text encoders is basic attention): the same values."""
     def forward(x, mask=None, optimized_attention=None):
+        if optimized_attention.__name__ in MATRIX_ATTENTION:
+            optimized_attention = comfy.ldm.modules.attention.get_attention_function("pytorch")
         x = x + layer.self_attn(layer.layer_norm1(x), mask, optimized_attention)
         return x + layer.mlp(layer.layer_norm2(x))
 
     layer.forward = forward
+
+
+class _LinearCastInForward(torch.autograd.Function):
+    """`linear(x, weight.to(x.dtype), bias)` for a frozen weight stored in another dtype, keeping the
+    stored weight for backward instead of the cast copy. ComfyUI's cast layers (a text encoder kept
+    in fp16 and run in fp32) make a new copy in every forward, and autograd would keep each copy
+    until backward: with SDXL's two text encoders, several GB per prompt batch."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        return torch.nn.functional.linear(rows, weight.to(rows.dtype), None if bias is None else bias.to(rows.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (weight,) = ctx.saved_tensors
+        return grad @ weight.to(grad.dtype), None, None
+
+    @classmethod
+    def linear(cls, layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        # 2-D inside the Function: its output is then a new tensor, not a view, so a LoRA hook may add
+        # to it in place
+        out = cls.apply(x.reshape(-1, x.shape[-1]), layer.weight, layer.bias)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _cast_linears(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """ComfyUI's cast Linear layers of `module` (frozen, weights on their device, no patch functions),
+    given a forward that keeps only the stored weight for backward. Returns the patched layers."""
+    patched = []
+    for layer in module.modules():
+        if (isinstance(layer, comfy.ops.CastWeightBiasOp) and isinstance(layer, torch.nn.Linear)
+                and layer.comfy_cast_weights and not layer.weight_function and not layer.bias_function):
+            layer.forward = lambda x, layer=layer: _LinearCastInForward.linear(layer, x)
+            patched.append(layer)
+    return patched
 
 
 def _make_autograd_ready(module: torch.nn.Module) -> None:
@@ -193,20 +237,36 @@ def _restored_forwards(modules: list[torch.nn.Module]) -> Iterator[None]:
             del module.forward  # back to the class's own forward
 
 
+def hand_back_memory() -> None:
+    """Return what training freed to the device and the OS: ComfyUI empties the GPU's cache; on Linux,
+    glibc keeps freed CPU memory for reuse unless asked to trim it, so the process would stay at its
+    training peak for every node that runs after."""
+    gc.collect()
+    comfy.model_management.soft_empty_cache()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 @contextlib.contextmanager
 def training_context(model=None, clip=None, gradient_checkpointing: bool = False) -> Iterator[None]:
     """Load the frozen models for autograd: full load on the compute device, ordinary (non-inference)
     weights, gradients enabled, out-of-place CLIP layers so gradients can cross the text encoder, and
     attention that does not store its matrix.
 
-    Restored on exit: every forward and option patched here. Kept: the autograd-ready weights (the same
-    values as ordinary tensors; sampling uses them as it used the originals). On entry every other
-    model is unloaded from the compute device (`memory_required=1e20`): ComfyUI's model management
-    does not know how much memory training's activations take, and a trainer that runs out of memory
-    mid-run loses the run, while an unloaded model is only reloaded by the next node that needs it."""
+    Text encoders kept in another dtype than they compute in (fp16 weights, fp32 compute on the CPU)
+    keep only their stored weights for backward, not a cast copy per forward.
+
+    Restored on exit: every forward and option patched here, and the memory training freed is handed
+    back. Kept: the autograd-ready weights (the same values as ordinary tensors; sampling uses them as
+    it used the originals). On entry every other model is unloaded from the compute device
+    (`memory_required=1e20`): ComfyUI's model management does not know how much memory training's
+    activations take, and a trainer that runs out of memory mid-run loses the run, while an unloaded
+    model is only reloaded by the next node that needs it."""
     patchers = [p for p in (model, clip.patcher if clip is not None else None) if p is not None]
     patched = []
     with torch.inference_mode(False), torch.enable_grad(), contextlib.ExitStack() as restore:
+        restore.callback(hand_back_memory)  # last, after everything else is restored
         comfy.model_management.load_models_gpu(patchers, memory_required=1e20, force_full_load=True)
         for patcher in patchers:
             _make_autograd_ready(patcher.model)
@@ -217,6 +277,7 @@ def training_context(model=None, clip=None, gradient_checkpointing: bool = False
                 if isinstance(layer, comfy.clip_model.CLIPLayer):
                     _out_of_place_clip_layer(layer)
                     patched.append(layer)
+            patched.extend(_cast_linears(clip.cond_stage_model))
         if model is not None:
             restore.enter_context(memory_efficient_attention(model))
             if gradient_checkpointing:

@@ -3,10 +3,13 @@
 Run with the dev host's Python from the repository root:
 
     .devhost/venv/bin/python bench/styleforge_bench.py [--sizes 64 256] [--rounds 3] [--runners ...]
+    .devhost/venv/bin/python bench/styleforge_bench.py --full [--sizes 256 512]
 
-Everything runs on the same tiny SD1.5 checkpoint and the same procedural images, fp32 on the CPU,
-LoRA rank 8, no gradient checkpointing, each measurement in its own subprocess (a fresh ComfyUI, so
-runs cannot share caches or patched modules, and `ru_maxrss` is that run's own peak memory):
+Everything runs on the same SD1.5 checkpoint (the tiny one, or with `--full` a random-weight SD1.5 of
+the published size, 860M UNet parameters and the KL VAE, built once on demand) and the same procedural
+images, fp32 on the CPU, LoRA rank 8, no gradient checkpointing, each measurement in its own subprocess
+(a fresh ComfyUI, so runs cannot share caches or patched modules, and `ru_maxrss` is that run's own
+peak memory):
 
 - `floor`: the bare UNet forward + backward on a StyleForge step's samples (one StyleRef, one Aux
   latent, random timesteps), weights frozen, gradients to the input only, through the same
@@ -152,8 +155,8 @@ def worker(runner: str, size: int, steps: int, warmup: int, ckpt: Path, threads:
     common.reset_peak_rss()
     clock = StepClock()
     total = steps + warmup + 1
-    run = {"floor": run_floor, "styleforge": run_styleforge,
-           "styleforge_gc": lambda *a: run_styleforge(*a, gradient_checkpointing=True),
+    run = {"floor": run_floor, "styleforge": lambda *a: run_styleforge(*a, gradient_checkpointing="off"),
+           "styleforge_gc": lambda *a: run_styleforge(*a, gradient_checkpointing="on"),
            "styleforge_batched": lambda *a: run_styleforge(*a, passes="one batch"),
            "styleforge_separate": lambda *a: run_styleforge(*a, passes="separate"),
            "trainlora_b1": lambda *a: run_trainlora(*a, batch_size=1),
@@ -203,22 +206,24 @@ def report(results: list[dict]) -> None:
 
 
 def main() -> None:
-    from devhost.fixtures import TINY_SD15, install
+    from devhost.fixtures import FULL_SD15, TINY_SD15, install
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="default: 64 256 (--full: 256)")
     parser.add_argument("--steps", type=int, default=7, help="timed steps per run (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median over rounds)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--ckpt", type=Path, default=None, help="default: the tiny SD1.5 (TAESD) fixture")
+    parser.add_argument("--full", action="store_true", help="the full-size SD1.5 (default size 256 px)")
     parser.add_argument("--runners", nargs="+", default=list(DEFAULT_RUNNERS), choices=RUNNERS)
     parser.add_argument("--measure", choices=RUNNERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.sizes = args.sizes or ([256] if args.full else [64, 256])
     if args.measure:
         print(json.dumps(worker(args.measure, args.sizes[0], args.steps, args.warmup, args.ckpt, args.threads)))
         return
-    args.ckpt = args.ckpt or install(TINY_SD15)
+    args.ckpt = args.ckpt or install(FULL_SD15 if args.full else TINY_SD15)
     results = []
     for _ in range(args.rounds):
         for size in args.sizes:

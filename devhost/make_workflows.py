@@ -36,7 +36,7 @@ def inst_models_and_painting(style_filename: str) -> dict:
         "3": node("LoadImage", "The painting", image="example_painting.png"),
         "4": node("InST_TrainStyle", model=["1", 0], clip=["1", 1], vae=["1", 2], clip_vision=["2", 0],
                   painting=["3", 0], steps=1000, learning_rate=1e-4, seed=23, resolution=512, batch_size=1,
-                  random_flip=True, attend_to="image_embed", vectors_per_token=1, gradient_checkpointing=False,
+                  random_flip=True, attend_to="image_embed", vectors_per_token=1, gradient_checkpointing="auto",
                   precision="fp32", preview_every=100, filename=style_filename),
         "5": node("SaveImage", "Loss curve", images=["4", 1], filename_prefix="inst/loss_curve"),
         "6": node("CLIPVisionEncode", clip_vision=["2", 0], image=["3", 0], crop="center"),
@@ -97,7 +97,7 @@ STYLEFORGE_TRAINING = dict(
     background_aux_weight=1.0, min_aux_images=4, rank=16, alpha=16.0, include_conv=False, steps=1000,
     unet_lr=1e-4, text_encoder_lr=0.0, lr_schedule="constant", warmup_steps=0, batch_size=1, grad_accumulation=1,
     min_snr_gamma=0.0, noise_offset=0.0, seed=0, resolution=512, crops_per_image=1, random_flip=True,
-    gradient_checkpointing=False, passes="auto", precision="auto", preview_every=100, checkpoint_every=250,
+    gradient_checkpointing="auto", passes="auto", precision="auto", preview_every=100, checkpoint_every=250,
     resume_from="[none]")
 
 

@@ -20,6 +20,7 @@ from ..training_kit.diffusion_loss import draw_timesteps_and_noise, prediction_m
 from ..training_kit.errors import InputError, require_finite_loss
 from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.images import SampleSize, exact_size, image_sha256, require_image, resize_exact
+from ..training_kit.memory import clear_out_of_memory, gradient_checkpointing_on
 from ..training_kit.precision import training_precision
 from ..training_kit.progress import TrainingProgress, preview_sample
 from ..training_kit.result import TrainingResult
@@ -45,7 +46,7 @@ class InSTTrainingConfig:
     dropout: float = 0.05
     placeholder: str = "*"
     template: str = "{}"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: str = "auto"  # see training_kit.memory
     precision: str = "fp32"
     preview_every: int = 0
 
@@ -150,8 +151,11 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
     precision = training_precision(device, config.precision)
     host.require_stable_diffusion(model)
     host.require_matching_clip(model, clip)
+    checkpointing = gradient_checkpointing_on(config.gradient_checkpointing, config.resolution)
     data = prepare_paintings(model, vae, clip_vision, paintings, config.resolution)
-    with host.training_context(model, clip, config.gradient_checkpointing):
+    with (clear_out_of_memory(config.resolution, config.batch_size, checkpointing, precision.name,
+                              "nothing was saved."),
+          host.training_context(model, clip, checkpointing)):
         style = new_style(model, clip, data, config)
         prompt = StylePrompt(clip, config.template.format(config.placeholder), config.placeholder,
                              config.vectors_per_token)

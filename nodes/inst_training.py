@@ -8,6 +8,7 @@ from ..inst_core.style_file import STYLE_FOLDER, save_style
 from ..inst_core.training import InSTTrainingConfig, train_style
 from ..training_kit.files import path_in
 from ..training_kit.loss_curve import loss_curve_image
+from ..training_kit.memory import CHECKPOINTING_TOOLTIP, GRADIENT_CHECKPOINTING
 from ..training_kit.precision import PRECISIONS
 from .categories import INST
 from .inst_types import InSTStyleType
@@ -48,8 +49,8 @@ class TrainStyle(io.ComfyNode):
                                        "reads CLIP vision's patch tokens, so attention is not degenerate."),
                 io.Int.Input("vectors_per_token", default=DEFAULTS.vectors_per_token, min=1, max=16,
                              tooltip="Token vectors the style occupies (paper: 1)."),
-                io.Boolean.Input("gradient_checkpointing", default=DEFAULTS.gradient_checkpointing,
-                                 tooltip="Recompute UNet activations in backward: less memory, slower."),
+                io.Combo.Input("gradient_checkpointing", options=list(GRADIENT_CHECKPOINTING),
+                               default=DEFAULTS.gradient_checkpointing, tooltip=CHECKPOINTING_TOOLTIP),
                 io.Combo.Input("precision", options=list(PRECISIONS), default=DEFAULTS.precision,
                                tooltip="fp16/bf16 autocast on a GPU (auto: bf16 where supported); fp32 on a CPU."),
                 io.Int.Input("preview_every", default=DEFAULTS.preview_every, min=0, max=100000,

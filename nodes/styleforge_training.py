@@ -19,6 +19,7 @@ from ..styleforge_core.training import (
 )
 from ..training_kit.files import path_in
 from ..training_kit.loss_curve import loss_curve_image
+from ..training_kit.memory import CHECKPOINTING_TOOLTIP, GRADIENT_CHECKPOINTING
 from ..training_kit.precision import PRECISIONS
 from .categories import STYLEFORGE
 from .styleforge_types import StyleForgeImagesType, StyleForgeLoRAType
@@ -87,8 +88,8 @@ def _inputs() -> list:
         io.Int.Input("crops_per_image", default=d.crops_per_image, min=1, max=16,
                      tooltip="Random crops cached per image (latents are encoded once)."),
         io.Boolean.Input("random_flip", default=d.random_flip, tooltip="Also train on the mirrored images."),
-        io.Boolean.Input("gradient_checkpointing", default=d.gradient_checkpointing,
-                         tooltip="Recompute UNet activations in backward: less memory, about 30% slower."),
+        io.Combo.Input("gradient_checkpointing", options=list(GRADIENT_CHECKPOINTING),
+                       default=d.gradient_checkpointing, tooltip=CHECKPOINTING_TOOLTIP),
         io.Combo.Input("passes", options=list(PASSES), default=d.passes,
                        tooltip="How each step's StyleRef and Aux samples go through the UNet. separate: one after "
                                "the other, the same gradients with the activation memory of one sample. one batch: "

@@ -28,6 +28,7 @@ from ..training_kit.diffusion_loss import draw_timesteps_and_noise, min_snr_weig
 from ..training_kit.errors import InputError, require_finite_loss
 from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.images import SampleSize, cropped, square_crop
+from ..training_kit.memory import clear_out_of_memory, gradient_checkpointing_on
 from ..training_kit.precision import Precision, training_precision
 from ..training_kit.progress import TrainingProgress, preview_sample
 from ..training_kit.result import TrainingResult
@@ -78,7 +79,7 @@ class StyleForgeConfig:
     resolution: int = 512
     crops_per_image: int = 1
     random_flip: bool = True
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: str = "auto"  # see training_kit.memory
     passes: str = "auto"  # see PASSES
     precision: str = "auto"
     preview_every: int = 0
@@ -423,7 +424,10 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
     precision = training_precision(device, config.precision)
     components, aux_set = prepare_components(model, vae, sets, config, torch.Generator().manual_seed(config.seed))
     conditioner = TextConditioner(clip, device, frozen=not config.train_text_encoder)
-    with host.training_context(model, clip, config.gradient_checkpointing):
+    checkpointing = gradient_checkpointing_on(config.gradient_checkpointing, config.resolution)
+    with (clear_out_of_memory(config.resolution, config.batch_size, checkpointing, precision.name,
+                              "the last checkpoint (if any) is kept."),
+          host.training_context(model, clip, checkpointing)):
         targets = lora_targets(model, clip, config.include_conv, config.train_text_encoder)
         network = LoRANetwork(targets, config.rank, config.alpha, config.seed)
         if resume is not None:

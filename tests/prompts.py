@@ -47,7 +47,7 @@ def inst_training(painting: str, steps: int = 4, filename: str = "tests/e2e_styl
     inputs = {"model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "clip_vision": ["2", 0], "painting": ["3", 0],
               "steps": steps, "learning_rate": 1e-3, "seed": 23, "resolution": 64, "batch_size": 1,
               "random_flip": True, "attend_to": "image_embed", "vectors_per_token": 1,
-              "gradient_checkpointing": False, "precision": "fp32", "preview_every": 2, "filename": filename}
+              "gradient_checkpointing": "auto", "precision": "fp32", "preview_every": 2, "filename": filename}
     inputs.update(overrides)
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},

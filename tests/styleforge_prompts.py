@@ -18,7 +18,7 @@ def trainer(sets: dict[str, str], **overrides) -> dict:
               "background_aux_weight": 1.0, "min_aux_images": 4, "rank": 4, "alpha": 4.0, "include_conv": False,
               "steps": 3, "text_encoder_lr": 0.0, "lr_schedule": "constant", "warmup_steps": 0,
               "batch_size": 1, "grad_accumulation": 1, "min_snr_gamma": 0.0, "noise_offset": 0.0, "seed": 0,
-              "crops_per_image": 1, "random_flip": True, "gradient_checkpointing": False, "passes": "auto",
+              "crops_per_image": 1, "random_flip": True, "gradient_checkpointing": "auto", "passes": "auto",
               "precision": "auto",
               "checkpoint_name": "styleforge_test/checkpoint", "resume_from": "[none]",
               **TINY_TRAINING, **overrides}

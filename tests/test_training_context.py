@@ -60,3 +60,100 @@ def test_training_context_restores_the_attention_options_and_keeps_a_users_overr
         assert options[host.ATTENTION_OVERRIDE] is users_attention
     finally:
         del options[host.ATTENTION_OVERRIDE]
+
+
+def test_a_text_encoder_stored_in_fp16_keeps_no_cast_copy_of_its_weights_for_backward(pkg, sd15):
+    """ComfyUI keeps the text encoder in fp16 and casts each weight to fp32 in every forward (on the
+    CPU); training must not keep those copies alive until backward."""
+    import inst_styleforge.comfy_adapter as host
+    from inst_styleforge.inst_core.style_prompt import StylePrompt
+
+    _, clip, _ = sd15
+    encoder = clip.cond_stage_model
+    linears = [m for m in encoder.modules() if isinstance(m, torch.nn.Linear)]
+    stored = {m.weight.dtype for m in linears}
+    assert stored == {torch.float16}, f"the fixture's text encoder layers are stored in {stored}"
+    weight_bytes_fp32 = sum(m.weight.numel() * 4 for m in linears)
+    saved_bytes = []
+
+    def pack(tensor):
+        saved_bytes.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.inference_mode(), host.training_context(None, clip):
+        token = torch.randn(1, 768, requires_grad=True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            cond, _ = host.encode_tokens_for_training(clip, StylePrompt(clip, "*", "*", 1).tokens({"l": token}))
+        cond.float().square().mean().backward()
+    assert token.grad is not None and token.grad.abs().sum() > 0
+    new_bytes = sum(saved_bytes) - sum(m.weight.numel() * 2 for m in linears)  # the stored weights are not new
+    assert new_bytes < weight_bytes_fp32 / 4, (
+        f"backward keeps {new_bytes / 2**20:.0f} MiB against {weight_bytes_fp32 / 2**20:.0f} MiB of fp32 weights")
+
+
+def test_the_cast_linear_gives_comfyuis_own_output_and_input_gradient(pkg, sd15):
+    import inst_styleforge.comfy_adapter as host
+
+    _, clip, _ = sd15
+    with torch.inference_mode(), host.training_context(None, clip):
+        layer = clip.cond_stage_model.clip_l.transformer.text_model.encoder.layers[0].mlp.fc1
+        assert layer.weight.dtype == torch.float16
+        x = torch.randn(2, 5, layer.in_features, generator=torch.Generator().manual_seed(0))
+        results = []
+        for forward in (layer.forward, layer.forward_comfy_cast_weights):  # ours, ComfyUI's
+            leaf = x.clone().requires_grad_(True)
+            out = forward(leaf)
+            out.sin().sum().backward()
+            results.append((out.detach(), leaf.grad))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
+
+
+def test_running_out_of_memory_names_the_settings_to_change_and_leaves_the_model_usable(pkg, sd15, clip_vision):
+    """Out-of-memory is raised by the allocator from inside the UNet; the hook raises the same error
+    type from the same place, once, on the first forward that builds a graph (the first training step)."""
+    from images_for_tests import painting_tensor
+    from inst_styleforge.inst_core.training import InSTTrainingConfig, train_style
+    from inst_styleforge.training_kit.errors import InputError
+
+    model, clip, vae = sd15
+    unet = model.model.diffusion_model
+
+    def allocation_fails(_module, _args):
+        if torch.is_grad_enabled():
+            handle.remove()
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    handle = unet.register_forward_pre_hook(allocation_fails)
+    config = InSTTrainingConfig(steps=2, resolution=64, gradient_checkpointing="off")
+    try:
+        with torch.inference_mode():
+            try:
+                train_style(model, clip, vae, clip_vision, [painting_tensor()], config)
+            except InputError as error:
+                message = str(error)
+            else:
+                raise AssertionError("training went on after running out of memory")
+    finally:
+        handle.remove()
+    for setting in ("Input 'resolution'", "64 px", "batch_size 1", "gradient_checkpointing off", "precision fp32",
+                    "nothing was saved"):
+        assert setting in message, f"{setting!r} missing from: {message}"
+    assert not any("forward" in vars(m) for m in unet.modules()), "a training forward was left patched"
+    with torch.inference_mode():
+        result = train_style(model, clip, vae, clip_vision, [painting_tensor()], config)
+    assert len(result.losses) == 2
+
+
+def test_gradient_checkpointing_auto_turns_on_from_512_px_and_bad_values_name_the_input(pkg):
+    from inst_styleforge.training_kit.errors import InputError
+    from inst_styleforge.training_kit.memory import gradient_checkpointing_on
+
+    assert [gradient_checkpointing_on("auto", r) for r in (256, 504, 512, 1024)] == [False, False, True, True]
+    assert gradient_checkpointing_on("on", 64) and not gradient_checkpointing_on("off", 1024)
+    try:
+        gradient_checkpointing_on("True", 512)
+    except InputError as error:
+        assert "Input 'gradient_checkpointing'" in str(error)
+    else:
+        raise AssertionError("an unknown setting was accepted")

@@ -20,6 +20,11 @@ class Precision:
     device_type: str  # "cuda", "cpu", ...
     dtype: torch.dtype | None  # autocast dtype; None = plain fp32
 
+    @property
+    def name(self) -> str:
+        """"fp32", "fp16" or "bf16", as the precision input names it."""
+        return next(name for name, dtype in AUTOCAST_DTYPES.items() if dtype == self.dtype)
+
     def autocast(self) -> contextlib.AbstractContextManager:
         """Wrap forwards (not backward) in this."""
         return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()

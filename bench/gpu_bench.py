@@ -1,0 +1,173 @@
+"""The trainers at real size on a CUDA GPU: wall time, peak VRAM, and what an 8 GB card can do.
+
+    .devhost/venv/bin/python bench/gpu_bench.py                  # every case, 1000 steps, on cuda
+    .devhost/venv/bin/python bench/gpu_bench.py --cap-gb 8       # the same under an 8 GB VRAM cap
+    .devhost/venv/bin/python bench/gpu_bench.py --tiny --device cpu --steps 2   # a smoke run anywhere
+
+It needs a dev host whose torch has CUDA (a venv with a CUDA build of torch in place of the CPU one).
+The models are the random-weight full-size fixtures (`devhost/fixtures.py`: SD1.5 with its 860M UNet,
+SDXL with its 2.6B UNet), built once on demand; `--tiny` swaps in the tiny ones at 64 px.
+
+Cases, each in its own process (so each peak is its own):
+- `inst_sd15_512`: InST, 512 px, batch 1, paper settings, precision auto (bf16 where supported).
+- `styleforge_sd15_512`: StyleForge Single, 512 px, rank 8, text encoder frozen, precision auto.
+- `styleforge_sdxl_1024`: StyleForge Single on SDXL at 1024 px.
+- `fp16_vs_fp32`: StyleForge on SD1.5 at 512 px trained twice, fp16 (loss-scaled) and fp32, same seed:
+  the relative difference of their evaluation losses (the fixed evaluation set of the training kit).
+Peak VRAM is `torch.cuda.max_memory_allocated` over the run (models loaded first, then reset). Under
+`--cap-gb N` the process may allocate at most N GiB (`torch.cuda.set_per_process_memory_fraction`); a
+case then either trains or stops with the trainer's out-of-memory message, which is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(REPO_ROOT))
+
+CASES = ("inst_sd15_512", "styleforge_sd15_512", "styleforge_sdxl_1024", "fp16_vs_fp32")
+IMAGES_PER_SET = 4
+FP16_TOLERANCE = 0.02  # relative difference of the evaluation loss accepted between fp16 and fp32
+
+
+def _setup(args) -> None:
+    from devhost import fixtures
+    from devhost.inprocess import import_comfy, import_package
+
+    import_comfy(cpu=args.device == "cpu")
+    import_package()
+    for fx in (fixtures.TINY_SD15, fixtures.TINY_SDXL, fixtures.TINY_CLIP_VISION) if args.tiny else (
+            fixtures.FULL_SD15, fixtures.FULL_SDXL, fixtures.TINY_CLIP_VISION):
+        fixtures.install(fx)
+    if args.cap_gb and args.device == "cuda":
+        import torch
+
+        torch.cuda.set_per_process_memory_fraction(
+            min(1.0, args.cap_gb * 2**30 / torch.cuda.get_device_properties(0).total_memory))
+
+
+def _load(name: str):
+    import comfy.sd
+    import torch
+
+    from devhost.paths import BASE_DIR
+
+    with torch.inference_mode():
+        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
+            str(BASE_DIR / "models" / "checkpoints" / f"{name}.safetensors"), output_vae=True, output_clip=True)
+    return model, clip, vae
+
+
+def _images(seeds: range, size: int):
+    import numpy as np
+    import torch
+
+    from devhost.example_inputs import painting
+
+    return torch.cat([torch.from_numpy(np.asarray(painting(s).resize((size, size)), dtype=np.float32) / 255)[None]
+                      for s in seeds])
+
+
+def _reset_peak(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib(device: str) -> float | None:
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None
+
+
+def _train_inst(args, size: int) -> dict:
+    import comfy.clip_vision
+    import torch
+    from inst_styleforge.inst_core.training import InSTTrainingConfig, train_style
+
+    from devhost.paths import BASE_DIR
+
+    model, clip, vae = _load("tiny_sd15_taesd" if args.tiny else "full_sd15")
+    with torch.inference_mode():
+        vision = comfy.clip_vision.load(str(BASE_DIR / "models" / "clip_vision" / "tiny_clip_vision_vitl.safetensors"))
+    _reset_peak(args.device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        result = train_style(model, clip, vae, vision, [_images(range(1), size)],
+                             InSTTrainingConfig(steps=args.steps, resolution=size))
+    return {"seconds": time.perf_counter() - t0, "eval_after": result.eval_after}
+
+
+def _train_styleforge(args, checkpoint: str, size: int, precision: str = "auto") -> dict:
+    import torch
+    from inst_styleforge.styleforge_core import datasets, training
+
+    model, clip, vae = _load(checkpoint)
+    sets = training.TrainingSets(datasets.from_batch(_images(range(IMAGES_PER_SET), size)),
+                                 datasets.from_batch(_images(range(100, 100 + IMAGES_PER_SET), size)))
+    config = training.StyleForgeConfig(steps=args.steps, resolution=size, precision=precision)
+    _reset_peak(args.device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        result = training.train_styleforge(model, clip, vae, sets, config)
+    return {"seconds": time.perf_counter() - t0, "eval_after": result.eval_after}
+
+
+def measure(case: str, args) -> dict:
+    from inst_styleforge.training_kit.errors import InputError
+
+    def size(full: int) -> int:
+        return 64 if args.tiny else full
+
+    sd15, sdxl = ("tiny_sd15_taesd", "tiny_sdxl_vega") if args.tiny else ("full_sd15", "full_sdxl")
+    try:
+        if case == "inst_sd15_512":
+            out = _train_inst(args, size(512))
+        elif case == "styleforge_sd15_512":
+            out = _train_styleforge(args, sd15, size(512))
+        elif case == "styleforge_sdxl_1024":
+            out = _train_styleforge(args, sdxl, size(1024))
+        else:
+            precisions = ("fp32", "fp32") if args.device == "cpu" else ("fp16", "fp32")  # CPU: smoke only
+            low, full = (_train_styleforge(args, sd15, size(512), p) for p in precisions)
+            difference = abs(low["eval_after"] - full["eval_after"]) / full["eval_after"]
+            out = {"seconds": low["seconds"] + full["seconds"], "eval_fp16": low["eval_after"],
+                   "eval_fp32": full["eval_after"], "relative_difference": difference,
+                   "within_tolerance": difference <= FP16_TOLERANCE}
+        return {"case": case, "status": "trained", "peak_vram_gib": _peak_gib(args.device), **out}
+    except InputError as error:  # the trainers' own out-of-memory message (or another input error)
+        return {"case": case, "status": "refused", "message": str(error), "peak_vram_gib": _peak_gib(args.device)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--cap-gb", type=float, default=0.0, help="VRAM cap in GiB (0 = the whole card)")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="tiny fixtures at 64 px (a smoke run)")
+    parser.add_argument("--measure", choices=CASES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    _setup(args)
+    if args.measure:
+        print(json.dumps(measure(args.measure, args)))
+        return
+    passthrough = [a for a in sys.argv[1:] if a not in ("--cases", *CASES)]
+    for case in args.cases:
+        run = subprocess.run([sys.executable, __file__, "--measure", case, *passthrough], cwd=REPO_ROOT,
+                             capture_output=True, text=True, check=False)
+        lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+        result = json.loads(lines[-1]) if lines else {"case": case, "status": "failed", "stderr": run.stderr[-2000:]}
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Memory settings both trainers share: when to recompute activations instead of keeping them, and
+what a user sees when a run does not fit (the settings to change, never a raw out-of-memory traceback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from .. import comfy_adapter as host
+from .errors import InputError
+
+GRADIENT_CHECKPOINTING = ("auto", "on", "off")
+# From this resolution "auto" recomputes the UNet's activations in backward: at 512 px they are the
+# bulk of a training step's memory (several GB for SD1.5 in fp16, more for SDXL at 1024 px), and
+# recomputing them costs about 30% more time; below it they are small and checkpointing only costs time.
+GRADIENT_CHECKPOINTING_FROM = 512
+CHECKPOINTING_TOOLTIP = (f"Recompute the UNet's activations in backward: much less memory, about 30% slower. auto: on "
+                         f"from {GRADIENT_CHECKPOINTING_FROM} px.")
+CPU_OUT_OF_MEMORY = "DefaultCPUAllocator: can't allocate memory"
+
+
+def gradient_checkpointing_on(setting: str, resolution: int) -> bool:
+    """Whether a run at `resolution` px checkpoints the UNet, for the `gradient_checkpointing` input."""
+    if setting not in GRADIENT_CHECKPOINTING:
+        raise InputError("gradient_checkpointing", f"'{setting}' is not one of {list(GRADIENT_CHECKPOINTING)}.")
+    return setting == "on" or (setting == "auto" and resolution >= GRADIENT_CHECKPOINTING_FROM)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and CPU_OUT_OF_MEMORY in str(error))
+
+
+@contextlib.contextmanager
+def clear_out_of_memory(resolution: int, batch_size: int, checkpointing: bool, precision: str,
+                        kept: str) -> Iterator[None]:
+    """Turn running out of memory inside the block into an error naming the settings that set a
+    training step's memory, after handing the memory back (so the server and the next node go on).
+    `kept` says what the user still has."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not _is_out_of_memory(error):
+            raise
+        host.hand_back_memory()
+        state = "on" if checkpointing else "off"
+        raise InputError("resolution", f"training at {resolution} px, batch_size {batch_size}, gradient_checkpointing "
+                         f"{state}, precision {precision} does not fit in memory; {kept}",
+                         "Lower resolution or batch_size, set gradient_checkpointing to on, use precision fp16 or "
+                         "bf16 on a GPU, or close other models and programs that use the memory.") from None
