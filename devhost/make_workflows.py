@@ -55,8 +55,11 @@ def inst_train_and_generate() -> dict:
                    seed=7, steps=30, cfg=7.0, sampler_name="euler", scheduler="normal", denoise=1.0),
         "12": node("VAEDecode", samples=["11", 0], vae=["1", 2]),
         "13": node("SaveImage", images=["12", 0], filename_prefix="inst/generated"),
-        "14": node("CLIPTextEncode", "Stock encoder with the exported embedding",
-                   text="a portrait of a woman in the style of embedding:inst_example_style", clip=["1", 1]),
+        # the stock encoder's text is made from the export node's output, so it runs after the export
+        # and again whenever the style is retrained
+        "18": node("StringReplace", "Prompt with the exported embedding",
+                   string="a portrait of a woman in the style of *", find="*", replace=["8", 0]),
+        "14": node("CLIPTextEncode", "Stock encoder with the exported embedding", text=["18", 0], clip=["1", 1]),
         "15": node("KSampler", model=["1", 0], positive=["14", 0], negative=["7", 0], latent_image=["10", 0],
                    seed=7, steps=30, cfg=7.0, sampler_name="euler", scheduler="normal", denoise=1.0),
         "16": node("VAEDecode", samples=["15", 0], vae=["1", 2]),
@@ -163,8 +166,15 @@ def without_meta(prompt: dict) -> dict:
     return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()}
 
 
+# The frontend gives every seed a "control after generate" widget, "randomize" by default: a new seed
+# at every queue, so a trainer would retrain when only a generation prompt changed. The bundled
+# workflows keep every seed fixed (reproducible, and a re-queue reuses the trained result).
+FIX_SEEDS_JS = ("for (const n of app.graph._nodes) for (const w of n.widgets || []) "
+                "if (w.name === 'control_after_generate') w.value = 'fixed';")
+
+
 def serialize_in_frontend(page: HeadlessChromium, prompt: dict, name: str) -> dict:
-    js = f"(async () => {{ await app.loadApiJson({json.dumps(prompt)}, {json.dumps(name)}); " \
+    js = f"(async () => {{ await app.loadApiJson({json.dumps(prompt)}, {json.dumps(name)}); {FIX_SEEDS_JS} " \
          "return JSON.stringify(app.graph.serialize()); })()"
     return json.loads(page.evaluate(js, await_promise=True, timeout=120))
 

@@ -27,6 +27,7 @@ class StyleForgeLoRA:
 
     tensors: dict[str, torch.Tensor]
     metadata: dict = field(default_factory=dict)
+    path: Path | None = None  # the file it was loaded from (resume looks for its optimizer state beside it)
 
     @property
     def steps(self) -> int:
@@ -66,7 +67,7 @@ def load_lora(path: Path, input_name: str) -> StyleForgeLoRA:
     if metadata.get("format") != FORMAT:
         raise InputError(input_name, f"'{path.name}' is not a StyleForge LoRA (its step count and settings are "
                          "unknown).", "Resume only from a file this trainer saved, or pick [none].")
-    return StyleForgeLoRA({k: v.float() for k, v in tensors.items()}, _from_strings(metadata))
+    return StyleForgeLoRA({k: v.float() for k, v in tensors.items()}, _from_strings(metadata), path)
 
 
 def require_family(lora: StyleForgeLoRA, family: str, input_name: str) -> None:

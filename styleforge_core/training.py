@@ -9,7 +9,8 @@ bit-for-bit the same.
 
 Latents are encoded once (a few random crops per image, plain and flipped); text embeddings are
 encoded once per prompt while the text encoder is frozen. Each step's randomness comes from a
-generator seeded by (seed, step), so a resumed run draws exactly what an uninterrupted one would.
+generator seeded by (seed, step), so a resumed run draws exactly what an uninterrupted one would, and
+each checkpoint keeps the optimizer's state beside it, so the resumed run ends at the same LoRA.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..training_kit.errors import InputError, require_finite_loss
 from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.images import SampleSize, cropped, square_crop
 from ..training_kit.memory import clear_out_of_memory, gradient_checkpointing_on
+from ..training_kit.optimizer_state import restore_optimizer_state, save_optimizer_state, state_path
 from ..training_kit.precision import Precision, training_precision
 from ..training_kit.progress import TrainingProgress, preview_sample
 from ..training_kit.result import TrainingResult
@@ -148,6 +150,9 @@ def check_inputs(config: StyleForgeConfig, sets: TrainingSets) -> None:
                          "Use e.g. '{} style'.")
     if not config.token.strip():
         raise InputError("token", "is empty.", "Use a rare word such as 'zwx'.")
+    if config.unet_lr == 0 and config.text_encoder_lr == 0:
+        raise InputError("unet_lr", "and text_encoder_lr are both 0, so no weight would change.",
+                         "Set unet_lr above 0 (the paper: 1e-4).")
     _check_multi(config, sets)
     _check_aux(config, sets)
 
@@ -355,14 +360,17 @@ def preview(model, clip, vae, component: Component, seed: int):
     return preview_sample(model, clip, vae, positive, tuple(component.images.latents.shape[1:]), seed)
 
 
-def _notes(config: StyleForgeConfig, sets: TrainingSets, start_step: int, seconds_per_step: float) -> list[str]:
+def _notes(config: StyleForgeConfig, sets: TrainingSets, start_step: int, seconds_per_step: float,
+           optimizer_restored: bool) -> list[str]:
     notes = [f"{name}: {s.summary()}" for name, s in (("style", sets.style), ("backgrounds", sets.backgrounds),
                                                         ("aux", sets.aux)) if s is not None]
     notes.append(f"{seconds_per_step:.3f} s per step")
     if sets.aux is not None and not any(_aux_weights(config)):
         notes.append("aux weight is 0: the Aux set is not used (no prior preservation)")
     if start_step:
-        notes.append(f"resumed at step {start_step} (rank {config.rank}, alpha {config.alpha} from the file)")
+        notes.append(f"resumed at step {start_step} (rank {config.rank}, alpha {config.alpha} from the file); "
+                     + ("optimizer state restored" if optimizer_restored else
+                        "no optimizer state beside the file for that step: AdamW's moments restart at zero"))
     return notes
 
 
@@ -436,6 +444,9 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
                                       weight_decay=WEIGHT_DECAY)
         base_lrs = [group["lr"] for group in optimizer.param_groups]
         scaler = precision.grad_scaler()
+        named = dict(network.named_parameters())
+        optimizer_restored = resume is not None and resume.path is not None and restore_optimizer_state(
+            optimizer, named, scaler, start_step, state_path(resume.path), RESUME_INPUT)
         progress = TrainingProgress(progress_bar, config.steps, config.preview_every,
                                     lambda: preview(model, clip, vae, components[0], config.seed))
 
@@ -455,6 +466,7 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 if checkpoint_path is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
+                    save_optimizer_state(optimizer, named, scaler, step, state_path(checkpoint_path))
                     save_lora(snapshot(step), checkpoint_path, CHECKPOINT_PRECISION)
                 progress.update(step, log[-1].loss, {"StyleRef": log[-1].styleref, "Aux": log[-1].aux})
             seconds_per_step = (time.perf_counter() - t0) / max(1, config.steps - start_step)
@@ -463,4 +475,4 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
     lora.metadata.update(eval_loss_before=eval_before, eval_loss_after=eval_after)
     terms = {"StyleRef": [s.styleref for s in log], "Aux": [s.aux for s in log]}
     return TrainingResult(lora, [s.loss for s in log], eval_before, eval_after, terms, start_step,
-                          _notes(config, sets, start_step, seconds_per_step))
+                          _notes(config, sets, start_step, seconds_per_step, optimizer_restored))

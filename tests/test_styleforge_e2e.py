@@ -118,3 +118,13 @@ def test_cancel_keeps_the_last_checkpoint_and_resume_continues_from_its_step(ser
                                       resume_from="styleforge_test/cancel_ckpt.safetensors", seed=13))
     _ok(resumed)
     assert _metadata(LORAS / "styleforge_test" / "resumed.safetensors")["steps"] == str(steps_done + 2)
+
+
+def test_a_run_that_cannot_change_any_weight_is_refused_and_the_server_goes_on(server):
+    refused = server.run(train_single("styleforge_test/no_lr", "styleforge_test/no_lr", unet_lr=0.0,
+                                      text_encoder_lr=0.0))
+    assert not refused.ok
+    assert "Input 'unet_lr'" in refused.error["exception_message"]
+    assert "text_encoder_lr are both 0" in refused.error["exception_message"]
+    assert not (LORAS / "styleforge_test" / "no_lr.safetensors").exists()
+    assert server.get("/system_stats")["system"]

@@ -60,11 +60,12 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metada
     return path
 
 
-def read_safetensors(path: Path, input_name: str, fix: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and string metadata of a `.safetensors` file. Any other format is refused by name, never
-    unpickled; a damaged file is reported on `input_name` with `fix`."""
-    if path.suffix != ".safetensors":
-        raise InputError(input_name, f"'{path.name}' is not a .safetensors file.", fix)
+def read_safetensors(path: Path, input_name: str, fix: str,
+                     suffix: str = ".safetensors") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and string metadata of a file in safetensors format named `*<suffix>`. Any other name is
+    refused, and nothing is ever unpickled; a damaged file is reported on `input_name` with `fix`."""
+    if path.suffix != suffix:
+        raise InputError(input_name, f"'{path.name}' is not a {suffix} file.", fix)
     try:
         with safe_open(str(path), framework="pt") as file:
             return {key: file.get_tensor(key) for key in file.keys()}, file.metadata() or {}
