@@ -43,6 +43,9 @@ PREVIEW_MAX_SIDE = 512
 # ComfyUI attention functions whose autograd graph keeps the full attention matrix.
 MATRIX_ATTENTION = ("attention_sub_quad", "attention_split", "attention_basic")
 ATTENTION_OVERRIDE = "optimized_attention_override"  # transformer_options key read by comfy's wrap_attn
+# How out-of-memory reads where it is a plain RuntimeError: the CPU allocator, Apple's MPS, CUDA (older torch).
+OUT_OF_MEMORY_TEXTS = ("DefaultCPUAllocator: can't allocate memory", "MPS backend out of memory",
+                       "CUDA out of memory")
 
 
 # ---- models and families -------------------------------------------------------------------------
@@ -130,17 +133,37 @@ def encode_tokens_for_training(clip, tokens: dict) -> tuple[torch.Tensor, torch.
     return clip.encode_from_tokens(tokens, return_pooled=True)
 
 
-def _out_of_place_clip_layer(layer) -> None:
+class _PatchedForwards:
+    """Instance forwards set for training, and what each module had before (usually nothing: the
+    class's forward; possibly another extension's instance forward), put back by `restore`."""
+
+    def __init__(self):
+        self.previous: list[tuple[torch.nn.Module, object]] = []
+
+    def set(self, module: torch.nn.Module, forward) -> None:
+        self.previous.append((module, vars(module).get("forward")))
+        module.forward = forward
+
+    def restore(self) -> None:
+        for module, previous in reversed(self.previous):
+            if previous is None:
+                vars(module).pop("forward", None)
+            else:
+                module.forward = previous
+        self.previous.clear()
+
+
+def _out_of_place_clip_layer(layer, patches: _PatchedForwards) -> None:
     """ComfyUI's CLIPLayer adds its residuals in place, which autograd cannot differentiate through.
     Its attention is the fused one when the host picked one that keeps the attention matrix for
     backward (ComfyUI's CPU default for text encoders is basic attention): the same values."""
     def forward(x, mask=None, optimized_attention=None):
-        if optimized_attention.__name__ in MATRIX_ATTENTION:
+        if getattr(optimized_attention, "__name__", "") in MATRIX_ATTENTION:
             optimized_attention = comfy.ldm.modules.attention.get_attention_function("pytorch")
         x = x + layer.self_attn(layer.layer_norm1(x), mask, optimized_attention)
         return x + layer.mlp(layer.layer_norm2(x))
 
-    layer.forward = forward
+    patches.set(layer, forward)
 
 
 class _LinearCastInForward(torch.autograd.Function):
@@ -152,12 +175,13 @@ class _LinearCastInForward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(weight)
-        return torch.nn.functional.linear(rows, weight.to(rows.dtype), None if bias is None else bias.to(rows.dtype))
+        return torch.nn.functional.linear(rows, weight.to(rows.device, rows.dtype),
+                                          None if bias is None else bias.to(rows.device, rows.dtype))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (weight,) = ctx.saved_tensors
-        return grad @ weight.to(grad.dtype), None, None
+        return grad @ weight.to(grad.device, grad.dtype), None, None
 
     @classmethod
     def linear(cls, layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -167,16 +191,26 @@ class _LinearCastInForward(torch.autograd.Function):
         return out.view(*x.shape[:-1], out.shape[-1])
 
 
-def _cast_linears(module: torch.nn.Module) -> list[torch.nn.Module]:
-    """ComfyUI's cast Linear layers of `module` (frozen, weights on their device, no patch functions),
-    given a forward that keeps only the stored weight for backward. Returns the patched layers."""
-    patched = []
+def _plain_cast_linear(layer: torch.nn.Module) -> bool:
+    """A ComfyUI Linear that casts its weight in forward and does nothing else to it (scaled-fp8 and
+    other quantised layers compute more than a cast, and keep their own forward)."""
+    plain_cast = comfy.ops.disable_weight_init.Linear.forward_comfy_cast_weights
+    return (isinstance(layer, comfy.ops.CastWeightBiasOp) and isinstance(layer, torch.nn.Linear)
+            and layer.comfy_cast_weights and getattr(layer, "scale_weight", None) is None
+            and type(layer).forward_comfy_cast_weights is plain_cast)
+
+
+def _cast_linears(module: torch.nn.Module, patches: _PatchedForwards) -> None:
+    """Give `module`'s plain cast Linear layers a forward that keeps only the stored weight for
+    backward. A layer that gets patch functions later (ComfyUI's low-VRAM offload) uses its own."""
     for layer in module.modules():
-        if (isinstance(layer, comfy.ops.CastWeightBiasOp) and isinstance(layer, torch.nn.Linear)
-                and layer.comfy_cast_weights and not layer.weight_function and not layer.bias_function):
-            layer.forward = lambda x, layer=layer: _LinearCastInForward.linear(layer, x)
-            patched.append(layer)
-    return patched
+        if _plain_cast_linear(layer):
+            def forward(x, layer=layer, own=layer.forward):
+                if layer.weight_function or layer.bias_function:
+                    return own(x)
+                return _LinearCastInForward.linear(layer, x)
+
+            patches.set(layer, forward)
 
 
 def _make_autograd_ready(module: torch.nn.Module) -> None:
@@ -195,14 +229,14 @@ def _make_autograd_ready(module: torch.nn.Module) -> None:
         del buffer
 
 
-def _checkpoint_forward(module: torch.nn.Module) -> None:
+def _checkpoint_forward(module: torch.nn.Module, patches: _PatchedForwards) -> None:
     """Recompute the block's activations in backward instead of keeping them (less memory, ~30% slower)."""
     forward = module.forward
 
     def checkpointed(*args, **kwargs):
         return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
-    module.forward = checkpointed
+    patches.set(module, checkpointed)
 
 
 def _fused_attention(_host_attention, *args, **kwargs):
@@ -228,15 +262,6 @@ def memory_efficient_attention(model) -> Iterator[None]:
         del options[ATTENTION_OVERRIDE]
 
 
-@contextlib.contextmanager
-def _restored_forwards(modules: list[torch.nn.Module]) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for module in modules:
-            del module.forward  # back to the class's own forward
-
-
 def hand_back_memory() -> None:
     """Return what training freed to the device and the OS: ComfyUI empties the GPU's cache; on Linux,
     glibc keeps freed CPU memory for reuse unless asked to trim it, so the process would stay at its
@@ -246,6 +271,19 @@ def hand_back_memory() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """The device (ComfyUI's OOM exception: CUDA's out-of-memory error) or the CPU allocator ran out."""
+    return (comfy.model_management.OOM_EXCEPTION is not Exception
+            and isinstance(error, comfy.model_management.OOM_EXCEPTION)) or (
+        isinstance(error, RuntimeError) and any(text in str(error) for text in OUT_OF_MEMORY_TEXTS))
+
+
+def free_memory_after_out_of_memory() -> None:
+    """What ComfyUI's executor does after an out-of-memory error (unload every model), then hand back."""
+    comfy.model_management.unload_all_models()
+    hand_back_memory()
 
 
 @contextlib.contextmanager
@@ -264,27 +302,25 @@ def training_context(model=None, clip=None, gradient_checkpointing: bool = False
     activations take, and a trainer that runs out of memory mid-run loses the run, while an unloaded
     model is only reloaded by the next node that needs it."""
     patchers = [p for p in (model, clip.patcher if clip is not None else None) if p is not None]
-    patched = []
+    patches = _PatchedForwards()
     with torch.inference_mode(False), torch.enable_grad(), contextlib.ExitStack() as restore:
         restore.callback(hand_back_memory)  # last, after everything else is restored
         comfy.model_management.load_models_gpu(patchers, memory_required=1e20, force_full_load=True)
         for patcher in patchers:
             _make_autograd_ready(patcher.model)
             patcher.model.requires_grad_(False)
-        restore.enter_context(_restored_forwards(patched))
+        restore.callback(patches.restore)
         if clip is not None:
             for layer in clip.cond_stage_model.modules():
                 if isinstance(layer, comfy.clip_model.CLIPLayer):
-                    _out_of_place_clip_layer(layer)
-                    patched.append(layer)
-            patched.extend(_cast_linears(clip.cond_stage_model))
+                    _out_of_place_clip_layer(layer, patches)
+            _cast_linears(clip.cond_stage_model, patches)
         if model is not None:
             restore.enter_context(memory_efficient_attention(model))
             if gradient_checkpointing:
                 unet = model.model.diffusion_model
                 for block in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]:
-                    _checkpoint_forward(block)
-                    patched.append(block)
+                    _checkpoint_forward(block, patches)
         yield
 
 

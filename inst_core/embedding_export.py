@@ -7,10 +7,30 @@ ComfyUI's tokenizers (and kohya, A1111) look for.
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import torch
 
+from ..training_kit.errors import InputError
+from ..training_kit.files import safe_relative_name
 from .style import ImageFeatures, InSTStyle
+
+# Stock CLIP Text Encode splits a prompt at spaces and reads "(", ")", ":" and "," as weighting
+# syntax, so `embedding:NAME` finds only a NAME without them.
+UNUSABLE_IN_PROMPTS = re.compile(r"[\s(),:]")
+
+
+def embedding_name(name: str, input_name: str) -> Path:
+    """The file name (relative to models/embeddings) of an embedding stock prompts can use by name."""
+    stripped = name.strip()
+    if stripped.endswith(".safetensors"):
+        stripped = stripped[: -len(".safetensors")]
+    if UNUSABLE_IN_PROMPTS.search(stripped):
+        raise InputError(input_name, f"'{stripped}' has a space or one of ( ) , : and stock CLIP Text Encode "
+                         "reads embedding:NAME only up to those.", "Use letters, digits, '_', '-' or '.', "
+                         "e.g. 'my_style'.")
+    return safe_relative_name(stripped, input_name)
 
 
 def embedding_tensors(style: InSTStyle, features: ImageFeatures) -> dict[str, torch.Tensor]:

@@ -15,7 +15,8 @@ class StyleForgeImageSet(io.ComfyNode):
             display_name="StyleForge Image Set",
             category=STYLEFORGE,
             description="A set of training images with optional captions (a .txt file of the same name beside "
-                        "each image). Unreadable or non-image files are skipped and counted in the summary.",
+                        "each image). Unreadable or non-image files are skipped, and images too small to train "
+                        "on are refused, each counted in the summary.",
             inputs=[
                 io.String.Input("folder", default="",
                                 tooltip="A folder under ComfyUI's input directory, e.g. 'styleforge/styleref' "

@@ -33,7 +33,8 @@ class ImageSet:
     images: tuple[torch.Tensor, ...]
     captions: tuple[str, ...]
     source: str
-    skipped: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()  # files that are not readable images
+    refused: tuple[str, ...] = ()  # images read but not usable, each with the reason
 
     def __len__(self) -> int:
         return len(self.images)
@@ -48,12 +49,20 @@ class ImageSet:
     def summary(self) -> str:
         captioned = sum(1 for c in self.captions if c)
         text = f"{len(self)} images from {self.source} ({captioned} with captions)"
-        return f"{text}; {skipped_text(self.skipped)}" if self.skipped else text
+        left_out = left_out_text(self.skipped, self.refused)
+        return f"{text}; {left_out}" if left_out else text
 
 
-def skipped_text(skipped: tuple[str, ...]) -> str:
-    shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-    return f"skipped {len(skipped)} unreadable or non-image files: {shown}"
+def _listed(names: tuple[str, ...]) -> str:
+    return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+
+
+def left_out_text(skipped: tuple[str, ...], refused: tuple[str, ...]) -> str:
+    """What a folder had that is not in the set: unreadable files, and images refused (e.g. too small)."""
+    parts = [f"skipped {len(skipped)} unreadable or non-image files: {_listed(skipped)}"] if skipped else []
+    if refused:
+        parts.append(f"refused {len(refused)} images: {_listed(refused)}")
+    return "; ".join(parts)
 
 
 def read_image(path: Path) -> torch.Tensor:
@@ -87,22 +96,27 @@ def load_folder(folder: str, input_name: str = "folder") -> ImageSet:
     """Every readable image directly in `folder` (relative to ComfyUI's input directory), sorted by
     name, with the caption from a .txt file of the same name when there is one."""
     path = _folder(folder, input_name)
-    images, captions, skipped = [], [], []
+    images, captions, skipped, refused = [], [], [], []
     for file in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
         if file.suffix.lower() == CAPTION_SUFFIX:
             continue
         try:
-            images.append(require_image(read_image(file), f"{input_name} file '{file.name}'"))
+            image = read_image(file)
         except (UnidentifiedImageError, OSError, ValueError):
             skipped.append(file.name)
             continue
+        try:
+            images.append(require_image(image, file.name))
+        except InputError as error:  # readable, but too small (or otherwise unusable): say why
+            refused.append(str(error).removeprefix("Input "))
+            continue
         captions.append(_caption(file))
     if not images:
-        found = f" ({skipped_text(tuple(skipped))})" if skipped else ""
-        raise InputError(input_name, f"folder '{folder}' has no readable images{found}.",
+        left_out = left_out_text(tuple(skipped), tuple(refused))
+        raise InputError(input_name, f"folder '{folder}' has no usable images{f' ({left_out})' if left_out else ''}.",
                          "Add PNG, JPEG or WebP images to it.")
     return ImageSet(tuple(images), tuple(captions), f"input/{path.relative_to(host.input_directory())}",
-                    tuple(skipped))
+                    tuple(skipped), tuple(refused))
 
 
 def from_batch(batch: torch.Tensor, input_name: str = "images") -> ImageSet:
@@ -114,7 +128,8 @@ def from_batch(batch: torch.Tensor, input_name: str = "images") -> ImageSet:
 
 def combine(sets: list[ImageSet]) -> ImageSet:
     return ImageSet(tuple(i for s in sets for i in s.images), tuple(c for s in sets for c in s.captions),
-                    " + ".join(s.source for s in sets), tuple(f for s in sets for f in s.skipped))
+                    " + ".join(s.source for s in sets), tuple(f for s in sets for f in s.skipped),
+                    tuple(f for s in sets for f in s.refused))
 
 
 def image_set(folder: str, batch: torch.Tensor | None) -> ImageSet:

@@ -446,7 +446,7 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
         scaler = precision.grad_scaler()
         named = dict(network.named_parameters())
         optimizer_restored = resume is not None and resume.path is not None and restore_optimizer_state(
-            optimizer, named, scaler, start_step, state_path(resume.path), RESUME_INPUT)
+            optimizer, named, scaler, resume.tensors, state_path(resume.path), RESUME_INPUT)
         progress = TrainingProgress(progress_bar, config.steps, config.preview_every,
                                     lambda: preview(model, clip, vae, components[0], config.seed))
 
@@ -466,8 +466,9 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 if checkpoint_path is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
-                    save_optimizer_state(optimizer, named, scaler, step, state_path(checkpoint_path))
-                    save_lora(snapshot(step), checkpoint_path, CHECKPOINT_PRECISION)
+                    checkpoint = snapshot(step)
+                    save_optimizer_state(optimizer, named, scaler, checkpoint.tensors, state_path(checkpoint_path))
+                    save_lora(checkpoint, checkpoint_path, CHECKPOINT_PRECISION)
                 progress.update(step, log[-1].loss, {"StyleRef": log[-1].styleref, "Aux": log[-1].aux})
             seconds_per_step = (time.perf_counter() - t0) / max(1, config.steps - start_step)
             eval_after = evaluation_loss(model, conditioner, components)

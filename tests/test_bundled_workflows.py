@@ -62,5 +62,4 @@ def test_requeue_with_a_new_generation_prompt_reuses_the_trained_style(comfy_ser
     assert first.ok and second.ok, (first.error, second.error)
     cached = {node for kind, body in second.messages if kind == "execution_cached" for node in body["nodes"]}
     assert trainer in cached, "the trainer ran again"
-    assert second.wall_s < first.wall_s / 2, (first.wall_s, second.wall_s)
     print(f"first queue {first.wall_s:.1f} s, re-queue with a new prompt {second.wall_s:.1f} s")

@@ -162,3 +162,12 @@ def test_a_clip_vision_of_another_width_is_refused(comfy_server, painting_file, 
     name = _save_foreign_style(pkg, "vit_h_style", family="SD15", token_widths={"l": 768}, image_dim=1024)
     message = _error_message(comfy_server.run(_condition_with_style_file(painting_file, name)))
     assert "Input 'clip_vision_output': gives 768-d image embeddings but this style was trained on 1024-d" in message
+
+
+def test_an_embedding_name_stock_prompts_cannot_use_is_refused(comfy_server, painting_file):
+    prompt = inst_training(painting_file, steps=1, filename="")
+    prompt["6"] = {"class_type": "InST_ExportEmbedding", "inputs": {
+        "style": ["4", 0], "name": "my style", "clip_vision_output": ["5", 0]}}
+    message = _error_message(comfy_server.run(prompt))
+    assert "Input 'name': 'my style' has a space" in message and "e.g. 'my_style'" in message
+    assert not (BASE_DIR / "models" / "embeddings" / "my style.safetensors").exists()

@@ -6,6 +6,7 @@ import time
 
 import pytest
 import torch
+from PIL import Image
 from prompts import FAMILY_CKPTS
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -128,3 +129,14 @@ def test_a_run_that_cannot_change_any_weight_is_refused_and_the_server_goes_on(s
     assert "text_encoder_lr are both 0" in refused.error["exception_message"]
     assert not (LORAS / "styleforge_test" / "no_lr.safetensors").exists()
     assert server.get("/system_stats")["system"]
+
+
+def test_a_folder_of_too_small_images_is_reported_as_too_small_not_unreadable(server):
+    folder = BASE_DIR / "input" / "styleforge_test_small"
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (4, 4), (200, 30, 30)).save(folder / "tiny.png")
+    prompt = train_single("styleforge_test/never", "styleforge_test/never")
+    prompt["2"] = {"class_type": "StyleForge_ImageSet", "inputs": {"folder": "styleforge_test_small"}}
+    message = server.run(prompt).error["exception_message"]
+    assert "Input 'folder': folder 'styleforge_test_small' has no usable images" in message
+    assert "refused 1 images: 'tiny.png': is 4x4 pixels" in message and "unreadable" not in message

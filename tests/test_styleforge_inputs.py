@@ -50,7 +50,7 @@ def test_missing_and_empty_folders_are_refused(sf, input_folder):
     folder, name = input_folder
     with pytest.raises(InputError, match="'folder'.*'no_such_folder' does not exist"):
         datasets.load_folder("no_such_folder")
-    with pytest.raises(InputError, match="'folder'.*has no readable images"):
+    with pytest.raises(InputError, match="'folder'.*has no usable images"):
         datasets.load_folder(name)
     with pytest.raises(InputError, match="'folder'.*is empty and no images are connected"):
         datasets.image_set("", None)
@@ -61,7 +61,7 @@ def test_unreadable_files_are_skipped_and_counted(sf, input_folder):
     folder, name = input_folder
     (folder / "broken.png").write_bytes(b"not a png")
     (folder / "notes.md").write_text("hello")
-    with pytest.raises(InputError, match="no readable images.*skipped 2 unreadable or non-image files"):
+    with pytest.raises(InputError, match="no usable images.*skipped 2 unreadable or non-image files"):
         datasets.load_folder(name)
     painting(0).save(folder / "a.png")
     (folder / "a.txt").write_text("a woman in red\n")

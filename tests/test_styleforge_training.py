@@ -149,12 +149,16 @@ RESUME_TOLERANCE = 1e-6  # max abs difference of LoRA weights (fp32; adapters ar
 
 def test_a_resumed_run_ends_at_the_uninterrupted_runs_lora(sf, sd15, sets, tmp_path):
     """The checkpoint keeps AdamW's moments and step count beside it; without them the resumed steps
-    restart the moments and the LoRA differs."""
+    restart the moments and the LoRA differs. The CLIP stops at its penultimate layer (as SD2, SDXL's
+    CLIP-L and many SD1.5 models do), so the last layer's adapters get no gradient and no AdamW state."""
     training = sf[1]
     from inst_styleforge.styleforge_core.lora_file import load_lora
     from inst_styleforge.training_kit.optimizer_state import state_path
 
     model, clip, vae = sd15
+    clip = clip.clone()
+    clip.clip_layer(-2)
+    sd15 = (model, clip, vae)
     config = training.StyleForgeConfig(**{**FAST, "steps": 2, "checkpoint_every": 2, "text_encoder_lr": 1e-3})
     path = tmp_path / "ckpt.safetensors"
     with torch.inference_mode():

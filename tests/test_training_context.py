@@ -97,7 +97,7 @@ def test_the_cast_linear_gives_comfyuis_own_output_and_input_gradient(pkg, sd15)
     _, clip, _ = sd15
     with torch.inference_mode(), host.training_context(None, clip):
         layer = clip.cond_stage_model.clip_l.transformer.text_model.encoder.layers[0].mlp.fc1
-        assert layer.weight.dtype == torch.float16
+        assert layer.weight.dtype == torch.float16 and "forward" in vars(layer), "the training forward is set"
         x = torch.randn(2, 5, layer.in_features, generator=torch.Generator().manual_seed(0))
         results = []
         for forward in (layer.forward, layer.forward_comfy_cast_weights):  # ours, ComfyUI's
@@ -139,7 +139,8 @@ def test_running_out_of_memory_names_the_settings_to_change_and_leaves_the_model
     for setting in ("Input 'resolution'", "64 px", "batch_size 1", "gradient_checkpointing off", "precision fp32",
                     "nothing was saved"):
         assert setting in message, f"{setting!r} missing from: {message}"
-    assert not any("forward" in vars(m) for m in unet.modules()), "a training forward was left patched"
+    patched = [m for m in [*unet.modules(), *clip.cond_stage_model.modules()] if "forward" in vars(m)]
+    assert not patched, f"training forwards left in place: {patched[:3]}"
     with torch.inference_mode():
         result = train_style(model, clip, vae, clip_vision, [painting_tensor()], config)
     assert len(result.losses) == 2

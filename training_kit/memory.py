@@ -5,9 +5,8 @@ what a user sees when a run does not fit (the settings to change, never a raw ou
 from __future__ import annotations
 
 import contextlib
+import traceback
 from collections.abc import Iterator
-
-import torch
 
 from .. import comfy_adapter as host
 from .errors import InputError
@@ -19,7 +18,6 @@ GRADIENT_CHECKPOINTING = ("auto", "on", "off")
 GRADIENT_CHECKPOINTING_FROM = 512
 CHECKPOINTING_TOOLTIP = (f"Recompute the UNet's activations in backward: much less memory, about 30% slower. auto: on "
                          f"from {GRADIENT_CHECKPOINTING_FROM} px.")
-CPU_OUT_OF_MEMORY = "DefaultCPUAllocator: can't allocate memory"
 
 
 def gradient_checkpointing_on(setting: str, resolution: int) -> bool:
@@ -29,25 +27,22 @@ def gradient_checkpointing_on(setting: str, resolution: int) -> bool:
     return setting == "on" or (setting == "auto" and resolution >= GRADIENT_CHECKPOINTING_FROM)
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, torch.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and CPU_OUT_OF_MEMORY in str(error))
-
-
 @contextlib.contextmanager
 def clear_out_of_memory(resolution: int, batch_size: int, checkpointing: bool, precision: str,
                         kept: str) -> Iterator[None]:
     """Turn running out of memory inside the block into an error naming the settings that set a
-    training step's memory, after handing the memory back (so the server and the next node go on).
-    `kept` says what the user still has."""
+    training step's memory, after freeing what the failed step held (so the server and the next node
+    go on). `kept` says what the user still has."""
     try:
         yield
-    except (torch.OutOfMemoryError, RuntimeError) as error:
-        if not _is_out_of_memory(error):
+        return
+    except Exception as error:
+        if not host.is_out_of_memory(error):
             raise
-        host.hand_back_memory()
-        state = "on" if checkpointing else "off"
-        raise InputError("resolution", f"training at {resolution} px, batch_size {batch_size}, gradient_checkpointing "
-                         f"{state}, precision {precision} does not fit in memory; {kept}",
-                         "Lower resolution or batch_size, set gradient_checkpointing to on, use precision fp16 or "
-                         "bf16 on a GPU, or close other models and programs that use the memory.") from None
+        traceback.clear_frames(error.__traceback__)  # the failed step's activations
+    host.free_memory_after_out_of_memory()
+    state = "on" if checkpointing else "off"
+    raise InputError("resolution", f"training at {resolution} px, batch_size {batch_size}, gradient_checkpointing "
+                     f"{state}, precision {precision} does not fit in memory; {kept}",
+                     "Lower resolution or batch_size, set gradient_checkpointing to on, use precision fp16 or "
+                     "bf16 on a GPU, or close other models and programs that use the memory.")

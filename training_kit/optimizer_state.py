@@ -9,6 +9,7 @@ unpickling): ComfyUI lists only model extensions in its folders, so it never sho
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -25,10 +26,23 @@ def state_path(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(SUFFIX)
 
 
+def tensors_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of a checkpoint's tensors (names, dtypes, values), so optimizer state is only ever paired
+    with the exact weights it was saved with."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous().cpu()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def save_optimizer_state(optimizer: torch.optim.Optimizer, named: dict[str, torch.nn.Parameter],
-                         scaler: torch.amp.GradScaler, training_step: int, path: Path) -> Path:
-    """Every per-parameter state tensor under '<parameter name>/<key>'; the step count, the training
-    step it belongs to and the loss scaler's state in the metadata."""
+                         scaler: torch.amp.GradScaler, checkpoint_tensors: dict[str, torch.Tensor],
+                         path: Path) -> Path:
+    """Every per-parameter state tensor under '<parameter name>/<key>' (a parameter that never had a
+    gradient has none, as in the optimizer); the step count, the fingerprint of the checkpoint it
+    belongs to and the loss scaler's state in the metadata."""
     tensors, steps = {}, set()
     for name, param in named.items():
         for key, value in optimizer.state.get(param, {}).items():
@@ -36,32 +50,38 @@ def save_optimizer_state(optimizer: torch.optim.Optimizer, named: dict[str, torc
                 steps.add(float(value))
             else:
                 tensors[f"{name}/{key}"] = value
-    metadata = {"format": FORMAT, "training_step": str(training_step), "optimizer_steps": json.dumps(sorted(steps)),
-                "scaler": json.dumps(scaler.state_dict())}
+    metadata = {"format": FORMAT, "checkpoint": tensors_fingerprint(checkpoint_tensors),
+                "optimizer_steps": json.dumps(sorted(steps)), "scaler": json.dumps(scaler.state_dict())}
     return atomic_save_safetensors(tensors, path, metadata)
 
 
 def restore_optimizer_state(optimizer: torch.optim.Optimizer, named: dict[str, torch.nn.Parameter],
-                            scaler: torch.amp.GradScaler, training_step: int, path: Path, input_name: str) -> bool:
-    """Load the state saved for `training_step` beside a checkpoint. False (nothing changed) when there
-    is none, or it belongs to another step or other parameters; the run then restarts the moments."""
+                            scaler: torch.amp.GradScaler, checkpoint_tensors: dict[str, torch.Tensor], path: Path,
+                            input_name: str) -> bool:
+    """Load the state saved with exactly `checkpoint_tensors`. False, with nothing changed, when there
+    is none, or it belongs to other weights or parameters; the run then restarts the moments."""
     if not path.exists():
         return False
     tensors, metadata = read_safetensors(path, input_name, "Delete it to resume without it.", suffix=SUFFIX)
-    steps = json.loads(metadata.get("optimizer_steps", "[]"))
-    if metadata.get("format") != FORMAT or metadata.get("training_step") != str(training_step) or len(steps) != 1:
+    try:
+        steps = json.loads(metadata.get("optimizer_steps", "[]"))
+        saved_scaler = json.loads(metadata.get("scaler", "{}"))
+    except json.JSONDecodeError:
         return False
-    states: dict[torch.nn.Parameter, dict] = {}
-    for name, param in named.items():
-        entries = {key.split("/", 1)[1]: value for key, value in tensors.items() if key.split("/", 1)[0] == name}
-        if not entries or any(value.shape != param.shape for value in entries.values()):
-            return False
-        states[param] = {STEP: torch.tensor(steps[0]),
-                         **{key: value.to(param.device, param.dtype) for key, value in entries.items()}}
-    if len(tensors) != sum(len(s) - 1 for s in states.values()):
+    if (metadata.get("format") != FORMAT or metadata.get("checkpoint") != tensors_fingerprint(checkpoint_tensors)
+            or len(steps) != (1 if tensors else 0)):
         return False
-    optimizer.state.update(states)
-    saved_scaler = json.loads(metadata.get("scaler", "{}"))
+    by_parameter: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        name, _, entry = key.partition("/")
+        by_parameter.setdefault(name, {})[entry] = value
+    if set(by_parameter) - set(named) or any(value.shape != named[name].shape
+                                             for name, entries in by_parameter.items() for value in entries.values()):
+        return False
+    for name, entries in by_parameter.items():
+        param = named[name]
+        optimizer.state[param] = {STEP: torch.tensor(steps[0]),
+                                  **{key: value.to(param.device, param.dtype) for key, value in entries.items()}}
     if saved_scaler and scaler.is_enabled():
         scaler.load_state_dict(saved_scaler)
     return True
