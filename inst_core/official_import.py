@@ -9,6 +9,7 @@ plus torch's Linear, Dropout and Sequential; any other global in the file is ref
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ _OfficialAttentions.__module__, _OfficialAttentions.__qualname__ = "ldm.modules.
 _OfficialAttentions.__name__ = "Attentions"
 _OfficialCrossAttention.__module__, _OfficialCrossAttention.__qualname__ = "ldm.modules.attention", "CrossAttention"
 _OfficialCrossAttention.__name__ = "CrossAttention"
+UNSUPPORTED_GLOBAL = re.compile(r"unsupported (?:global: )?GLOBAL ([\w.]+)", re.IGNORECASE)
 ALLOWED_GLOBALS = [_OfficialAttentions, _OfficialCrossAttention, nn.Linear, nn.Dropout, nn.Sequential]
 
 
@@ -41,9 +43,11 @@ def read_official_checkpoint(path: Path) -> dict:
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
             checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # torch's own message goes on to suggest turning safe loading off; only what was refused is shown
+        refused = UNSUPPORTED_GLOBAL.search(str(e))
+        found = f"it refers to {refused.group(1)}" if refused else type(e).__name__
         raise InputError("official_file", f"'{path.name}' is not an official InST embeddings.pt, or holds "
-                         f"something besides its attention module and tensors ({first_line[:200]}).",
+                         f"something besides its attention module and tensors ({found}).",
                          "Only the official InST checkpoint format can be imported.") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("attention"), _OfficialAttentions):
         raise InputError("official_file", f"'{path.name}' has no InST 'attention' module.",

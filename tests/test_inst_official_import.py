@@ -102,9 +102,12 @@ def test_a_pickle_with_anything_else_is_refused_and_never_run(pkg, tmp_path):
     RunsAShellCommand.marker = tmp_path / "pwned"
     path = tmp_path / "embeddings.pt"
     torch.save({"string_to_token": {"*": torch.tensor(265)}, "attention": RunsAShellCommand()}, path)
-    with pytest.raises(InputError, match="'official_file'.*holds something besides"):
+    with pytest.raises(InputError, match="'official_file'.*holds something besides") as refused:
         import_official_style(path)
     assert not RunsAShellCommand.marker.exists()
+    assert "posix.system" in str(refused.value) or "os.system" in str(refused.value), str(refused.value)
+    for unsafe_advice in ("weights_only", "can still be loaded", "trust the source"):
+        assert unsafe_advice not in str(refused.value)
 
 
 def test_a_plain_state_dict_is_refused_with_a_clear_message(pkg, tmp_path):
