@@ -23,14 +23,11 @@ UNUSABLE_IN_PROMPTS = re.compile(r"[\s(),:]")
 
 def embedding_name(name: str, input_name: str) -> Path:
     """The file name (relative to models/embeddings) of an embedding stock prompts can use by name."""
-    stripped = name.strip()
-    if stripped.endswith(".safetensors"):
-        stripped = stripped[: -len(".safetensors")]
-    if UNUSABLE_IN_PROMPTS.search(stripped):
-        raise InputError(input_name, f"'{stripped}' has a space or one of ( ) , : and stock CLIP Text Encode "
+    if UNUSABLE_IN_PROMPTS.search(name.strip()):
+        raise InputError(input_name, f"'{name.strip()}' has a space or one of ( ) , : and stock CLIP Text Encode "
                          "reads embedding:NAME only up to those.", "Use letters, digits, '_', '-' or '.', "
                          "e.g. 'my_style'.")
-    return safe_relative_name(stripped, input_name)
+    return safe_relative_name(name, input_name)  # strips the suffix, keeps the name inside the folder
 
 
 def embedding_tensors(style: InSTStyle, features: ImageFeatures) -> dict[str, torch.Tensor]:
