@@ -28,6 +28,7 @@ import comfy.samplers
 import comfy.sd
 import comfy.utils
 import folder_paths
+import numpy as np
 import torch
 import torch.utils.checkpoint
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
@@ -391,15 +392,15 @@ def is_v_prediction(model) -> bool:
     return isinstance(model.model.model_sampling, comfy.model_sampling.V_PREDICTION)
 
 
-def preview_image(model, clip, vae, positive: list, latent_shape: tuple[int, ...], seed: int, steps: int,
-                  cfg: float) -> Image.Image:
-    """A small txt2img sample (euler, against the empty prompt) of the model as it is now, for a
-    trainer's progress bar."""
+def txt2img(model, clip, vae, positive: list, latent_shape: tuple[int, ...], seed: int, steps: int, cfg: float,
+            sampler: str) -> Image.Image:
+    """A txt2img image (against the empty prompt, normal schedule) of the model as it is now, for a
+    trainer's validation."""
     with torch.no_grad():
         negative = encode_tokens(clip, tokenize(clip, ""))
         latent = torch.zeros(1, *latent_shape)
         noise = comfy.sample.prepare_noise(latent, seed)
-        samples = comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", positive, negative, latent,
+        samples = comfy.sample.sample(model, noise, steps, cfg, sampler, "normal", positive, negative, latent,
                                       disable_pbar=True, seed=seed)
         return to_pil(vae_decode(vae, samples))
 
@@ -508,6 +509,15 @@ def clip_vision_encode(clip_vision, image: torch.Tensor):
 def clip_vision_embeddings(output) -> tuple[torch.Tensor, torch.Tensor]:
     """(projected image embedding (B, D), penultimate hidden states (B, N, W)) of a CLIP_VISION_OUTPUT."""
     return output["image_embeds"], output["penultimate_hidden_states"]
+
+
+def from_pil(image: Image.Image) -> torch.Tensor:
+    """IMAGE (1, H, W, 3) in [0, 1] of an RGB picture."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
+
+
+def output_folder() -> Path:
+    return Path(folder_paths.get_output_directory())
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

@@ -11,7 +11,7 @@ bit-for-bit the same.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -22,8 +22,9 @@ from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.images import SampleSize, exact_size, image_sha256, require_image, resize_exact
 from ..training_kit.memory import clear_out_of_memory, gradient_checkpointing_on
 from ..training_kit.precision import training_precision
-from ..training_kit.progress import TrainingProgress, preview_sample
+from ..training_kit.progress import TrainingProgress
 from ..training_kit.result import TrainingResult
+from ..training_kit.validation import ValidationSettings, Validator
 from .style import CONTEXT_IMAGE_EMBED, CONTEXT_PATCH_TOKENS, ImageFeatures, InSTStyle, StyleSpec
 from .style_prompt import StylePrompt
 
@@ -48,7 +49,6 @@ class InSTTrainingConfig:
     template: str = "{}"
     gradient_checkpointing: str = "auto"  # see training_kit.memory
     precision: str = "fp32"
-    preview_every: int = 0
 
 
 @dataclass
@@ -129,12 +129,27 @@ def evaluation_loss(model, clip, style: InSTStyle, prompt: StylePrompt, painting
         style.train(was_training)
 
 
-def preview(model, clip, vae, style: InSTStyle, prompt: StylePrompt, paintings: Paintings, seed: int):
-    """A sample with the current token of the first painting."""
-    with torch.no_grad():
+def validator(model, clip, vae, clip_vision, style: InSTStyle, paintings: Paintings, painting_images: list,
+              config: InSTTrainingConfig, settings: ValidationSettings) -> Validator:
+    """Validation rounds with the current token of the first painting; `*` in each prompt marks it.
+    The score compares to the paintings, with the trainer's CLIP vision unless another is given."""
+    placeholder = config.placeholder
+    prompts = settings.prompts or (config.template.format(placeholder),)
+    for text in prompts:
+        if placeholder not in text.split():
+            raise InputError("prompts", f"validation prompt '{text}' has no '{placeholder}' on its own, so it "
+                             "would not show the style.", f"Write '{placeholder}' where the style goes, e.g. "
+                             f"'a house by the sea in the style of {placeholder}'.")
+    style_prompts = {text: StylePrompt(clip, text, placeholder, config.vectors_per_token) for text in prompts}
+
+    def condition(text: str) -> list:
         vectors = style.vectors(paintings.batch([0], [0])[1])
-        positive = host.encode_tokens(clip, prompt.tokens({k: v[0] for k, v in vectors.items()}))
-    return preview_sample(model, clip, vae, positive, tuple(paintings.latents.shape[2:]), seed)
+        return host.encode_tokens(clip, style_prompts[text].tokens({k: v[0] for k, v in vectors.items()}))
+
+    if settings.clip_vision is None:
+        settings = replace(settings, clip_vision=clip_vision)
+    return Validator(settings, prompts, model, clip, vae, tuple(paintings.latents.shape[2:]), condition,
+                     painting_images, config.steps)
 
 
 def check_config(config: InSTTrainingConfig) -> None:
@@ -145,7 +160,8 @@ def check_config(config: InSTTrainingConfig) -> None:
 
 
 def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], config: InSTTrainingConfig,
-                progress_bar: host.StepProgress | None = None) -> TrainingResult[InSTStyle]:
+                progress_bar: host.StepProgress | None = None,
+                validation: ValidationSettings | None = None) -> TrainingResult[InSTStyle]:
     check_config(config)
     device = host.compute_device(model)
     precision = training_precision(device, config.precision)
@@ -159,11 +175,13 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
         style = new_style(model, clip, data, config)
         prompt = StylePrompt(clip, config.template.format(config.placeholder), config.placeholder,
                              config.vectors_per_token)
+        checks = None if validation is None else validator(model, clip, vae, clip_vision, style, data, paintings,
+                                                            config, validation)
         eval_before = evaluation_loss(model, clip, style, prompt, data)
         optimizer = torch.optim.AdamW(style.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         scaler = precision.grad_scaler()
-        progress = TrainingProgress(progress_bar, config.steps, config.preview_every,
-                                    lambda: preview(model, clip, vae, style, prompt, data, config.seed))
+        progress = TrainingProgress(progress_bar, config.steps, checks)
+        progress.start(0)
         generator = torch.Generator().manual_seed(config.seed)
         losses: list[float] = []
         style.train()
@@ -192,4 +210,4 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
                 "eval_loss_after": eval_after}
     style.spec = StyleSpec(**{**asdict(style.spec), "training": training})
     style.requires_grad_(False)
-    return TrainingResult(style.cpu().eval(), losses, eval_before, eval_after)
+    return TrainingResult(style.cpu().eval(), losses, eval_before, eval_after, validation=checks)

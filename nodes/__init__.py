@@ -7,7 +7,8 @@ from .inst_training import TrainStyle
 from .styleforge_data import StyleForgeImageSet
 from .styleforge_files import SaveStyleForgeLoRA
 from .styleforge_training import TrainStyleForge
+from .training_validation import TrainingValidation
 
 NODES = [TrainStyle, LoadStyle, SaveStyle, ImportOfficialStyle, StyleConditioning, ExportEmbedding, InversionNoise,
          StyleTransfer, LatentAdaIN]
-NODES += [StyleForgeImageSet, TrainStyleForge, SaveStyleForgeLoRA]
+NODES += [StyleForgeImageSet, TrainStyleForge, SaveStyleForgeLoRA, TrainingValidation]

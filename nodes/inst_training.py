@@ -1,17 +1,18 @@
 """The InST style-inversion trainer node."""
 
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from .. import comfy_adapter as host
 from ..inst_core.style import CONTEXTS
 from ..inst_core.style_file import STYLE_FOLDER, save_style
 from ..inst_core.training import InSTTrainingConfig, train_style
 from ..training_kit.files import path_in
-from ..training_kit.loss_curve import loss_curve_image
 from ..training_kit.memory import CHECKPOINTING_TOOLTIP, GRADIENT_CHECKPOINTING
 from ..training_kit.precision import PRECISIONS
 from .categories import INST
 from .inst_types import InSTStyleType
+from .training_display import finished
+from .training_validation import ValidationType
 
 DEFAULTS = InSTTrainingConfig()
 
@@ -53,11 +54,12 @@ class TrainStyle(io.ComfyNode):
                                default=DEFAULTS.gradient_checkpointing, tooltip=CHECKPOINTING_TOOLTIP),
                 io.Combo.Input("precision", options=list(PRECISIONS), default=DEFAULTS.precision,
                                tooltip="fp16/bf16 autocast on a GPU (auto: bf16 where supported); fp32 on a CPU."),
-                io.Int.Input("preview_every", default=DEFAULTS.preview_every, min=0, max=100000,
-                             tooltip="Show a sample with the current token every N steps (0 = never)."),
                 io.String.Input("filename", default="inst/my_style",
                                 tooltip="Saved as models/inst_styles/<filename>.safetensors (replacing a file of "
                                         "that name); empty = do not save."),
+                ValidationType.Input("validation", optional=True,
+                                     tooltip="Training Validation: images from your prompts ('*' marks the style) "
+                                             "every N steps, saved and scored against the painting."),
             ],
             outputs=[
                 InSTStyleType.Output(display_name="style"),
@@ -66,14 +68,14 @@ class TrainStyle(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, clip, vae, clip_vision, painting, filename, **settings) -> io.NodeOutput:
+    def execute(cls, model, clip, vae, clip_vision, painting, filename, validation=None, **settings) -> io.NodeOutput:
         """`settings` are the schema's training inputs, named as InSTTrainingConfig's fields."""
         target = path_in(host.model_folder(STYLE_FOLDER), filename, "filename") if filename.strip() else None
         config = InSTTrainingConfig(**settings)
         paintings = [painting[i:i + 1] for i in range(painting.shape[0])]
-        result = train_style(model, clip, vae, clip_vision, paintings, config, host.StepProgress(config.steps))
+        bar = host.StepProgress(config.steps)
+        result = train_style(model, clip, vae, clip_vision, paintings, config, bar, validation)
         if target is not None:
             save_style(result.trained, target)
-        curve = loss_curve_image(result.losses, f"InST loss (eval {result.eval_before:.4f} -> "
-                                 f"{result.eval_after:.4f})")
-        return io.NodeOutput(result.trained, curve, ui=ui.PreviewImage(curve, cls=cls))
+        curve, shown = finished(cls, result, "InST loss", bar)
+        return io.NodeOutput(result.trained, curve, ui=shown)

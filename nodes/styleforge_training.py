@@ -3,7 +3,7 @@
 import dataclasses
 import logging
 
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from .. import comfy_adapter as host
 from ..styleforge_core.lora_file import LORA_FOLDER, load_lora
@@ -18,11 +18,12 @@ from ..styleforge_core.training import (
     train_styleforge,
 )
 from ..training_kit.files import path_in
-from ..training_kit.loss_curve import loss_curve_image
 from ..training_kit.memory import CHECKPOINTING_TOOLTIP, GRADIENT_CHECKPOINTING
 from ..training_kit.precision import PRECISIONS
 from .categories import STYLEFORGE
 from .styleforge_types import StyleForgeImagesType, StyleForgeLoRAType
+from .training_display import finished
+from .training_validation import ValidationType
 
 DEFAULTS = StyleForgeConfig()
 NO_RESUME = "[none]"
@@ -96,8 +97,6 @@ def _inputs() -> list:
                                f"together, faster for small images. auto: separate from {SEPARATE_PASSES_FROM} px."),
         io.Combo.Input("precision", options=list(PRECISIONS), default=d.precision,
                        tooltip="auto: bf16/fp16 autocast on a GPU, fp32 on a CPU."),
-        io.Int.Input("preview_every", default=d.preview_every, min=0, max=100000,
-                     tooltip="Show a sample of '[V] style' every N steps (0 = never)."),
         io.Int.Input("checkpoint_every", default=d.checkpoint_every, min=0, max=100000,
                      tooltip="Write the LoRA to models/loras/<checkpoint_name> every N steps (0 = never); "
                              "written atomically, so Cancel leaves the last one intact."),
@@ -106,6 +105,10 @@ def _inputs() -> list:
         io.Combo.Input(RESUME_INPUT, options=[NO_RESUME, *host.model_files(LORA_FOLDER)], default=NO_RESUME,
                        tooltip="Continue a StyleForge LoRA from models/loras: its step count, rank and alpha come "
                                "from its metadata."),
+        ValidationType.Input("validation", optional=True,
+                             tooltip="Training Validation: images from your prompts (write the token: 'a house, zwx "
+                                     "style') every N steps, saved, and scored against the StyleRef images when "
+                                     "it has a CLIP vision model."),
     ]
 
 
@@ -130,7 +133,7 @@ class TrainStyleForge(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, clip, vae, style_images, checkpoint_name, resume_from, aux=None, backgrounds=None,
-                **settings) -> io.NodeOutput:
+                validation=None, **settings) -> io.NodeOutput:
         """`settings` are the schema's training inputs, named as StyleForgeConfig's fields."""
         config = StyleForgeConfig(**settings)
         config = dataclasses.replace(config, token=config.token.strip(),
@@ -142,10 +145,10 @@ class TrainStyleForge(io.ComfyNode):
         if resume_from != NO_RESUME:
             resume = load_lora(host.model_file_path(LORA_FOLDER, resume_from, RESUME_INPUT), RESUME_INPUT)
         sets = TrainingSets(style_images, aux, backgrounds)
-        result = train_styleforge(model, clip, vae, sets, config, host.StepProgress(config.steps), checkpoint, resume)
+        bar = host.StepProgress(config.steps)
+        result = train_styleforge(model, clip, vae, sets, config, bar, checkpoint, resume, validation)
         for note in result.notes:
             logging.info("StyleForge: %s", note)
         trained_model, trained_clip = host.apply_lora(model, clip, result.trained.tensors)
-        curve = loss_curve_image(result.losses, f"StyleForge {config.method} loss (eval {result.eval_before:.4f} -> "
-                                 f"{result.eval_after:.4f})")
-        return io.NodeOutput(trained_model, trained_clip, result.trained, curve, ui=ui.PreviewImage(curve, cls=cls))
+        curve, shown = finished(cls, result, f"StyleForge {config.method} loss", bar)
+        return io.NodeOutput(trained_model, trained_clip, result.trained, curve, ui=shown)

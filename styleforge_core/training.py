@@ -32,8 +32,9 @@ from ..training_kit.images import SampleSize, cropped, square_crop
 from ..training_kit.memory import clear_out_of_memory, gradient_checkpointing_on
 from ..training_kit.optimizer_state import restore_optimizer_state, save_optimizer_state, state_path
 from ..training_kit.precision import Precision, training_precision
-from ..training_kit.progress import TrainingProgress, preview_sample
+from ..training_kit.progress import TrainingProgress
 from ..training_kit.result import TrainingResult
+from ..training_kit.validation import ValidationSettings, Validator
 from .datasets import ImageSet, bound_prompt
 from .lora import LoRANetwork
 from .lora_file import StyleForgeLoRA, require_family, save_lora
@@ -84,7 +85,6 @@ class StyleForgeConfig:
     gradient_checkpointing: str = "auto"  # see training_kit.memory
     passes: str = "auto"  # see PASSES
     precision: str = "auto"
-    preview_every: int = 0
     checkpoint_every: int = 0
 
     @property
@@ -353,11 +353,18 @@ def prepare_components(model, vae, sets: TrainingSets, config: StyleForgeConfig,
     return components, aux
 
 
-def preview(model, clip, vae, component: Component, seed: int):
-    """A sample of the component's prompt ("[V] style") with the adapters as they are now."""
-    with torch.no_grad():
-        positive = host.encode_tokens(clip, host.tokenize(clip, component.prompt))
-    return preview_sample(model, clip, vae, positive, tuple(component.images.latents.shape[1:]), seed)
+def validator(model, clip, vae, sets: TrainingSets, components: list[Component], config: StyleForgeConfig,
+              settings: ValidationSettings) -> Validator:
+    """Validation rounds with the adapters as they are then; by default each component's own prompt
+    ("[V] style"). The score compares to the StyleRef images (Multi: people and backgrounds)."""
+    prompts = settings.prompts or tuple(component.prompt for component in components)
+
+    def condition(text: str) -> list:
+        return host.encode_tokens(clip, host.tokenize(clip, text))
+
+    references = [*sets.style.images, *(sets.backgrounds.images if config.method == "Multi" else ())]
+    return Validator(settings, prompts, model, clip, vae, tuple(components[0].images.latents.shape[1:]), condition,
+                     references, config.steps)
 
 
 def _notes(config: StyleForgeConfig, sets: TrainingSets, start_step: int, seconds_per_step: float,
@@ -422,7 +429,8 @@ def accumulate_gradients(model, conditioner: TextConditioner, precision: Precisi
 
 def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeConfig,
                      progress_bar: host.StepProgress | None = None, checkpoint_path: Path | None = None,
-                     resume: StyleForgeLoRA | None = None) -> TrainingResult[StyleForgeLoRA]:
+                     resume: StyleForgeLoRA | None = None,
+                     validation: ValidationSettings | None = None) -> TrainingResult[StyleForgeLoRA]:
     check_inputs(config, sets)
     family = host.require_stable_diffusion(model)
     host.require_matching_clip(model, clip)
@@ -447,8 +455,8 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
         named = dict(network.named_parameters())
         optimizer_restored = resume is not None and resume.path is not None and restore_optimizer_state(
             optimizer, named, scaler, resume.tensors, state_path(resume.path), RESUME_INPUT)
-        progress = TrainingProgress(progress_bar, config.steps, config.preview_every,
-                                    lambda: preview(model, clip, vae, components[0], config.seed))
+        checks = None if validation is None else validator(model, clip, vae, sets, components, config, validation)
+        progress = TrainingProgress(progress_bar, config.steps, checks)
 
         def snapshot(step: int) -> StyleForgeLoRA:
             return StyleForgeLoRA(network.kohya_state(), lora_metadata(config, family, sets, step))
@@ -456,6 +464,7 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
         log: list[StepLoss] = []
         with network.attached(targets):
             eval_before = evaluation_loss(model, conditioner, components)
+            progress.start(start_step)
             t0 = time.perf_counter()
             for step in range(start_step + 1, config.steps + 1):
                 for group, base_lr in zip(optimizer.param_groups, base_lrs):
@@ -476,4 +485,4 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
     lora.metadata.update(eval_loss_before=eval_before, eval_loss_after=eval_after)
     terms = {"StyleRef": [s.styleref for s in log], "Aux": [s.aux for s in log]}
     return TrainingResult(lora, [s.loss for s in log], eval_before, eval_after, terms, start_step,
-                          _notes(config, sets, start_step, seconds_per_step, optimizer_restored))
+                          _notes(config, sets, start_step, seconds_per_step, optimizer_restored), checks)

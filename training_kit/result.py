@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from .validation import Validator
+
 Trained = TypeVar("Trained")
 
 
@@ -17,3 +19,4 @@ class TrainingResult(Generic[Trained]):
     terms: dict[str, list[float]] = field(default_factory=dict)  # named parts of each step's loss
     start_step: int = 0  # steps already done by the run this one resumed
     notes: list[str] = field(default_factory=list)  # for the log: data summaries, speed, choices made
+    validation: Validator | None = None  # its rounds: images, files, scores

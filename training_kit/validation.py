@@ -1,0 +1,144 @@
+"""Validation while training, shared by both trainers.
+
+Every `every` steps (and before the first step and at the last) the model as it is then draws one image per
+validation prompt, each with a fixed seed, so rounds differ only by the training between them. The
+images are saved to ComfyUI's output folder with the step in their names. With a CLIP vision model,
+each round also gets a style-similarity score: the mean cosine similarity between the CLIP image
+embeddings of its images and of the reference images (CLIP-I, as reported by DreamBooth, Ruiz et al.,
+arXiv 2208.12242, and by StyleForge's evaluation). The per-step training loss is too noisy to choose a
+step by; the score and the images are what a user picks the best step from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .. import comfy_adapter as host
+from .files import path_in
+
+PREFIX_INPUT = "filename_prefix"
+SAMPLER = "euler"  # deterministic: a round's images depend only on the weights and the seeds
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    prompts: tuple[str, ...] = ()  # empty: the trainer's own style prompt
+    every: int = 100
+    seed: int = 0
+    steps: int = 20
+    cfg: float = 7.0
+    filename_prefix: str = "validation/style"
+    clip_vision: object | None = field(default=None, compare=False)  # for the score; None = no score
+
+
+@dataclass
+class ValidationRound:
+    step: int
+    images: list[Image.Image]
+    files: list[Path]  # relative to the output folder
+    score: float | None  # CLIP-I against the reference images, when a CLIP vision model is at hand
+
+
+def validation_prompts(text: str) -> tuple[str, ...]:
+    """One prompt per non-empty line."""
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _next_run(folder: Path, base: str) -> int:
+    """1 + the highest run number already in `folder` for `base`, so no run overwrites another."""
+    pattern = re.compile(re.escape(base) + r"_(\d{5})_")
+    runs = [int(m.group(1)) for p in folder.glob(f"{base}_*") if (m := pattern.match(p.name))]
+    return max(runs, default=0) + 1
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    """Temporary file in the same folder, then rename: no partial image is ever visible."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@torch.no_grad()
+def _unit_embeddings(clip_vision, images: list[torch.Tensor]) -> torch.Tensor:
+    embeds = torch.cat([host.clip_vision_embeddings(host.clip_vision_encode(clip_vision, image))[0].float()
+                        for image in images])
+    return torch.nn.functional.normalize(embeds, dim=-1)
+
+
+class Validator:
+    """Runs the rounds of one training run. `condition(prompt)` gives the CONDITIONING of a prompt
+    with the weights as they are now; `references` are the training images the score compares to."""
+
+    def __init__(self, settings: ValidationSettings, prompts: tuple[str, ...], model, clip, vae,
+                 latent_shape: tuple[int, ...], condition: Callable[[str], list], references: list[torch.Tensor],
+                 last_step: int):
+        output = host.output_folder()
+        target = path_in(output, settings.filename_prefix, PREFIX_INPUT, suffix=".png")
+        base = target.name[: -len(".png")]
+        self.run_name = target.parent / f"{base}_{_next_run(target.parent, base):05}"
+        self.output, self.settings, self.prompts = output, settings, prompts
+        self.model, self.clip, self.vae, self.latent_shape = model, clip, vae, latent_shape
+        self.condition, self.last_step = condition, last_step
+        self.clip_vision = settings.clip_vision
+        self.references = _unit_embeddings(self.clip_vision, references) if self.clip_vision is not None else None
+        self.rounds: list[ValidationRound] = []
+
+    def due(self, step: int) -> bool:
+        return step == self.last_step or step % self.settings.every == 0
+
+    def run(self, step: int) -> ValidationRound:
+        """One image per prompt (seed, seed + 1, ...), saved; scored when a CLIP vision model is set.
+        The global random state is left as it was, so validating does not change training."""
+        images, files = [], []
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            for k, prompt in enumerate(self.prompts):
+                positive = self.condition(prompt)
+                image = host.txt2img(self.model, self.clip, self.vae, positive, self.latent_shape,
+                                     self.settings.seed + k, self.settings.steps, self.settings.cfg, SAMPLER)
+                path = self.run_name.parent / f"{self.run_name.name}_step{step:06}_{k + 1}.png"
+                save_png(image, path)
+                images.append(image)
+                files.append(path.relative_to(self.output))
+            score = self._score(images)
+        self.rounds.append(ValidationRound(step, images, files, score))
+        return self.rounds[-1]
+
+    def _score(self, images: list[Image.Image]) -> float | None:
+        if self.references is None:
+            return None
+        generated = _unit_embeddings(self.clip_vision, [host.from_pil(image) for image in images])
+        return float((generated @ self.references.T).mean())
+
+    def scores(self) -> list[tuple[int, float]]:
+        return [(r.step, r.score) for r in self.rounds if r.score is not None]
+
+    def best(self) -> ValidationRound | None:
+        scored = [r for r in self.rounds if r.score is not None]
+        return max(scored, key=lambda r: r.score) if scored else None
+
+    def summary(self) -> str:
+        """For the node: where the images are, and the best step by score."""
+        text = f"validation images: output/{self.run_name.relative_to(self.output)}_step*.png"
+        best, first = self.best(), self.rounds[0] if self.rounds else None
+        if best is not None and first is not None and first.score is not None:
+            text += f"; CLIP-I {first.score:.3f} at step {first.step}, best {best.score:.3f} at step {best.step}"
+        return text
+
+    def save_curve(self, curve: Image.Image) -> Path:
+        path = self.run_name.parent / f"{self.run_name.name}_curve.png"
+        save_png(curve, path)
+        return path.relative_to(self.output)
