@@ -1,4 +1,8 @@
-"""The InST style-inversion trainer node."""
+"""The InST style-inversion trainer node and its options node.
+
+The trainer shows what every run needs (models, painting, steps, learning rate, seed, resolution,
+where to save); the encoder's shape and the memory settings have paper or usual defaults and live in
+InST Training Options, connected only to change them."""
 
 from comfy_api.latest import io
 
@@ -10,7 +14,7 @@ from ..training_kit.files import path_in
 from ..training_kit.memory import CHECKPOINTING_TOOLTIP, GRADIENT_CHECKPOINTING
 from ..training_kit.precision import PRECISIONS
 from .categories import INST
-from .inst_types import InSTStyleType
+from .inst_types import InSTOptionsType, InSTStyleType
 from .training_display import finished
 from .training_validation import ValidationType
 
@@ -42,6 +46,47 @@ class TrainStyle(io.ComfyNode):
                              tooltip="Seed for initialisation, timesteps, noise and flips (paper: 23)."),
                 io.Int.Input("resolution", default=DEFAULTS.resolution, min=64, max=2048, step=8,
                              tooltip="The painting is resized to resolution x resolution (aspect not kept)."),
+                io.String.Input("filename", default="inst/my_style",
+                                tooltip="Saved as models/inst_styles/<filename>.safetensors (replacing a file of "
+                                        "that name); empty = do not save."),
+                InSTOptionsType.Input("options", optional=True,
+                                      tooltip="InST Training Options: batch, flips, what the encoder attends to, "
+                                              "vectors per token, memory and precision."),
+                ValidationType.Input("validation", optional=True,
+                                     tooltip="Training Validation: images from your prompts ('*' marks the style) "
+                                             "every N steps, saved and scored against the painting."),
+            ],
+            outputs=[
+                InSTStyleType.Output(display_name="style"),
+                io.Image.Output(display_name="loss_curve", tooltip="Loss per step, and the validation scores if any."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, vae, clip_vision, painting, filename, options=None, validation=None,
+                **settings) -> io.NodeOutput:
+        """`settings` and `options` are training inputs, named as InSTTrainingConfig's fields."""
+        target = path_in(host.model_folder(STYLE_FOLDER), filename, "filename") if filename.strip() else None
+        config = InSTTrainingConfig(**settings, **(options or {}))
+        paintings = [painting[i:i + 1] for i in range(painting.shape[0])]
+        bar = host.StepProgress(config.steps)
+        result = train_style(model, clip, vae, clip_vision, paintings, config, bar, validation)
+        if target is not None:
+            save_style(result.trained, target)
+        curve, shown = finished(cls, result, "InST loss", bar)
+        return io.NodeOutput(result.trained, curve, ui=shown)
+
+
+class InSTOptions(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="InST_Options",
+            display_name="InST Training Options",
+            category=INST,
+            description="The settings an InST run rarely changes, for Train InST Style's 'options' input. "
+                        "Without this node the trainer uses these defaults (the paper's).",
+            inputs=[
                 io.Int.Input("batch_size", default=DEFAULTS.batch_size, min=1, max=64,
                              tooltip="Samples per step (paper: 1)."),
                 io.Boolean.Input("random_flip", default=DEFAULTS.random_flip, tooltip="Random horizontal flip, p=0.5."),
@@ -54,28 +99,10 @@ class TrainStyle(io.ComfyNode):
                                default=DEFAULTS.gradient_checkpointing, tooltip=CHECKPOINTING_TOOLTIP),
                 io.Combo.Input("precision", options=list(PRECISIONS), default=DEFAULTS.precision,
                                tooltip="fp16/bf16 autocast on a GPU (auto: bf16 where supported); fp32 on a CPU."),
-                io.String.Input("filename", default="inst/my_style",
-                                tooltip="Saved as models/inst_styles/<filename>.safetensors (replacing a file of "
-                                        "that name); empty = do not save."),
-                ValidationType.Input("validation", optional=True,
-                                     tooltip="Training Validation: images from your prompts ('*' marks the style) "
-                                             "every N steps, saved and scored against the painting."),
             ],
-            outputs=[
-                InSTStyleType.Output(display_name="style"),
-                io.Image.Output(display_name="loss_curve"),
-            ],
+            outputs=[InSTOptionsType.Output(display_name="options")],
         )
 
     @classmethod
-    def execute(cls, model, clip, vae, clip_vision, painting, filename, validation=None, **settings) -> io.NodeOutput:
-        """`settings` are the schema's training inputs, named as InSTTrainingConfig's fields."""
-        target = path_in(host.model_folder(STYLE_FOLDER), filename, "filename") if filename.strip() else None
-        config = InSTTrainingConfig(**settings)
-        paintings = [painting[i:i + 1] for i in range(painting.shape[0])]
-        bar = host.StepProgress(config.steps)
-        result = train_style(model, clip, vae, clip_vision, paintings, config, bar, validation)
-        if target is not None:
-            save_style(result.trained, target)
-        curve, shown = finished(cls, result, "InST loss", bar)
-        return io.NodeOutput(result.trained, curve, ui=shown)
+    def execute(cls, **options) -> io.NodeOutput:
+        return io.NodeOutput(options)

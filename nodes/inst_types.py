@@ -1,5 +1,6 @@
-"""The custom socket type that carries a learned InST style between nodes."""
+"""The custom socket types that carry a learned InST style and the trainer's options between nodes."""
 
 from comfy_api.latest import io
 
 InSTStyleType = io.Custom("INST_STYLE")
+InSTOptionsType = io.Custom("INST_OPTIONS")

@@ -42,13 +42,21 @@ def sample_to_latent(positive: list, prefix: str, model: list | None = None, see
     }
 
 
+INST_OPTIONS_NODE = "40"
+# InST Training Options as the tests set them (every input is required in an API prompt).
+INST_OPTIONS = {"batch_size": 1, "random_flip": True, "attend_to": "image_embed", "vectors_per_token": 1,
+                "gradient_checkpointing": "auto", "precision": "fp32"}
+
+
 def inst_training(painting: str, steps: int = 4, filename: str = "tests/e2e_style", ckpt: str = TINY_CKPT,
                   **overrides) -> dict:
+    """Train InST Style (node "4") with its options node; overrides go to whichever has the input."""
     inputs = {"model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "clip_vision": ["2", 0], "painting": ["3", 0],
-              "steps": steps, "learning_rate": 1e-3, "seed": 23, "resolution": 64, "batch_size": 1,
-              "random_flip": True, "attend_to": "image_embed", "vectors_per_token": 1,
-              "gradient_checkpointing": "auto", "precision": "fp32", "preview_every": 2, "filename": filename}
-    inputs.update(overrides)
+              "steps": steps, "learning_rate": 1e-3, "seed": 23, "resolution": 64, "filename": filename,
+              "options": [INST_OPTIONS_NODE, 0]}
+    options = dict(INST_OPTIONS)
+    for name, value in overrides.items():
+        (options if name in INST_OPTIONS else inputs)[name] = value
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "2": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": CLIP_VISION}},
@@ -56,6 +64,7 @@ def inst_training(painting: str, steps: int = 4, filename: str = "tests/e2e_styl
         "4": {"class_type": "InST_TrainStyle", "inputs": inputs},
         "5": {"class_type": "CLIPVisionEncode", "inputs": {"clip_vision": ["2", 0], "image": ["3", 0],
                                                            "crop": "center"}},
+        INST_OPTIONS_NODE: {"class_type": "InST_Options", "inputs": options},
     }
 
 

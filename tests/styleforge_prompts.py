@@ -3,27 +3,36 @@
 from prompts import TINY_CKPT
 
 EXAMPLE = "styleforge_example"
-# What every test run shrinks: 64 px, a handful of steps, no previews.
-TINY_TRAINING = {"resolution": 64, "preview_every": 0, "checkpoint_every": 0, "unet_lr": 1e-3}
+OPTIONS_NODE = "30"
+# What every test run shrinks: 64 px, a handful of steps, fast learning.
+TINY_TRAINING = {"resolution": 64, "steps": 3, "unet_lr": 1e-3, "rank": 4}
+# StyleForge Training Options as the tests set them (every input is required in an API prompt).
+OPTIONS = {"style_template": "{} style", "aux_prompt": "style", "min_aux_images": 4, "alpha": 4.0,
+           "include_conv": False, "text_encoder_lr": 0.0, "lr_schedule": "constant", "warmup_steps": 0,
+           "batch_size": 1, "grad_accumulation": 1, "min_snr_gamma": 0.0, "noise_offset": 0.0, "crops_per_image": 1,
+           "random_flip": True, "gradient_checkpointing": "auto", "passes": "auto", "precision": "auto",
+           "checkpoint_every": 0, "checkpoint_name": "styleforge_test/checkpoint", "resume_from": "[none]"}
 
 
 def image_set(folder: str) -> dict:
     return {"class_type": "StyleForge_ImageSet", "inputs": {"folder": f"{EXAMPLE}/{folder}"}}
 
 
-def trainer(sets: dict[str, str], **overrides) -> dict:
-    """StyleForge_Train on the checkpoint of node "1", reading the image-set nodes named in `sets`."""
-    inputs = {"model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "method": "Single", "token": "zwx",
-              "background_token": "ohwx", "style_template": "{} style", "aux_prompt": "style", "aux_weight": 1.0,
-              "background_aux_weight": 1.0, "min_aux_images": 4, "rank": 4, "alpha": 4.0, "include_conv": False,
-              "steps": 3, "text_encoder_lr": 0.0, "lr_schedule": "constant", "warmup_steps": 0,
-              "batch_size": 1, "grad_accumulation": 1, "min_snr_gamma": 0.0, "noise_offset": 0.0, "seed": 0,
-              "crops_per_image": 1, "random_flip": True, "gradient_checkpointing": "auto", "passes": "auto",
-              "precision": "auto",
-              "checkpoint_name": "styleforge_test/checkpoint", "resume_from": "[none]",
-              **TINY_TRAINING, **overrides}
-    inputs.update({name: [node, 0] for name, node in sets.items()})
-    return {"class_type": "StyleForge_Train", "inputs": inputs}
+def trainer(sets: dict[str, str], multi: bool = False, **overrides) -> dict:
+    """The trainer node (Single, or Multi) on the checkpoint of node "1", reading the image-set nodes
+    named in `sets`, and its options node: {trainer id "4" or "5": ..., OPTIONS_NODE: ...}. Overrides
+    go to whichever of the two has the input."""
+    main = {"model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "token": "zwx", "aux_weight": 1.0, "seed": 0,
+            **TINY_TRAINING, "options": [OPTIONS_NODE, 0]}
+    if multi:
+        main.update(background_token="ohwx", background_aux_weight=1.0)
+    options = dict(OPTIONS)
+    for name, value in overrides.items():
+        (options if name in OPTIONS else main)[name] = value
+    main.update({name: [node, 0] for name, node in sets.items()})
+    return {"4" if not multi else "5": {"class_type": "StyleForge_TrainMulti" if multi else "StyleForge_Train",
+                                        "inputs": main},
+            OPTIONS_NODE: {"class_type": "StyleForge_Options", "inputs": options}}
 
 
 def sample_to_latent(model: list, clip: list, text: str, prefix: str, seed: int = 7) -> dict:
@@ -45,7 +54,7 @@ def train_single(filename: str, latent_prefix: str, ckpt: str = TINY_CKPT, **ove
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "2": image_set("styleref"),
         "3": image_set("aux"),
-        "4": trainer({"style_images": "2", "aux": "3"}, **overrides),
+        **trainer({"style_images": "2", "aux": "3"}, **overrides),
         "5": {"class_type": "StyleForge_SaveLoRA", "inputs": {"lora": ["4", 2], "filename": filename,
                                                              "precision": "fp32"}},
         **sample_to_latent(["4", 0], ["4", 1], "zwx style", latent_prefix),
@@ -58,7 +67,7 @@ def train_multi(filename: str, ckpt: str = TINY_CKPT, **overrides) -> dict:
         "2": image_set("people"),
         "3": image_set("backgrounds"),
         "4": image_set("aux"),
-        "5": trainer({"style_images": "2", "backgrounds": "3", "aux": "4"}, method="Multi", **overrides),
+        **trainer({"people": "2", "backgrounds": "3", "aux": "4"}, multi=True, **overrides),
         "6": {"class_type": "StyleForge_SaveLoRA", "inputs": {"lora": ["5", 2], "filename": filename,
                                                              "precision": "fp16"}},
     }
