@@ -2,7 +2,8 @@
 
 ComfyUI imports this package from `custom_nodes/` and calls `comfy_entrypoint`. The node modules
 are imported there, not at package import, so the algorithm cores (`inst_core`, `styleforge_core`)
-stay importable without the node API.
+stay importable without the node API. At start-up the shipped example inputs are copied into
+ComfyUI's input folder (missing files only), so the bundled workflows find them.
 """
 
 from comfy_api.latest import ComfyExtension, io
@@ -16,4 +17,7 @@ class StylePersonalizationExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> StylePersonalizationExtension:
+    from .shipped_inputs import install_example_inputs
+
+    install_example_inputs()
     return StylePersonalizationExtension()

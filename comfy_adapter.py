@@ -520,6 +520,10 @@ def output_folder() -> Path:
     return Path(folder_paths.get_output_directory())
 
 
+def input_folder() -> Path:
+    return Path(folder_paths.get_input_directory())
+
+
 def to_pil(image: torch.Tensor) -> Image.Image:
     array = (image[0, ..., :3].clamp(0, 1) * 255).round().byte().cpu().numpy()
     return Image.fromarray(array)

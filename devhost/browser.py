@@ -10,6 +10,7 @@ handler leaves the group, and exits once the browser is gone) stay out of the us
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import os
@@ -97,6 +98,17 @@ class HeadlessChromium:
 
     def navigate(self, url: str) -> None:
         self._call("Page.navigate", {"url": url})
+
+    def set_viewport(self, width: int, height: int) -> None:
+        """The page's size in CSS pixels, at one device pixel each (screenshots at 100%)."""
+        self._call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
+                                                          "deviceScaleFactor": 1, "mobile": False})
+
+    def screenshot(self, x: float, y: float, width: float, height: float) -> bytes:
+        """PNG of a region of the page, in CSS pixels."""
+        result = self._call("Page.captureScreenshot", {"format": "png", "clip": {
+            "x": x, "y": y, "width": width, "height": height, "scale": 1}}, timeout=120)
+        return base64.b64decode(result["data"])
 
     def evaluate(self, js: str, await_promise: bool = False, timeout: float = 60):
         """Value of the JavaScript expression `js` in the page (JSON-serialisable values only)."""

@@ -1,25 +1,37 @@
-"""Author the bundled workflows: each is written here as an API prompt, loaded into the real ComfyUI
-frontend (`app.loadApiJson`, headless Chromium) and saved as the UI-format file users open and share
-(`app.graph.serialize()`), so `workflows/*.json` is exactly what ComfyUI itself writes.
+"""Author the bundled workflows as lessons: each is written here as an API prompt plus a layout (a
+Note on top, a group per stage, columns of nodes), loaded into the real ComfyUI frontend
+(`app.loadApiJson`, headless Chromium), laid out there with the sizes the frontend gives each node,
+and saved as the UI-format file users open and share (`app.graph.serialize()`), so
+`example_workflows/*.json` is exactly what ComfyUI itself writes. The file names are what ComfyUI's
+template browser shows as each template's title and description.
 
     .devhost/venv/bin/python -m devhost.make_workflows
 
-Model names are the usual user file names; the example runner substitutes the tiny models and
-shrinks sizes and steps (devhost/run_examples.py).
+Model names are the files users download (links in each workflow's metadata, which the frontend
+offers when one is missing); the example runner substitutes the tiny models and shrinks sizes and
+steps (devhost/run_examples.py). Inputs are the example images the package ships and copies into
+input/inst_styleforge/ (shipped_inputs.py).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 
 from .browser import HeadlessChromium
 from .comfy_server import ComfyServer
-from .paths import DEVHOST, REPO_ROOT
+from .paths import DEVHOST, TEMPLATES
 from .ui_workflow import ui_to_api
 
-CHECKPOINT = "v1-5-pruned-emaonly.safetensors"
-CLIP_VISION = "clip_vision_vit_l14.safetensors"
+CHECKPOINT = {"name": "v1-5-pruned-emaonly-fp16.safetensors", "directory": "checkpoints",
+              "url": "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
+                     "v1-5-pruned-emaonly-fp16.safetensors"}
+CLIP_VISION = {"name": "clip-vit-large-patch14.safetensors", "directory": "clip_vision",
+               "url": "https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/model.safetensors"}
+EXAMPLES = "inst_styleforge"  # the shipped example inputs, under ComfyUI's input folder
+INTRO_TITLE = "Read me first"
+LOAD, TRAIN, GENERATE, STOCK = "#3f789e", "#b06634", "#8A8", "#88A"  # group colours: ComfyUI's palette
 
 
 def node(class_type: str, title: str | None = None, **inputs) -> dict:
@@ -29,23 +41,67 @@ def node(class_type: str, title: str | None = None, **inputs) -> dict:
     return entry
 
 
-def inst_models_and_painting(style_filename: str) -> dict:
+@dataclass
+class Note:
+    title: str
+    text: str  # markdown
+    width: int = 340
+    height: int = 160
+
+
+@dataclass
+class Stage:
+    title: str
+    color: str
+    columns: list[list[str | Note]]  # node ids (of the prompt) or notes, top to bottom
+    new_row: bool = False  # start a new row of groups below the previous ones (fits a screen at 100%)
+
+
+@dataclass
+class Lesson:
+    prompt: dict
+    intro: Note
+    stages: list[Stage]
+    models: dict[str, list[dict]] = field(default_factory=dict)  # loader node id -> its model files
+
+
+MODELS_NOTE = Note("Models", "**Models**: an SD1.5 checkpoint (SD2.x and SDXL work too) and, for InST, CLIP vision "
+                   "ViT-L/14. If one is missing, ComfyUI offers the download (links are in this workflow).",
+                   height=110)
+
+
+def inst_loaders() -> dict:
     return {
-        "1": node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT),
-        "2": node("CLIPVisionLoader", "CLIP vision (ViT-L/14)", clip_name=CLIP_VISION),
-        "3": node("LoadImage", "The painting", image="example_painting.png"),
+        "1": node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT["name"]),
+        "2": node("CLIPVisionLoader", "CLIP vision (ViT-L/14)", clip_name=CLIP_VISION["name"]),
+        "3": node("LoadImage", "The painting", image=f"{EXAMPLES}/painting.jpg"),
+    }
+
+
+def inst_trainer(style_filename: str, validation_prompts: str) -> dict:
+    return {
         "4": node("InST_TrainStyle", model=["1", 0], clip=["1", 1], vae=["1", 2], clip_vision=["2", 0],
-                  painting=["3", 0], steps=1000, learning_rate=1e-4, seed=23, resolution=512, batch_size=1,
-                  random_flip=True, attend_to="image_embed", vectors_per_token=1, gradient_checkpointing="auto",
-                  precision="fp32", preview_every=100, filename=style_filename),
+                  painting=["3", 0], steps=1000, learning_rate=1e-4, seed=23, resolution=512,
+                  filename=style_filename, validation=["30", 0]),
+        "30": node("StylePersonalization_Validation", prompts=validation_prompts, every=100, seed=0, steps=20,
+                   cfg=7.0, filename_prefix="validation/inst"),
         "5": node("SaveImage", "Loss curve", images=["4", 1], filename_prefix="inst/loss_curve"),
         "6": node("CLIPVisionEncode", clip_vision=["2", 0], image=["3", 0], crop="center"),
         "7": node("CLIPTextEncode", "Negative (empty, as the paper)", text="", clip=["1", 1]),
     }
 
 
-def inst_train_and_generate() -> dict:
-    prompt = inst_models_and_painting("inst/example_style")
+INST_TIME = ("**Time and memory**: 1000 steps at 512 px. Measured on a 2-core CPU with the full-size SD1.5: "
+             "4.8 s per step at 256 px, 5.7 GB peak (use a GPU for 512 px; GPU figures are not measured yet).")
+VALIDATION_NOTE = Note("Validation", "**Validation** every 100 steps: images from the prompts in Training "
+                       "Validation go to output/validation/ with the step in the name, scored against the training "
+                       "images (CLIP-I); the trainer names the best step. Seeds are fixed: queueing again after "
+                       "changing only a generation prompt reuses the trained result from the cache.", height=140)
+
+
+def inst_train_and_generate() -> Lesson:
+    prompt = {**inst_loaders(), **inst_trainer("inst/example_style", "a house by the sea in the style of *\n"
+                                                                      "a portrait of a woman in the style of *")}
     prompt.update({
         "8": node("InST_ExportEmbedding", style=["4", 0], name="inst_example_style", clip_vision_output=["6", 0]),
         "9": node("InST_StyleConditioning", clip=["1", 1], style=["4", 0],
@@ -65,16 +121,32 @@ def inst_train_and_generate() -> dict:
         "16": node("VAEDecode", samples=["15", 0], vae=["1", 2]),
         "17": node("SaveImage", images=["16", 0], filename_prefix="inst/generated_with_embedding"),
     })
-    return prompt
+    intro = Note(INTRO_TITLE, "# Learn a painting's style, then generate with it (InST)\n"
+                 "Train InST Style learns the style of **one painting** as a text token, written `*` in prompts "
+                 "(Zhang et al., *Inversion-based style transfer*, CVPR 2023). Generate with it through InST Style "
+                 "Conditioning, or anywhere as a stock `embedding:inst_example_style` after the export.\n\n"
+                 "**Your own painting**: replace the image in *The painting* (the example is a picture drawn by "
+                 "this package, to show the graph runs). " + INST_TIME, width=900, height=190)
+    stages = [
+        Stage("1. Load", LOAD, [["1", "2", "3", MODELS_NOTE]]),
+        Stage("2. Learn the style", TRAIN, [["4", "30"], ["6", "5", VALIDATION_NOTE]]),
+        Stage("3. Generate with the style token (InST Style Conditioning)", GENERATE,
+              [["9", "7", "10"], ["11", "12"], ["13"]], new_row=True),
+        Stage("4. Or with the stock embedding: embedding:NAME in any CLIP Text Encode", STOCK,
+              [["8", "18"], ["14", "15"], ["16", "17"]]),
+    ]
+    return Lesson(prompt, intro, stages, {"1": [CHECKPOINT], "2": [CLIP_VISION]})
 
 
-def inst_style_transfer() -> dict:
-    prompt = inst_models_and_painting("inst/example_transfer_style")
+def inst_style_transfer() -> Lesson:
+    prompt = {**inst_loaders(), **inst_trainer("inst/example_transfer_style", "*\na house in the style of *")}
     prompt.update({
-        "8": node("LoadImage", "The content photo", image="example_content.png"),
+        "8": node("LoadImage", "The content photo", image=f"{EXAMPLES}/content_photo.jpg"),
         "9": node("InST_StyleConditioning", clip=["1", 1], style=["4", 0], text="*", placeholder="*",
                   clip_vision_output=["6", 0]),
-        "10": node("VAEEncode", "Content latent", pixels=["8", 0], vae=["1", 2]),
+        "22": node("ImageScale", "Photo at the model's size", image=["8", 0], upscale_method="lanczos", width=512,
+                   height=512, crop="center"),
+        "10": node("VAEEncode", "Content latent", pixels=["22", 0], vae=["1", 2]),
         "11": node("VAEEncode", "Painting latent (for AdaIN)", pixels=["3", 0], vae=["1", 2]),
         "12": node("InST_StyleTransfer", model=["1", 0], positive=["9", 0], negative=["7", 0], content=["10", 0],
                    style=["11", 0], strength=0.7, steps=50, cfg=10.0, sampler_name="euler", scheduler="normal",
@@ -92,79 +164,130 @@ def inst_style_transfer() -> dict:
         "20": node("VAEDecode", samples=["19", 0], vae=["1", 2]),
         "21": node("SaveImage", images=["20", 0], filename_prefix="inst/transfer_sampler_custom"),
     })
-    return prompt
+    intro = Note(INTRO_TITLE, "# Transfer a painting's style onto your photo (InST stochastic inversion)\n"
+                 "The style is learned from the painting as in the first InST template; the transfer then starts "
+                 "sampling from the noise the model itself predicts for the content photo under the style, so "
+                 "the content survives the style. **strength** (or the scheduler's denoise) sets how much changes."
+                 "\n\n**Your own pictures**: replace *The painting* and *The content photo*. Section 3 is the whole "
+                 "transfer in one node; section 4 is the same transfer with stock SamplerCustomAdvanced, for "
+                 "those who want to change the sampler. " + INST_TIME, width=900, height=210)
+    stages = [
+        Stage("1. Load", LOAD, [["1", "2", "3"], ["8", MODELS_NOTE]]),
+        Stage("2. Learn the style", TRAIN, [["4", "30"], ["6", "5", "7", VALIDATION_NOTE]]),
+        Stage("3. Transfer in one node", GENERATE, [["9", "22", "10", "11"], ["12", "13"], ["14"]], new_row=True),
+        Stage("4. The same transfer with stock SamplerCustomAdvanced", STOCK,
+              [["15", "16", "18"], ["17", "19", "20"], ["21"]]),
+    ]
+    return Lesson(prompt, intro, stages, {"1": [CHECKPOINT], "2": [CLIP_VISION]})
 
 
-STYLEFORGE_TRAINING = dict(
-    token="zwx", background_token="ohwx", style_template="{} style", aux_prompt="style", aux_weight=1.0,
-    background_aux_weight=1.0, min_aux_images=4, rank=16, alpha=16.0, include_conv=False, steps=1000,
-    unet_lr=1e-4, text_encoder_lr=0.0, lr_schedule="constant", warmup_steps=0, batch_size=1, grad_accumulation=1,
-    min_snr_gamma=0.0, noise_offset=0.0, seed=0, resolution=512, crops_per_image=1, random_flip=True,
-    gradient_checkpointing="auto", passes="auto", precision="auto", preview_every=100, checkpoint_every=250,
-    resume_from="[none]")
+STYLEFORGE_OPTIONS = dict(
+    style_template="{} style", aux_prompt="style", min_aux_images=4, alpha=0.0, include_conv=False,
+    text_encoder_lr=0.0, lr_schedule="constant", warmup_steps=0, batch_size=1, grad_accumulation=1,
+    min_snr_gamma=0.0, noise_offset=0.0, crops_per_image=1, random_flip=True, gradient_checkpointing="auto",
+    passes="auto", precision="auto", checkpoint_every=250, resume_from="[none]")
+STYLEFORGE_TRAINING = dict(aux_weight=1.0, rank=16, steps=1000, unet_lr=1e-4, resolution=512, seed=0)
+STYLEFORGE_TIME = ("**Time and memory**: 1000 steps at 512 px. Measured on a 2-core CPU with the full-size "
+                   "SD1.5: 35 s per step (2 samples) at 512 px, 7.5 GB peak (use a GPU; GPU figures are not "
+                   "measured yet).")
+OPTIONS_NOTE = Note("Options", "**Options** (optional): LoRA alpha and layers, the text-encoder learning rate, "
+                    "schedule, batch, memory, checkpoints every N steps, and **resume_from** a checkpoint (AdamW's "
+                    "state is kept beside it, so a resumed run ends where an uninterrupted one would).", height=150)
 
 
-def styleforge_generate(prompt: dict, trainer: str, text: str, first: int, prefix: str) -> None:
-    """Sample with the trainer's LoRA-patched MODEL and CLIP, and save the image."""
-    ids = [str(first + i) for i in range(5)]
+def styleforge_generate(prompt: dict, trainer: str, text: str) -> None:
+    """Sample with the trainer's LoRA-patched MODEL and CLIP, and save the image (nodes 10-15)."""
     prompt.update({
-        ids[0]: node("CLIPTextEncode", text=text, clip=[trainer, 1]),
-        ids[1]: node("CLIPTextEncode", "Negative", text="blurry, low quality", clip=[trainer, 1]),
-        ids[2]: node("EmptyLatentImage", width=512, height=512, batch_size=1),
-        ids[3]: node("KSampler", model=[trainer, 0], positive=[ids[0], 0], negative=[ids[1], 0],
-                     latent_image=[ids[2], 0], seed=42, steps=25, cfg=7.0, sampler_name="euler", scheduler="normal",
-                     denoise=1.0),
-        ids[4]: node("VAEDecode", samples=[ids[3], 0], vae=["1", 2]),
+        "10": node("CLIPTextEncode", text=text, clip=[trainer, 1]),
+        "11": node("CLIPTextEncode", "Negative", text="blurry, low quality", clip=[trainer, 1]),
+        "12": node("EmptyLatentImage", width=512, height=512, batch_size=1),
+        "13": node("KSampler", model=[trainer, 0], positive=["10", 0], negative=["11", 0], latent_image=["12", 0],
+                   seed=42, steps=25, cfg=7.0, sampler_name="euler", scheduler="normal", denoise=1.0),
+        "14": node("VAEDecode", samples=["13", 0], vae=["1", 2]),
     })
-    prompt[str(first + 5)] = node("SaveImage", images=[ids[4], 0], filename_prefix=prefix)
 
 
-def styleforge_single() -> dict:
+def styleforge_training(trainer: str, name: str, validation_prompts: str) -> dict:
+    return {
+        "20": node("StyleForge_Options", checkpoint_name=f"styleforge/{name}_checkpoint", **STYLEFORGE_OPTIONS),
+        "21": node("StylePersonalization_Validation", prompts=validation_prompts, every=100, seed=0, steps=20,
+                   cfg=7.0, filename_prefix=f"validation/{name}"),
+        "6": node("StyleForge_SaveLoRA", lora=[trainer, 2], filename=f"styleforge/{name}_style", precision="fp16"),
+        "7": node("SaveImage", "Loss curve", images=[trainer, 3], filename_prefix=f"styleforge/{name}_loss"),
+    }
+
+
+def styleforge_single() -> Lesson:
     prompt = {
-        "1": node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT),
-        "2": node("StyleForge_ImageSet", "StyleRef images ([V] style)", folder="styleforge_example/styleref"),
-        "3": node("StyleForge_ImageSet", "Aux images (style)", folder="styleforge_example/aux"),
+        "1": node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT["name"]),
+        "2": node("StyleForge_ImageSet", "StyleRef images ([V] style)", folder=f"{EXAMPLES}/styleref"),
+        "3": node("StyleForge_ImageSet", "Aux images (style)", folder=f"{EXAMPLES}/aux"),
         "4": node("StyleForge_Train", model=["1", 0], clip=["1", 1], vae=["1", 2], style_images=["2", 0],
-                  aux=["3", 0], method="Single", checkpoint_name="styleforge/single_checkpoint",
-                  **STYLEFORGE_TRAINING),
-        "5": node("StyleForge_SaveLoRA", lora=["4", 2], filename="styleforge/single_style", precision="fp16"),
-        "6": node("SaveImage", "Loss curve", images=["4", 3], filename_prefix="styleforge/single_loss"),
+                  aux=["3", 0], token="zwx", options=["20", 0], validation=["21", 0], **STYLEFORGE_TRAINING),
+        **styleforge_training("4", "single", "a portrait of a woman in a garden, zwx style\n"
+                                             "a house by the sea, zwx style"),
     }
-    styleforge_generate(prompt, "4", "a portrait of a woman in a garden, zwx style", 10, "styleforge/single")
-    return prompt
+    styleforge_generate(prompt, "4", "a portrait of a woman in a garden, zwx style")
+    prompt["15"] = node("SaveImage", images=["14", 0], filename_prefix="styleforge/single")
+    intro = Note(INTRO_TITLE, "# Train a style LoRA from a few images (StyleForge)\n"
+                 "Train StyleForge LoRA binds the style of the **StyleRef** images to `zwx style`, while the "
+                 "**Aux** images keep the plain word `style` anchored (Park et al., *StyleForge*, 2024): one loss, "
+                 "StyleRef + lambda x Aux. The LoRA loads in stock Load LoRA; prompt with `zwx style`.\n\n"
+                 "**Your own images**: put 15-20 images of the style in a folder under ComfyUI/input (a `.txt` "
+                 "beside an image is its caption) and about as many digital paintings of people for Aux, and "
+                 "type the folders in the two image sets (the examples are pictures drawn by this package). "
+                 + STYLEFORGE_TIME, width=900, height=210)
+    stages = [
+        Stage("1. Load", LOAD, [["1", "2", "3", MODELS_NOTE]]),
+        Stage("2. Train the LoRA", TRAIN, [["4"], ["20", OPTIONS_NOTE],
+                                          ["21", "6", "7", VALIDATION_NOTE]]),
+        Stage("3. Generate with zwx style", GENERATE, [["10", "11", "12"], ["13", "14"], ["15"]], new_row=True),
+    ]
+    return Lesson(prompt, intro, stages, {"1": [CHECKPOINT]})
 
 
-def styleforge_multi() -> dict:
+def styleforge_multi() -> Lesson:
     prompt = {
-        "1": node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT),
-        "2": node("StyleForge_ImageSet", "People ([V] style)", folder="styleforge_example/people"),
-        "3": node("StyleForge_ImageSet", "Backgrounds ([W] style)", folder="styleforge_example/backgrounds"),
-        "4": node("StyleForge_ImageSet", "Aux images (style)", folder="styleforge_example/aux"),
-        "5": node("StyleForge_Train", model=["1", 0], clip=["1", 1], vae=["1", 2], style_images=["2", 0],
-                  backgrounds=["3", 0], aux=["4", 0], method="Multi", checkpoint_name="styleforge/multi_checkpoint",
-                  **STYLEFORGE_TRAINING),
-        "6": node("StyleForge_SaveLoRA", lora=["5", 2], filename="styleforge/multi_style", precision="fp16"),
-        "7": node("SaveImage", "Loss curve", images=["5", 3], filename_prefix="styleforge/multi_loss"),
+        "1": node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT["name"]),
+        "2": node("StyleForge_ImageSet", "People ([V] style)", folder=f"{EXAMPLES}/people"),
+        "3": node("StyleForge_ImageSet", "Backgrounds ([W] style)", folder=f"{EXAMPLES}/backgrounds"),
+        "8": node("StyleForge_ImageSet", "Aux images (style)", folder=f"{EXAMPLES}/aux"),
+        "5": node("StyleForge_TrainMulti", model=["1", 0], clip=["1", 1], vae=["1", 2], people=["2", 0],
+                  backgrounds=["3", 0], aux=["8", 0], token="zwx", background_token="ohwx",
+                  background_aux_weight=1.0, options=["20", 0], validation=["21", 0], **STYLEFORGE_TRAINING),
+        **styleforge_training("5", "multi", "a portrait of a woman, zwx style, in a city street, ohwx style\n"
+                                            "a quiet harbour, ohwx style"),
     }
-    styleforge_generate(prompt, "5", "a portrait of a woman, zwx style, standing in a city street, ohwx style", 10,
-                        "styleforge/multi")
-    return prompt
+    styleforge_generate(prompt, "5", "a portrait of a woman, zwx style, standing in a city street, ohwx style")
+    prompt["15"] = node("SaveImage", images=["14", 0], filename_prefix="styleforge/multi")
+    intro = Note(INTRO_TITLE, "# People and backgrounds in one LoRA (Multi-StyleForge)\n"
+                 "Train Multi-StyleForge LoRA learns two bindings in turn: the **people** of the style to "
+                 "`zwx style` and its **backgrounds** to `ohwx style`, each anchored by the Aux images with its "
+                 "own lambda (Park et al., *StyleForge*, 2024). Prompt with both: `a woman, zwx style, in a "
+                 "street, ohwx style`.\n\n**Your own images**: a folder of people and one of backgrounds in the "
+                 "style, and Aux paintings of people, under ComfyUI/input (the examples are pictures drawn by "
+                 "this package). " + STYLEFORGE_TIME, width=900, height=210)
+    stages = [
+        Stage("1. Load", LOAD, [["1", "2", "3", "8", MODELS_NOTE]]),
+        Stage("2. Train the LoRA", TRAIN, [["5"], ["20", OPTIONS_NOTE],
+                                          ["21", "6", "7", VALIDATION_NOTE]]),
+        Stage("3. Generate with zwx style and ohwx style", GENERATE, [["10", "11", "12"], ["13", "14"], ["15"]],
+              new_row=True),
+    ]
+    return Lesson(prompt, intro, stages, {"1": [CHECKPOINT]})
 
 
+# File name -> lesson. ComfyUI's template browser shows a custom node pack's template by its file
+# name (as title and description), so the names say what each one teaches.
 WORKFLOWS = {
-    "inst_train_and_generate": inst_train_and_generate,
-    "inst_style_transfer": inst_style_transfer,
-    "styleforge_single": styleforge_single,
-    "styleforge_multi": styleforge_multi,
+    "InST - learn a painting style and generate with it": inst_train_and_generate,
+    "InST - transfer a painting style onto a photo": inst_style_transfer,
+    "StyleForge - train a style LoRA": styleforge_single,
+    "StyleForge Multi - people and backgrounds in one LoRA": styleforge_multi,
 }
 
 READY_JS = ("!!(window.app && window.app.graph && window.LiteGraph && "
             "window.LiteGraph.registered_node_types['InST_TrainStyle'])")
-
-
-def without_meta(prompt: dict) -> dict:
-    return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()}
-
 
 # The frontend gives every seed a "control after generate" widget, "randomize" by default: a new seed
 # at every queue, so a trainer would retrain when only a generation prompt changed. The bundled
@@ -172,11 +295,75 @@ def without_meta(prompt: dict) -> dict:
 FIX_SEEDS_JS = ("for (const n of app.graph._nodes) for (const w of n.widgets || []) "
                 "if (w.name === 'control_after_generate') w.value = 'fixed';")
 
+# Lay the graph out with the sizes the frontend computed: the intro note on top, then one group per
+# stage from left to right, each stage's columns inside it, nodes stacked with a gap.
+LOAD_IMAGE_HEIGHT = 430
+LAYOUT_JS = f"const LOAD_IMAGE_HEIGHT = {LOAD_IMAGE_HEIGHT};" + """
+const g = app.graph, T = LiteGraph.NODE_TITLE_HEIGHT, GAP = 30, PAD = 24, GROUP_TITLE = 56, MARGIN = 40;
+// Wide enough for the whole title and every one-line widget's name and value at 100% zoom.
+const ctx = document.createElement("canvas").getContext("2d");
+ctx.font = `${LiteGraph.NODE_TEXT_SIZE}px Arial`;
+const textWidth = (text) => ctx.measureText(String(text)).width;
+for (const n of g._nodes) {
+  let width = textWidth(n.title) + 2 * T + 40;
+  for (const w of n.widgets || [])
+    if (typeof w.value === "string" && !w.element) width = Math.max(width, textWidth(w.name) + textWidth(w.value) + 90);
+  // A Load Image node grows when its picture arrives, after this script: give it that room now.
+  n.size = [Math.max(n.size[0], Math.ceil(width)), n.type === "LoadImage" ? LOAD_IMAGE_HEIGHT : n.size[1]];
+}
+const note = (n) => {
+  const node = LiteGraph.createNode("MarkdownNote");
+  g.add(node);
+  node.title = n.title;
+  node.widgets[0].value = n.text;
+  node.size = [n.width, n.height];
+  return node;
+};
+for (const [id, models] of Object.entries(spec.models)) g.getNodeById(+id).properties.models = models;
+const intro = note(spec.intro);
+intro.pos = [MARGIN, MARGIN + T];
+let x = MARGIN, top = MARGIN + T + spec.intro.height + MARGIN, rowBottom = top;
+for (const stage of spec.stages) {
+  if (stage.new_row) [x, top] = [MARGIN, rowBottom + MARGIN];
+  let cx = x + PAD, right = cx, bottom = top + GROUP_TITLE;
+  for (const column of stage.columns) {
+    let cy = top + GROUP_TITLE, width = 0;
+    for (const item of column) {
+      const n = typeof item === "object" ? note(item) : g.getNodeById(+item);
+      n.pos = [cx, cy + T];
+      cy += T + n.size[1] + GAP;
+      width = Math.max(width, n.size[0]);
+    }
+    bottom = Math.max(bottom, cy - GAP);
+    right = cx + width;
+    cx = right + GAP * 2;
+  }
+  const group = new LiteGraph.LGraphGroup(stage.title);
+  g.add(group);
+  group.pos = [x, top];
+  group.size = [right + PAD - x, bottom + PAD - top];
+  group.color = stage.color;
+  x = right + PAD + MARGIN;
+  rowBottom = Math.max(rowBottom, bottom + PAD);
+}
+g.setDirtyCanvas(true, true);
+"""
 
-def serialize_in_frontend(page: HeadlessChromium, prompt: dict, name: str) -> dict:
-    js = f"(async () => {{ await app.loadApiJson({json.dumps(prompt)}, {json.dumps(name)}); {FIX_SEEDS_JS} " \
-         "return JSON.stringify(app.graph.serialize()); })()"
-    return json.loads(page.evaluate(js, await_promise=True, timeout=120))
+
+def serialize_in_frontend(page: HeadlessChromium, lesson: Lesson, name: str) -> dict:
+    spec = {"models": lesson.models, "intro": lesson.intro.__dict__,
+            "stages": [{"title": s.title, "color": s.color, "new_row": s.new_row,
+                        "columns": [[i.__dict__ if isinstance(i, Note) else i for i in c] for c in s.columns]}
+                       for s in lesson.stages]}
+    js = (f"(async () => {{ const spec = {json.dumps(spec)}; await app.loadApiJson({json.dumps(lesson.prompt)}, "
+          f"{json.dumps(name)}); {FIX_SEEDS_JS} {LAYOUT_JS} return JSON.stringify(app.graph.serialize()); }})()")
+    workflow = json.loads(page.evaluate(js, await_promise=True, timeout=120))
+    workflow["models"] = [model for models in lesson.models.values() for model in models]
+    return workflow
+
+
+def without_meta(prompt: dict) -> dict:
+    return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()}
 
 
 def main() -> int:
@@ -189,15 +376,16 @@ def main() -> int:
         page.navigate(server.url)
         page.wait_for(READY_JS, timeout=120)
         for name, build in WORKFLOWS.items():
-            prompt = build()
-            workflow = serialize_in_frontend(page, prompt, name)
+            lesson = build()
+            workflow = serialize_in_frontend(page, lesson, name)
             converted = without_meta(ui_to_api(workflow, object_info))
-            if converted != without_meta(prompt):
+            if converted != without_meta(lesson.prompt):
                 print(f"make_workflows: {name} does not convert back to its prompt", file=sys.stderr)
                 return 1
-            path = REPO_ROOT / "workflows" / f"{name}.json"
+            path = TEMPLATES / f"{name}.json"
+            path.parent.mkdir(exist_ok=True)
             path.write_text(json.dumps(workflow, indent=1) + "\n")
-            print(f"wrote {path.relative_to(REPO_ROOT)}")
+            print(f"wrote {path.relative_to(TEMPLATES.parent)}")
     finally:
         page.stop()
         server.stop()

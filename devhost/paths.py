@@ -10,3 +10,4 @@ BASE_DIR = DEVHOST / "base"
 PYTHON = DEVHOST / "venv" / "bin" / "python"
 FIXTURE_CACHE = DEVHOST / "fixtures"
 PACKAGE_LINK_NAME = "inst_styleforge"
+TEMPLATES = REPO_ROOT / "example_workflows"  # the bundled workflows, where ComfyUI's template browser finds them

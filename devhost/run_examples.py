@@ -1,4 +1,4 @@
-"""The main job: run every bundled workflow in `workflows/` through the real ComfyUI server.
+"""The main job: run every bundled workflow in `example_workflows/` through the real ComfyUI server.
 
 Each workflow is the UI-format file a user would open; it is converted to an API prompt with the
 server's own node definitions, its model names are pointed at the tiny embedded models, and its
@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
+from PIL import Image, ImageDraw
+
 from . import fixtures
 from .comfy_server import ComfyServer
-from .example_inputs import write_examples
-from .paths import BASE_DIR, REPO_ROOT
+from .paths import BASE_DIR, REPO_ROOT, TEMPLATES
 from .ui_workflow import ui_to_api
 
-WORKFLOWS_DIR = REPO_ROOT / "workflows"
 # What the tiny models stand in for, by loader input name.
 MODEL_SUBSTITUTES = {
     "ckpt_name": fixtures.TINY_SD15.filename,
@@ -33,10 +34,14 @@ TINY_RUN_OVERRIDES = {
     "ImageScale": {"width": 64, "height": 64},
     "KSampler": {"steps": 6},
     "BasicScheduler": {"steps": 6},
-    "InST_TrainStyle": {"steps": 30, "resolution": 64, "preview_every": 10},
+    "InST_TrainStyle": {"steps": 30, "resolution": 64},
     "InST_StyleTransfer": {"steps": 10},
-    "StyleForge_Train": {"steps": 30, "resolution": 64, "preview_every": 10, "checkpoint_every": 15},
+    "StyleForge_Train": {"steps": 30, "resolution": 64},
+    "StyleForge_TrainMulti": {"steps": 30, "resolution": 64},
+    "StyleForge_Options": {"checkpoint_every": 15},
+    "StylePersonalization_Validation": {"every": 10, "steps": 4},
 }
+GRID_TILE, GRID_LABEL = 128, 90  # validation grid: tile side (tiny-model images are upscaled), label column
 # Model folders whose new files are results of a run (learned styles, embeddings, LoRAs).
 RESULT_FOLDERS = ("output", "models/loras", "models/embeddings", "models/inst_styles")
 
@@ -75,6 +80,29 @@ def copy_new_files(before: dict[Path, float], dest: Path) -> list[Path]:
     return copied
 
 
+def validation_grid(folder: Path) -> Path | None:
+    """One picture of a run's validation images: a row per step, a column per prompt, labelled."""
+    pattern = re.compile(r"_step(\d{6})_(\d+)\.png$")
+    found = {tuple(int(g) for g in m.groups()): p for p in folder.rglob("*_step*.png") if (m := pattern.search(p.name))}
+    if not found:
+        return None
+    steps, columns = sorted({s for s, _ in found}), max(k for _, k in found)
+    with Image.open(next(iter(found.values()))) as first:
+        tile = max(first.size[0], GRID_TILE)
+    grid = Image.new("RGB", (GRID_LABEL + columns * tile, len(steps) * tile), "white")
+    draw = ImageDraw.Draw(grid)
+    for row, step in enumerate(steps):
+        draw.text((4, row * tile + tile // 2), f"step {step}", fill="black")
+        for (s, k), path in found.items():
+            if s == step:
+                with Image.open(path) as image:
+                    grid.paste(image.convert("RGB").resize((tile, tile), Image.NEAREST),
+                               (GRID_LABEL + (k - 1) * tile, row * tile))
+    target = folder / "validation_grid.png"
+    grid.save(target)
+    return target
+
+
 def run_workflow(server: ComfyServer, path: Path, object_info: dict, out_dir: Path) -> dict:
     prompt = ui_to_api(json.loads(path.read_text()), object_info)
     changes = shrink_for_tiny_models(prompt)
@@ -82,6 +110,8 @@ def run_workflow(server: ComfyServer, path: Path, object_info: dict, out_dir: Pa
     t0 = time.time()
     result = server.run(prompt, timeout=1800)
     files = copy_new_files(before, out_dir / path.stem)
+    grid = validation_grid(out_dir / path.stem)
+    files += [grid] if grid else []
     (out_dir / path.stem).mkdir(parents=True, exist_ok=True)
     (out_dir / path.stem / "api_prompt.json").write_text(json.dumps(prompt, indent=1))
     error = None
@@ -96,12 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "out" / time.strftime("examples-%Y%m%d-%H%M%S"))
     parser.add_argument("--only", help="run only the workflow whose file name contains this")
     args = parser.parse_args(argv)
-    workflows = sorted(p for p in WORKFLOWS_DIR.glob("*.json") if not args.only or args.only in p.name)
+    workflows = sorted(p for p in TEMPLATES.glob("*.json") if not args.only or args.only in p.name)
     if not workflows:
-        print(f"run_examples: no workflows found in {WORKFLOWS_DIR}", file=sys.stderr)
+        print(f"run_examples: no workflows found in {TEMPLATES}", file=sys.stderr)
         return 1
     fixtures.install_all()
-    write_examples(BASE_DIR / "input")
     args.out.mkdir(parents=True, exist_ok=True)
     server = ComfyServer(args.out / "server.log")
     summary = []

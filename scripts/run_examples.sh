@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job (README): every bundled workflow in workflows/, end to end through the real ComfyUI
+# The main job (README): every bundled workflow in example_workflows/, end to end through the real ComfyUI
 # server on the tiny embedded models; prints the folder its outputs were copied to.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

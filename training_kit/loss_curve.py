@@ -67,8 +67,10 @@ def loss_curve_image(losses: list[float], title: str, scores: list[tuple[int, fl
         best_step, best = max(scores, key=lambda item: item[1])
         bx, by = x(best_step), y(best, lo, span)
         draw.ellipse([bx - 7, by - 7, bx + 7, by + 7], outline=SCORE, width=2)
-        draw.text((right + 4, 8), f"{lo + span:.3f}", fill=SCORE)
-        draw.text((right + 4, bottom - 12), f"{lo:.3f}", fill=SCORE)
-        draw.text((MARGIN, bottom + 6), f"loss (blue), CLIP-I (orange), best at step {best_step}: {best:.3f}",
+        draw.text((right + 2, 8), f"{lo + span:.4f}", fill=SCORE)
+        draw.text((right + 2, bottom - 12), f"{lo:.4f}", fill=SCORE)
+        draw.text((MARGIN + 70, bottom + 6), f"loss (blue), CLIP-I (orange), best at step {best_step}: {best:.4f}",
                   fill="black")
+    draw.text((MARGIN, bottom + 6), f"step {first}", fill="black")
+    draw.text((right - 60, bottom + 6), f"step {last}", fill="black")
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
