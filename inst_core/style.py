@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -70,6 +71,7 @@ class InSTStyle(nn.Module):
     def __init__(self, spec: StyleSpec):
         super().__init__()
         self.spec = spec
+        self.path: Path | None = None  # the file it was loaded from, where a continued run finds its optimizer
         self.heads = nn.ModuleDict({
             key: StyleEncoder(spec.image_dim, width, spec.n_vectors, spec.attention_heads, spec.dim_head, spec.dropout,
                               spec.context_dim if spec.context == CONTEXT_PATCH_TOKENS else None)

@@ -24,4 +24,5 @@ def load_style(path: Path, input_name: str = "style_name") -> InSTStyle:
     if missing or unexpected:
         raise InputError(input_name, f"'{path.name}' does not match its own spec (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]}).", "The file is damaged; re-train or re-save it.")
+    style.path = path
     return style

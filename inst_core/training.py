@@ -6,12 +6,14 @@ model's timesteps and Gaussian noise, inject the encoder's token for that painti
 ("*"), encode the prompt with the frozen text encoder and predict with the frozen UNet; the loss is
 the MSE of the prediction in the model's own parameterisation (epsilon for SD1.x). Only the encoder's
 parameters are in the optimizer, so the UNet, text encoder, VAE and CLIP vision weights stay
-bit-for-bit the same.
+bit-for-bit the same. Each step's draws and dropout come from seeds of (seed, step), and a saved
+style keeps AdamW's state beside it, so continuing a saved style ends where one longer run ends.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -21,14 +23,19 @@ from ..training_kit.errors import InputError, require_finite_loss
 from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.images import SampleSize, exact_size, image_sha256, require_image, resize_exact
 from ..training_kit.memory import clear_out_of_memory, gradient_checkpointing_on
+from ..training_kit.optimizer_state import restore_optimizer_state, save_optimizer_state, state_path
 from ..training_kit.precision import training_precision
 from ..training_kit.progress import TrainingProgress
 from ..training_kit.result import TrainingResult
+from ..training_kit.seeds import step_seed
 from ..training_kit.validation import ValidationSettings, Validator
 from .style import CONTEXT_IMAGE_EMBED, CONTEXT_PATCH_TOKENS, ImageFeatures, InSTStyle, StyleSpec
+from .style_file import save_style
 from .style_prompt import StylePrompt
 
 FLIP_PROBABILITY = 0.5
+CONTINUE_INPUT = "continue_from"
+DATA_STREAM, DROPOUT_STREAM = 0, 1  # independent random streams of a step: its draws, the encoder's dropout
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,31 @@ def new_style(model, clip, paintings: Paintings, config: InSTTrainingConfig) -> 
         return InSTStyle(spec).to(host.compute_device(model))
 
 
+def continued_style(model, clip, paintings: Paintings, config: InSTTrainingConfig,
+                    saved: InSTStyle) -> tuple[InSTStyle, InSTTrainingConfig, int]:
+    """(a trainable copy of a saved style, the config with the encoder's shape from its file, the
+    steps it has done) for a run that continues it."""
+    done = int(saved.spec.training.get("steps", 0))
+    if not done:
+        raise InputError(CONTINUE_INPUT, "was not trained by this package's InST trainer (no step count in its "
+                         "file), so there is no run to continue.", "Pick a style this trainer saved, or [none].")
+    if saved.spec.family != host.require_stable_diffusion(model):
+        raise InputError(CONTINUE_INPUT, f"was trained on a {saved.spec.family} model, but the model connected "
+                         f"is {host.require_stable_diffusion(model)}.", "Continue it on the model it was trained "
+                         "on, or pick [none].")
+    saved.check_text_encoders(host.require_matching_clip(model, clip), "clip")
+    saved.check_features(paintings.features[0][0], "clip_vision")
+    if done >= config.steps:
+        raise InputError("steps", f"is {config.steps}, but '{CONTINUE_INPUT}' has already been trained for {done} "
+                         "steps.", f"Set steps above {done} to continue training.")
+    config = replace(config, attend_to=saved.spec.context, vectors_per_token=saved.spec.n_vectors,
+                     attention_heads=saved.spec.attention_heads, dim_head=saved.spec.dim_head,
+                     dropout=saved.spec.dropout)
+    style = InSTStyle(replace(saved.spec, training={})).to(host.compute_device(model))
+    style.load_state_dict(saved.state_dict())
+    return style.requires_grad_(True), config, done
+
+
 def denoising_loss(model, clip, style: InSTStyle, prompt: StylePrompt, latents: torch.Tensor,
                    features: ImageFeatures, sizes: list[SampleSize], timesteps: torch.Tensor,
                    noise: torch.Tensor) -> torch.Tensor:
@@ -160,8 +192,10 @@ def check_config(config: InSTTrainingConfig) -> None:
 
 
 def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], config: InSTTrainingConfig,
-                progress_bar: host.StepProgress | None = None,
-                validation: ValidationSettings | None = None) -> TrainingResult[InSTStyle]:
+                progress_bar: host.StepProgress | None = None, validation: ValidationSettings | None = None,
+                save_to: Path | None = None, continue_from: InSTStyle | None = None) -> TrainingResult[InSTStyle]:
+    """Train (or continue `continue_from` up to `config.steps` steps in all) and, with `save_to`, save
+    the style there with AdamW's state beside it, so a later run can continue it exactly."""
     check_config(config)
     device = host.compute_device(model)
     precision = training_precision(device, config.precision)
@@ -172,7 +206,11 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
     with (clear_out_of_memory(config.resolution, config.batch_size, checkpointing, precision.name,
                               "nothing was saved."),
           host.training_context(model, clip, checkpointing)):
-        style = new_style(model, clip, data, config)
+        start_step = 0
+        if continue_from is None:
+            style = new_style(model, clip, data, config)
+        else:
+            style, config, start_step = continued_style(model, clip, data, config, continue_from)
         prompt = StylePrompt(clip, config.template.format(config.placeholder), config.placeholder,
                              config.vectors_per_token)
         checks = None if validation is None else validator(model, clip, vae, clip_vision, style, data, paintings,
@@ -180,14 +218,21 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
         eval_before = evaluation_loss(model, clip, style, prompt, data)
         optimizer = torch.optim.AdamW(style.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         scaler = precision.grad_scaler()
+        named = dict(style.named_parameters())
+        notes = []
+        if continue_from is not None:
+            restored = continue_from.path is not None and restore_optimizer_state(
+                optimizer, named, scaler, continue_from.state_dict(), state_path(continue_from.path), CONTINUE_INPUT)
+            notes.append(f"continued at step {start_step}; " + ("optimizer state restored" if restored else
+                         "no optimizer state beside the file for it: AdamW's moments restart at zero"))
         progress = TrainingProgress(progress_bar, config.steps, checks)
-        progress.start(0)
-        generator = torch.Generator().manual_seed(config.seed)
+        progress.start(start_step)
         losses: list[float] = []
         style.train()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)  # dropout
-            for step in range(1, config.steps + 1):
+            for step in range(start_step + 1, config.steps + 1):
+                generator = torch.Generator().manual_seed(step_seed(config.seed, step, 0, DATA_STREAM))
+                torch.manual_seed(step_seed(config.seed, step, 0, DROPOUT_STREAM))
                 b = config.batch_size
                 indices = torch.randint(0, len(data.hashes), (b,), generator=generator).tolist()
                 flips = ((torch.rand(b, generator=generator) < FLIP_PROBABILITY).long().tolist()
@@ -206,8 +251,12 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
                 optimizer.zero_grad(set_to_none=True)
                 progress.update(step, losses[-1])
         eval_after = evaluation_loss(model, clip, style, prompt, data)
-    training = {**asdict(config), "painting_sha256": data.hashes, "eval_loss_before": eval_before,
-                "eval_loss_after": eval_after}
-    style.spec = StyleSpec(**{**asdict(style.spec), "training": training})
+        training = {**asdict(config), "painting_sha256": data.hashes, "eval_loss_before": eval_before,
+                    "eval_loss_after": eval_after}
+        style.spec = StyleSpec(**{**asdict(style.spec), "training": training})
+        if save_to is not None:
+            save_optimizer_state(optimizer, named, scaler, style.state_dict(), state_path(save_to))
+            save_style(style, save_to)
     style.requires_grad_(False)
-    return TrainingResult(style.cpu().eval(), losses, eval_before, eval_after, validation=checks)
+    return TrainingResult(style.cpu().eval(), losses, eval_before, eval_after, start_step=start_step, notes=notes,
+                          validation=checks)

@@ -4,12 +4,14 @@ The trainer shows what every run needs (models, painting, steps, learning rate, 
 where to save); the encoder's shape and the memory settings have paper or usual defaults and live in
 InST Training Options, connected only to change them."""
 
+import logging
+
 from comfy_api.latest import io
 
 from .. import comfy_adapter as host
 from ..inst_core.style import CONTEXTS
-from ..inst_core.style_file import STYLE_FOLDER, save_style
-from ..inst_core.training import InSTTrainingConfig, train_style
+from ..inst_core.style_file import STYLE_FOLDER, load_style
+from ..inst_core.training import CONTINUE_INPUT, InSTTrainingConfig, train_style
 from ..training_kit.files import path_in
 from ..training_kit.memory import CHECKPOINTING_TOOLTIP, GRADIENT_CHECKPOINTING
 from ..training_kit.precision import PRECISIONS
@@ -19,6 +21,11 @@ from .training_display import finished
 from .training_validation import ValidationType
 
 DEFAULTS = InSTTrainingConfig()
+NO_CONTINUE = "[none]"
+
+
+def _saved_styles() -> list[str]:
+    return [name for name in host.model_files(STYLE_FOLDER) if name.endswith(".safetensors")]
 
 
 class TrainStyle(io.ComfyNode):
@@ -67,12 +74,17 @@ class TrainStyle(io.ComfyNode):
                 **settings) -> io.NodeOutput:
         """`settings` and `options` are training inputs, named as InSTTrainingConfig's fields."""
         target = path_in(host.model_folder(STYLE_FOLDER), filename, "filename") if filename.strip() else None
-        config = InSTTrainingConfig(**settings, **(options or {}))
+        options = dict(options or {})
+        continue_from = options.pop(CONTINUE_INPUT, NO_CONTINUE)
+        saved = None
+        if continue_from != NO_CONTINUE:
+            saved = load_style(host.model_file_path(STYLE_FOLDER, continue_from, CONTINUE_INPUT), CONTINUE_INPUT)
+        config = InSTTrainingConfig(**settings, **options)
         paintings = [painting[i:i + 1] for i in range(painting.shape[0])]
         bar = host.StepProgress(config.steps)
-        result = train_style(model, clip, vae, clip_vision, paintings, config, bar, validation)
-        if target is not None:
-            save_style(result.trained, target)
+        result = train_style(model, clip, vae, clip_vision, paintings, config, bar, validation, target, saved)
+        for note in result.notes:
+            logging.info("InST: %s", note)
         curve, shown = finished(cls, result, "InST loss", bar)
         return io.NodeOutput(result.trained, curve, ui=shown)
 
@@ -99,6 +111,11 @@ class InSTOptions(io.ComfyNode):
                                default=DEFAULTS.gradient_checkpointing, tooltip=CHECKPOINTING_TOOLTIP),
                 io.Combo.Input("precision", options=list(PRECISIONS), default=DEFAULTS.precision,
                                tooltip="fp16/bf16 autocast on a GPU (auto: bf16 where supported); fp32 on a CPU."),
+                io.Combo.Input(CONTINUE_INPUT, options=[NO_CONTINUE, *_saved_styles()],
+                               default=NO_CONTINUE,
+                               tooltip="Continue a style this trainer saved in models/inst_styles up to 'steps' "
+                                       "steps in all: its encoder, and AdamW's state from the .optimizer file "
+                                       "beside it, so the result equals one longer run."),
             ],
             outputs=[InSTOptionsType.Output(display_name="options")],
         )

@@ -16,7 +16,6 @@ each checkpoint keeps the optimizer's state beside it, so the resumed run ends a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ from ..training_kit.optimizer_state import restore_optimizer_state, save_optimiz
 from ..training_kit.precision import Precision, training_precision
 from ..training_kit.progress import TrainingProgress
 from ..training_kit.result import TrainingResult
+from ..training_kit.seeds import step_seed
 from ..training_kit.validation import ValidationSettings, Validator
 from .datasets import ImageSet, bound_prompt
 from .lora import LoRANetwork
@@ -247,13 +247,6 @@ class Draw:
     sizes: list[SampleSize]
     timesteps: torch.Tensor
     noise: torch.Tensor
-
-
-def step_seed(seed: int, step: int, micro: int, stream: int) -> int:
-    """Independent, reproducible randomness per (step, micro-batch, stream): a resumed run draws what
-    an uninterrupted run would, and the StyleRef draws do not depend on whether Aux is drawn."""
-    digest = hashlib.sha256(f"{seed}/{step}/{micro}/{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def draw(model, images: EncodedSet, config: StyleForgeConfig, seed: int) -> Draw:

@@ -45,7 +45,7 @@ def sample_to_latent(positive: list, prefix: str, model: list | None = None, see
 INST_OPTIONS_NODE = "40"
 # InST Training Options as the tests set them (every input is required in an API prompt).
 INST_OPTIONS = {"batch_size": 1, "random_flip": True, "attend_to": "image_embed", "vectors_per_token": 1,
-                "gradient_checkpointing": "auto", "precision": "fp32"}
+                "gradient_checkpointing": "auto", "precision": "fp32", "continue_from": "[none]"}
 
 
 def inst_training(painting: str, steps: int = 4, filename: str = "tests/e2e_style", ckpt: str = TINY_CKPT,

@@ -1,12 +1,14 @@
 """InST through the real ComfyUI server: train, condition, reload, export on every SD family (SD1.5,
 SD2 v-prediction, SDXL), cancel, bad inputs."""
 
+import json
 import time
 
 import pytest
 import torch
 from PIL import Image
 from prompts import FAMILY_CKPTS, TINY_CKPT, inst_training, sample_to_latent, txt2img
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from devhost.example_inputs import painting
@@ -26,6 +28,11 @@ def painting_file(comfy_server) -> str:
 def _latent(server, result, node_id: str) -> torch.Tensor:
     [path] = server.output_files(result, node_id, key="latents")
     return load_file(str(path))["latent_tensor"]
+
+
+def load_file_metadata(path) -> dict:
+    with safe_open(str(path), framework="pt") as file:
+        return file.metadata()
 
 
 def _error_message(result) -> str:
@@ -171,3 +178,15 @@ def test_an_embedding_name_stock_prompts_cannot_use_is_refused(comfy_server, pai
     message = _error_message(comfy_server.run(prompt))
     assert "Input 'name': 'my style' has a space" in message and "e.g. 'my_style'" in message
     assert not (BASE_DIR / "models" / "embeddings" / "my style.safetensors").exists()
+
+
+def test_a_saved_style_continues_through_the_server_and_keeps_its_optimizer_beside_it(comfy_server, painting_file):
+    folder = BASE_DIR / "models" / "inst_styles" / "tests"
+    first = comfy_server.run(inst_training(painting_file, steps=2, filename="tests/continued_a"))
+    assert first.ok, first.error
+    assert (folder / "continued_a.optimizer").exists()
+    second = comfy_server.run(inst_training(painting_file, steps=4, filename="tests/continued_b",
+                                            continue_from="tests/continued_a.safetensors"))
+    assert second.ok, second.error
+    spec = json.loads(load_file_metadata(folder / "continued_b.safetensors")["spec"])
+    assert spec["training"]["steps"] == 4

@@ -68,10 +68,10 @@ def test_a_styleforge_lora_patched_model_drives_the_transfer(comfy_server):
         del prompt[node]
     prompt.update({
         "20": image_set("styleref"), "21": image_set("aux"),
-        "22": trainer({"style_images": "20", "aux": "21"}, steps=2, unet_lr=1e-2),
-        "23": {"class_type": "CLIPTextEncode", "inputs": {"text": "zwx style", "clip": ["22", 1]}},
+        **trainer({"style_images": "20", "aux": "21"}, steps=2, unet_lr=1e-2),  # the trainer is node "4"
+        "23": {"class_type": "CLIPTextEncode", "inputs": {"text": "zwx style", "clip": ["4", 1]}},
     })
-    for model, node_id in ((["22", 0], "30"), (["1", 0], "40")):
+    for model, node_id in ((["4", 0], "50"), (["1", 0], "60")):
         prompt[node_id] = {"class_type": "InST_StyleTransfer", "inputs": {
             "model": model, "positive": ["23", 0], "negative": ["5", 0], "content": ["3", 0], "strength": 0.6,
             "steps": 4, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "seed": 1,
@@ -80,7 +80,7 @@ def test_a_styleforge_lora_patched_model_drives_the_transfer(comfy_server):
             "samples": [node_id, 0], "filename_prefix": f"tests/lora_transfer_{node_id}"}}
     result = comfy_server.run(prompt)
     assert result.ok, result.error
-    assert not torch.equal(_latent(comfy_server, result, "31"), _latent(comfy_server, result, "41"))
+    assert not torch.equal(_latent(comfy_server, result, "51"), _latent(comfy_server, result, "61"))
 
 
 def test_latent_adain_node_gives_the_content_the_style_means_and_keeps_its_layout(comfy_server):

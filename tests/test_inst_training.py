@@ -155,3 +155,38 @@ def test_fp16_autocast_scales_the_loss_so_gradients_fp16_would_flush_to_zero_sur
     assert reference.abs().max() > 0
     # fp16 rounds the shrunk backward differently, so the direction is compared, not every bit
     assert torch.nn.functional.cosine_similarity(scaled, reference, dim=0) > 0.99
+
+
+def test_continuing_a_saved_style_ends_where_one_longer_run_ends(inst, sd15, clip_vision, tmp_path):
+    from inst_styleforge.inst_core.style_file import load_style
+
+    model, clip, vae = sd15
+    config = dict(FAST, steps=6)
+    saved = tmp_path / "half.safetensors"
+    with torch.inference_mode():
+        whole = inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], inst.InSTTrainingConfig(**config))
+        inst.train_style(model, clip, vae, clip_vision, [painting_tensor()],
+                         inst.InSTTrainingConfig(**dict(config, steps=3)), save_to=saved)
+        assert saved.with_suffix(".optimizer").exists()
+        continued = inst.train_style(model, clip, vae, clip_vision, [painting_tensor()],
+                                     inst.InSTTrainingConfig(**config), continue_from=load_style(saved))
+    assert continued.start_step == 3 and len(continued.losses) == 3
+    assert continued.losses == pytest.approx(whole.losses[3:], rel=1e-5)
+    continued_weights = continued.trained.state_dict()
+    worst = max((continued_weights[k] - v).abs().max().item() for k, v in whole.trained.state_dict().items())
+    assert worst <= 1e-6, worst
+    assert continued.trained.spec.training["steps"] == 6
+
+
+def test_continuing_needs_more_steps_than_the_saved_style_has(inst, sd15, clip_vision, tmp_path):
+    from inst_styleforge.inst_core.style_file import load_style
+    from inst_styleforge.training_kit.errors import InputError
+
+    model, clip, vae = sd15
+    saved = tmp_path / "done.safetensors"
+    config = inst.InSTTrainingConfig(**dict(FAST, steps=2))
+    with torch.inference_mode():
+        inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config, save_to=saved)
+        with pytest.raises(InputError, match="Input 'steps': is 2, but 'continue_from' has already been trained"):
+            inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config,
+                             continue_from=load_style(saved))

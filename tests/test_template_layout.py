@@ -14,6 +14,7 @@ from devhost.screenshots import SCREENSHOTS, slug
 
 TEMPLATE_FILES = sorted(TEMPLATES.glob("*.json"))
 TITLE_HEIGHT = 30  # LiteGraph's node title bar, drawn above a node's pos
+TITLE_CHAR_WIDTH = 6.0
 LOADER_INPUTS = {"CheckpointLoaderSimple": "checkpoints", "CLIPVisionLoader": "clip_vision"}
 
 
@@ -56,6 +57,15 @@ def test_no_two_nodes_or_groups_overlap_and_every_node_sits_in_one_stage(path):
         if node is not intro[0]:
             assert sum(_inside(nodes[node["id"]], g) for g in groups) == 1, f"{node['type']} is not in one group"
     assert nodes[intro[0]["id"]][3] < min(g[1] for g in groups), "the intro note is above every group"
+
+
+@pytest.mark.parametrize("path", TEMPLATE_FILES, ids=[p.stem for p in TEMPLATE_FILES])
+def test_every_title_fits_its_node_at_100_percent(path):
+    """LiteGraph cuts a title that does not fit with an ellipsis; 14 px Arial averages about 6 px a
+    character (measured in the frontend when the layout was made)."""
+    for node in json.loads(path.read_text())["nodes"]:
+        title = node.get("title") or node["type"]
+        assert node["size"][0] >= TITLE_CHAR_WIDTH * len(title) + 2 * TITLE_HEIGHT, title
 
 
 @pytest.mark.parametrize("path", TEMPLATE_FILES, ids=[p.stem for p in TEMPLATE_FILES])
