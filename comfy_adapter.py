@@ -516,14 +516,6 @@ def from_pil(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
 
 
-def output_folder() -> Path:
-    return Path(folder_paths.get_output_directory())
-
-
-def input_folder() -> Path:
-    return Path(folder_paths.get_input_directory())
-
-
 def to_pil(image: torch.Tensor) -> Image.Image:
     array = (image[0, ..., :3].clamp(0, 1) * 255).round().byte().cpu().numpy()
     return Image.fromarray(array)
@@ -584,6 +576,10 @@ def model_file_path(folder: str, filename: str, input_name: str) -> Path:
 
 def input_directory() -> Path:
     return Path(folder_paths.get_input_directory())
+
+
+def output_directory() -> Path:
+    return Path(folder_paths.get_output_directory())
 
 
 # ---- LoRA (StyleForge) ---------------------------------------------------------------------------

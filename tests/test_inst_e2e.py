@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 from prompts import FAMILY_CKPTS, TINY_CKPT, inst_training, sample_to_latent, txt2img
-from safetensors import safe_open
 from safetensors.torch import load_file
+from saved_files import file_metadata
 
 from devhost.example_inputs import painting
 from devhost.paths import BASE_DIR
@@ -28,11 +28,6 @@ def painting_file(comfy_server) -> str:
 def _latent(server, result, node_id: str) -> torch.Tensor:
     [path] = server.output_files(result, node_id, key="latents")
     return load_file(str(path))["latent_tensor"]
-
-
-def load_file_metadata(path) -> dict:
-    with safe_open(str(path), framework="pt") as file:
-        return file.metadata()
 
 
 def _error_message(result) -> str:
@@ -188,5 +183,5 @@ def test_a_saved_style_continues_through_the_server_and_keeps_its_optimizer_besi
     second = comfy_server.run(inst_training(painting_file, steps=4, filename="tests/continued_b",
                                             continue_from="tests/continued_a.safetensors"))
     assert second.ok, second.error
-    spec = json.loads(load_file_metadata(folder / "continued_b.safetensors")["spec"])
+    spec = json.loads(file_metadata(folder / "continued_b.safetensors")["spec"])
     assert spec["training"]["steps"] == 4

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 from prompts import FAMILY_CKPTS
-from safetensors import safe_open
 from safetensors.torch import load_file
+from saved_files import file_metadata
 from styleforge_prompts import stock_lora_sample, train_multi, train_single
 
 from devhost.example_inputs import write_examples
@@ -26,11 +26,6 @@ LATENT_TOLERANCE = 1e-4
 def server(comfy_server):
     write_examples(BASE_DIR / "input")
     return comfy_server
-
-
-def _metadata(path) -> dict:
-    with safe_open(str(path), framework="pt") as file:
-        return file.metadata()
 
 
 def _latent(server, result, node_id: str = "94") -> torch.Tensor:
@@ -61,7 +56,7 @@ def test_single_lora_loads_in_stock_lora_loader_and_reproduces_the_trainer(serve
     keys = load_file(str(lora_file)).keys()
     assert any(k.startswith("lora_unet_") for k in keys)
     assert _text_encoder_prefixes(keys) == TEXT_ENCODER_PREFIXES[family]
-    meta = _metadata(lora_file)
+    meta = file_metadata(lora_file)
     assert meta["method"] == "Single" and meta["base_model_family"] == FAMILY_NAMES[family] and meta["steps"] == "3"
     assert json.loads(meta["tokens"]) == {"V": "zwx"} and json.loads(meta["datasets"])["aux"]["images"] == 4
 
@@ -81,7 +76,7 @@ def test_multi_trains_both_tokens_and_the_text_encoders_with_separate_passes(ser
     _ok(result)
     lora_file = LORAS / "styleforge_test" / f"multi_{family}.safetensors"
     assert _text_encoder_prefixes(load_file(str(lora_file)).keys()) == TEXT_ENCODER_PREFIXES[family]
-    meta = _metadata(lora_file)
+    meta = file_metadata(lora_file)
     assert meta["method"] == "Multi"
     assert json.loads(meta["settings"])["passes"] == "separate"
     assert json.loads(meta["tokens"]) == {"V": "zwx", "W": "ohwx"}
@@ -111,14 +106,14 @@ def test_cancel_keeps_the_last_checkpoint_and_resume_continues_from_its_step(ser
     cancelled = server.wait(prompt_id)
     assert not cancelled.ok and cancelled.error["kind"] == "execution_interrupted"
     assert not list(checkpoint.parent.glob("*.tmp")) and not list(checkpoint.parent.glob(".*"))
-    steps_done = int(_metadata(checkpoint)["steps"])
+    steps_done = int(file_metadata(checkpoint)["steps"])
     assert steps_done % 2 == 0 and 2 <= steps_done < 500
     assert not (LORAS / "styleforge_test" / "never.safetensors").exists()
 
     resumed = server.run(train_single("styleforge_test/resumed", "styleforge_test/resumed", steps=steps_done + 2,
                                       resume_from="styleforge_test/cancel_ckpt.safetensors", seed=13))
     _ok(resumed)
-    assert _metadata(LORAS / "styleforge_test" / "resumed.safetensors")["steps"] == str(steps_done + 2)
+    assert file_metadata(LORAS / "styleforge_test" / "resumed.safetensors")["steps"] == str(steps_done + 2)
 
 
 def test_a_run_that_cannot_change_any_weight_is_refused_and_the_server_goes_on(server):

@@ -3,9 +3,11 @@ and `.safetensors` reads (never a pickle)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -45,18 +47,24 @@ def path_in(folder: Path, name: str, input_name: str, suffix: str = ".safetensor
     return inside(folder, safe_relative_name(name, input_name, suffix), input_name)
 
 
-def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
-    """Write to a temporary file in the same folder, then rename: readers never see a partial file."""
+@contextlib.contextmanager
+def atomic_write(path: Path) -> Iterator[str]:
+    """A temporary file in `path`'s folder to write to, renamed onto `path` only when the block ends
+    without an error: readers never see a partial file, and a failed write leaves nothing behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(contiguous, tmp, metadata=metadata)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
+    with atomic_write(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
     return path
 
 

@@ -11,9 +11,7 @@ step by; the score and the images are what a user picks the best step from.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +20,7 @@ import torch
 from PIL import Image
 
 from .. import comfy_adapter as host
-from .files import path_in
+from .files import atomic_write, path_in
 
 PREFIX_INPUT = "filename_prefix"
 SAMPLER = "euler"  # deterministic: a round's images depend only on the weights and the seeds
@@ -60,16 +58,8 @@ def _next_run(folder: Path, base: str) -> int:
 
 
 def save_png(image: Image.Image, path: Path) -> None:
-    """Temporary file in the same folder, then rename: no partial image is ever visible."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @torch.no_grad()
@@ -86,7 +76,7 @@ class Validator:
     def __init__(self, settings: ValidationSettings, prompts: tuple[str, ...], model, clip, vae,
                  latent_shape: tuple[int, ...], condition: Callable[[str], list], references: list[torch.Tensor],
                  last_step: int):
-        output = host.output_folder()
+        output = host.output_directory()
         target = path_in(output, settings.filename_prefix, PREFIX_INPUT, suffix=".png")
         base = target.name[: -len(".png")]
         self.run_name = target.parent / f"{base}_{_next_run(target.parent, base):05}"
