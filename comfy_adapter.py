@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import comfy.clip_model
+import comfy.clip_vision
 import comfy.ldm.modules.attention
 import comfy.lora
 import comfy.model_management
@@ -572,6 +573,17 @@ def model_file_path(folder: str, filename: str, input_name: str) -> Path:
         raise InputError(input_name, f"'{filename}' is not in models/{folder}.",
                          "Pick a file from the list, or refresh the page after adding one.")
     return Path(path)
+
+
+def load_checkpoint(path: Path) -> tuple:
+    """(MODEL, CLIP, VAE) by ComfyUI's own checkpoint loader, as CheckpointLoaderSimple loads them."""
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)
+    return model, clip, vae
+
+
+def load_clip_vision(path: Path):
+    """CLIP_VISION by ComfyUI's own loader, as CLIPVisionLoader loads it."""
+    return comfy.clip_vision.load(str(path))
 
 
 def input_directory() -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..training_kit.errors import InputError
-from ..training_kit.files import safe_relative_name
+from ..training_kit.files import atomic_save_safetensors, safe_relative_name
 from .style import ImageFeatures, InSTStyle
 
 # Stock CLIP Text Encode splits a prompt at spaces and reads "(", ")", ":" and "," as weighting
@@ -35,6 +35,11 @@ def embedding_tensors(style: InSTStyle, features: ImageFeatures) -> dict[str, to
     if len(vectors) == 1:
         return {"emb_params": next(iter(vectors.values()))}
     return {f"clip_{key}": v for key, v in vectors.items()}
+
+
+def save_embedding(style: InSTStyle, features: ImageFeatures, path: Path) -> Path:
+    """The stock textual-inversion file of the painting's token, written atomically."""
+    return atomic_save_safetensors(embedding_tensors(style, features), path, embedding_metadata(style))
 
 
 def embedding_metadata(style: InSTStyle) -> dict[str, str]:

@@ -3,10 +3,10 @@
 from comfy_api.latest import io, ui
 
 from .. import comfy_adapter as host
-from ..inst_core.embedding_export import embedding_metadata, embedding_name, embedding_tensors
+from ..inst_core.embedding_export import embedding_name, save_embedding
 from ..inst_core.style import DEFAULT_PLACEHOLDER
 from ..inst_core.style_prompt import StylePrompt
-from ..training_kit.files import atomic_save_safetensors, inside
+from ..training_kit.files import inside
 from .categories import INST
 from .inst_painting_features import painting_features
 from .inst_types import InSTStyleType
@@ -78,7 +78,6 @@ class ExportEmbedding(io.ComfyNode):
         relative = embedding_name(name, "name")
         features = painting_features(style, clip_vision_output, painting, clip_vision)
         folder = host.model_folder(EMBEDDINGS_FOLDER)
-        atomic_save_safetensors(embedding_tensors(style, features), inside(folder, relative, "name"),
-                                embedding_metadata(style))
+        save_embedding(style, features, inside(folder, relative, "name"))
         word = f"embedding:{relative.with_suffix('').as_posix()}"
         return io.NodeOutput(word, ui=ui.PreviewText(word))

@@ -1,0 +1,69 @@
+"""The batch command: train every row of a manifest on Ray, on this machine or a running cluster.
+
+    python ComfyUI/custom_nodes/inst_styleforge/batch/cli.py --manifest styles.csv \\
+        --checkpoint v1-5-pruned-emaonly-fp16.safetensors --clip-vision clip-vit-large-patch14.safetensors \\
+        --out ComfyUI/models --workers 2 --gpus-per-worker 1
+
+Model names are looked up in ComfyUI's model folders as the loader nodes do (or give a path); paths in
+the manifest are under ComfyUI's input folder. On a cluster, run it as the entrypoint of `ray job
+submit` with `--address auto`, ComfyUI and the output folder on storage every node shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def _bootstrap():
+    spec = importlib.util.spec_from_file_location("inst_styleforge_bootstrap", PACKAGE_DIR / "batch" / "bootstrap.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", type=Path, required=True, help="CSV or JSON, one row per style or LoRA")
+    parser.add_argument("--checkpoint", required=True, help="a file in models/checkpoints, or a path")
+    parser.add_argument("--clip-vision", help="a file in models/clip_vision, or a path (InST rows need it)")
+    parser.add_argument("--out", type=Path, required=True, help="gets inst_styles/, embeddings/, loras/, report.json")
+    parser.add_argument("--comfyui", type=Path, default=PACKAGE_DIR.parents[1], help="the ComfyUI folder")
+    parser.add_argument("--base-dir", type=Path, help="models/, input/, output/ when not in the ComfyUI folder")
+    parser.add_argument("--workers", type=int, default=1, help="trainer actors (one per GPU)")
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="1 on GPUs, 0 on CPUs")
+    parser.add_argument("--address", help="a running Ray cluster ('auto' inside ray job submit)")
+    parser.add_argument("--cpu", action="store_true", help="train on the CPU")
+    args = parser.parse_args(argv)
+
+    base = str(args.base_dir.resolve()) if args.base_dir else None
+    package = _bootstrap().load_package(str(args.comfyui.resolve()), str(PACKAGE_DIR), base, args.cpu)
+    host = sys.modules[f"{package.__name__}.comfy_adapter"]
+    pool = importlib.import_module(f"{package.__name__}.batch.pool")
+
+    def model(folder: str, name: str | None) -> str | None:
+        if name is None or Path(name).is_file():
+            return str(Path(name).resolve()) if name else None
+        return str(host.model_file_path(folder, name, f"--{folder.replace('_', '-')}"))
+
+    setup = pool.Setup(str(args.comfyui.resolve()), str(PACKAGE_DIR), model("checkpoints", args.checkpoint),
+                       model("clip_vision", args.clip_vision), base, args.cpu)
+    pool.connect(setup, args.address)
+    trainers = pool.TrainerPool(setup, args.workers, args.gpus_per_worker)
+    try:
+        reports = pool.run_manifest(args.manifest, trainers, args.out.resolve())
+    finally:
+        trainers.close()
+    print(json.dumps(reports, indent=1))
+    print(f"report: {args.out / pool.REPORT}")
+    return 0 if all(r["status"] != "failed" for r in reports) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""A batch manifest: one row per job, CSV or JSON (a list of objects), the same columns either way.
+
+`kind` is `inst` (a painting -> a style, exported as an embedding) or `styleforge` (image folders ->
+a LoRA; `backgrounds` makes it Multi-StyleForge). Paths are relative to ComfyUI's input folder, as in
+the nodes. A row that cannot run is reported by its number and field, and the other rows still run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KINDS = ("inst", "styleforge")
+# column -> type of every setting a row may give; absent settings take the trainer's defaults
+INST_SETTINGS = {"steps": int, "learning_rate": float, "seed": int, "resolution": int}
+STYLEFORGE_SETTINGS = {"steps": int, "unet_lr": float, "text_encoder_lr": float, "rank": int, "seed": int,
+                       "resolution": int, "aux_weight": float, "token": str, "background_token": str}
+
+
+@dataclass(frozen=True)
+class Job:
+    row: int  # 1-based, as a spreadsheet numbers data rows
+    kind: str
+    name: str  # output file name (no suffix), e.g. "monet_water_lilies"
+    inputs: dict[str, str]  # inst: painting; styleforge: style_images, aux, backgrounds (paths under input/)
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BadRow:
+    row: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}, field '{self.field}': {self.message}"
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    if path.suffix.lower() == ".json":
+        rows = json.loads(path.read_text())
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError(f"{path}: a JSON manifest is a list of objects, one per job")
+        return [{k: "" if v is None else str(v) for k, v in r.items()} for r in rows]
+    with path.open(newline="") as file:
+        return [{k.strip(): (v or "").strip() for k, v in r.items() if k} for r in csv.DictReader(file)]
+
+
+def parse_row(number: int, row: dict[str, str], input_dir: Path) -> Job | BadRow:
+    kind = row.get("kind", "").lower()
+    if kind not in KINDS:
+        return BadRow(number, "kind", f"is '{kind}'; use one of {list(KINDS)}")
+    name = row.get("name", "")
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        return BadRow(number, "name", f"'{name}' is not a plain file name")
+    wanted = ("painting",) if kind == "inst" else ("style_images", "aux", "backgrounds")
+    inputs = {}
+    for key in wanted:
+        value = row.get(key, "")
+        if not value:
+            if key in ("painting", "style_images"):
+                return BadRow(number, key, "is empty")
+            continue
+        target = (input_dir / value).resolve()
+        if input_dir.resolve() not in target.parents:
+            return BadRow(number, key, f"'{value}' is not under ComfyUI's input folder")
+        if not (target.is_file() if key == "painting" else target.is_dir()):
+            return BadRow(number, key, f"'{value}' does not exist under {input_dir}")
+        inputs[key] = value
+    types = INST_SETTINGS if kind == "inst" else STYLEFORGE_SETTINGS
+    settings = {}
+    for key, kind_of in types.items():
+        if row.get(key, "") != "":
+            try:
+                settings[key] = kind_of(row[key])
+            except ValueError:
+                return BadRow(number, key, f"'{row[key]}' is not a {kind_of.__name__}")
+    return Job(number, kind, name, inputs, settings)
+
+
+def read_manifest(path: Path, input_dir: Path) -> list[Job | BadRow]:
+    jobs = [parse_row(n, row, input_dir) for n, row in enumerate(read_rows(path), start=1)]
+    seen: dict[tuple[str, str], int] = {}
+    for i, job in enumerate(jobs):
+        if isinstance(job, Job):
+            key = (job.kind, job.name)
+            if key in seen:
+                jobs[i] = BadRow(job.row, "name", f"'{job.name}' is already the name of row {seen[key]}")
+            seen.setdefault(key, job.row)
+    return jobs

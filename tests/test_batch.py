@@ -1,0 +1,130 @@
+"""The batch path on a local Ray cluster (2 CPU workers) with the tiny fixtures: styles and LoRAs equal
+the single-process trainers' (same seeds), a worker killed mid-job is replaced and its job finished
+with no partial file, a rerun does no work, and a bad row fails alone, named by row and field."""
+
+import csv
+import json
+
+import pytest
+import ray
+import torch
+from images_for_tests import painting_tensor
+
+from devhost.example_inputs import painting, write_examples
+from devhost.paths import BASE_DIR, COMFY_DIR, REPO_ROOT
+
+INST_ROW = {"kind": "inst", "steps": "3", "learning_rate": "0.001", "resolution": "64"}
+SF_ROW = {"kind": "styleforge", "style_images": "styleforge_example/styleref", "aux": "styleforge_example/aux",
+          "steps": "2", "unet_lr": "0.001", "rank": "4", "resolution": "64"}
+# Ray workers run torch with one thread, the test process with several: the same arithmetic summed in
+# another order. Weights of this size agree to a few float32 ulps.
+SAME_WEIGHTS = 1e-5
+
+
+def write_manifest(path, rows: list[dict]) -> None:
+    columns = sorted({key for row in rows for key in row})
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def batch(pkg, tiny_models):
+    """The batch modules with Ray started on this machine (2 CPUs), shut down afterwards."""
+    from inst_styleforge.batch import manifest, pool
+
+    write_examples(BASE_DIR / "input")
+    for seed in range(4):
+        painting(seed).save(BASE_DIR / "input" / f"batch_painting_{seed}.png")
+    setup = pool.Setup(str(COMFY_DIR), str(REPO_ROOT), str(tiny_models["tiny_sd15_taesd"]),
+                       str(tiny_models["tiny_clip_vision_vitl"]), str(BASE_DIR), cpu=True)
+    trainers = None
+    try:
+        pool.connect(setup, num_cpus=2)
+        trainers = pool.TrainerPool(setup, workers=2)
+        yield manifest, pool, trainers
+    finally:
+        if trainers is not None:
+            trainers.close()
+        ray.shutdown()
+
+
+def _run(batch, rows, out, **kwargs):
+    manifest, pool, trainers = batch
+    write_manifest(out / "manifest.csv", rows)
+    jobs = manifest.read_manifest(out / "manifest.csv", BASE_DIR / "input")
+    return pool.run_batch(jobs, trainers, out, **kwargs)
+
+
+def test_four_paintings_on_two_workers_give_the_styles_one_process_gives(batch, sd15, clip_vision, tmp_path):
+    from inst_styleforge.inst_core.style_file import load_style
+    from inst_styleforge.inst_core.training import InSTTrainingConfig, train_style
+
+    rows = [dict(INST_ROW, name=f"style_{s}", painting=f"batch_painting_{s}.png", seed=str(s)) for s in range(4)]
+    reports = _run(batch, rows, tmp_path)
+    assert [r["status"] for r in reports] == ["done"] * 4
+    model, clip, vae = sd15
+    for s in range(4):
+        config = InSTTrainingConfig(steps=3, learning_rate=1e-3, resolution=64, seed=s)
+        with torch.inference_mode():
+            alone = train_style(model, clip, vae, clip_vision, [painting_tensor(s)], config).trained.state_dict()
+        batched = load_style(tmp_path / "inst_styles" / f"style_{s}.safetensors").state_dict()
+        assert max((batched[k] - v).abs().max().item() for k, v in alone.items()) <= SAME_WEIGHTS
+        assert (tmp_path / "embeddings" / f"style_{s}.safetensors").exists()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert all(r["eval_loss_after"] is not None and r["seconds"] > 0 for r in report)
+
+
+def test_two_loras_on_two_workers_give_the_loras_one_process_gives(batch, sd15, tmp_path):
+    from inst_styleforge.styleforge_core.datasets import load_folder
+    from inst_styleforge.styleforge_core.lora_file import load_lora
+    from inst_styleforge.styleforge_core.training import StyleForgeConfig, TrainingSets, train_styleforge
+
+    rows = [dict(SF_ROW, name=f"lora_{s}", seed=str(s)) for s in range(2)]
+    assert [r["status"] for r in _run(batch, rows, tmp_path)] == ["done", "done"]
+    model, clip, vae = sd15
+    sets = TrainingSets(load_folder("styleforge_example/styleref"), load_folder("styleforge_example/aux"))
+    for s in range(2):
+        config = StyleForgeConfig(steps=2, unet_lr=1e-3, rank=4, alpha=4.0, resolution=64, seed=s)
+        with torch.inference_mode():
+            alone = train_styleforge(model, clip, vae, sets, config).trained.tensors
+        batched = load_lora(tmp_path / "loras" / f"lora_{s}.safetensors", "test").tensors
+        assert max((batched[k] - v.half().float()).abs().max().item() for k, v in alone.items()) <= 1e-3
+
+
+def test_a_worker_killed_mid_job_is_replaced_and_the_job_finished_with_no_partial_file(batch, tmp_path):
+    killed = []
+
+    def kill_the_first_worker(job, actor):
+        if not killed:
+            killed.append(job.name)
+            ray.kill(actor, no_restart=True)
+
+    rows = [dict(INST_ROW, name="survivor", painting="batch_painting_0.png", seed="0")]
+    [report] = _run(batch, rows, tmp_path, on_started=kill_the_first_worker)
+    assert killed == ["survivor"] and report["status"] == "done" and report["attempts"] == 2
+    leftovers = [p.name for p in tmp_path.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert leftovers == []
+
+
+def test_rerunning_a_manifest_does_no_work_and_reports_every_job_done(batch, tmp_path):
+    rows = [dict(INST_ROW, name="again", painting="batch_painting_1.png", seed="1"),
+            dict(SF_ROW, name="again_lora", seed="1")]
+    assert [r["status"] for r in _run(batch, rows, tmp_path)] == ["done", "done"]
+    files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.safetensors")}
+    again = _run(batch, rows, tmp_path)
+    assert [r["status"] for r in again] == ["skipped", "skipped"]
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.safetensors")} == files
+
+
+def test_a_bad_row_fails_alone_named_by_row_and_field(batch, tmp_path):
+    rows = [dict(INST_ROW, name="missing", painting="no_such_painting.png"),
+            dict(INST_ROW, name="fine", painting="batch_painting_2.png", seed="2"),
+            dict(INST_ROW, name="wrong_number", painting="batch_painting_2.png", steps="many"),
+            dict(INST_ROW, name="tiny", painting="batch_painting_2.png", resolution="68")]
+    reports = _run(batch, rows, tmp_path)
+    assert [r["status"] for r in reports] == ["failed", "done", "failed", "failed"]
+    assert "row 1, field 'painting': 'no_such_painting.png' does not exist" in reports[0]["error"]
+    assert reports[2]["error"] == "row 3, field 'steps': 'many' is not a int"
+    assert "Input 'resolution': 68 is not a multiple of 8" in reports[3]["error"]
