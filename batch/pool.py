@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 
 from .. import comfy_adapter as host
 from ..training_kit.errors import InputError
@@ -115,6 +115,9 @@ def run_batch(jobs: list[Job | BadRow], pool: TrainerPool, out: Path, on_started
                 continue
             report = {"row": job.row, "kind": job.kind, "name": job.name, "status": "failed",
                       "error": f"its worker died {attempts[job.row]} times ({type(error).__name__})"}
+        except RayTaskError as error:  # an unexpected error in the job itself: reported, the batch goes on
+            report = {"row": job.row, "kind": job.kind, "name": job.name, "status": "failed",
+                      "error": f"{type(error.cause).__name__}: {error.cause}"}
         report["attempts"] = attempts[job.row]
         reports[job.row] = report
         progress.finished(report, len(running))
