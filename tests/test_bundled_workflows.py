@@ -113,8 +113,7 @@ def test_template_opened_and_queued_in_the_frontend_runs_and_requeues_from_cache
     assert second.ok, second.error
     trainers = {str(n["id"]) for n in json.loads(path.read_text())["nodes"] if n["type"] in TRAINERS}
     cached = {node for kind, body in second.messages if kind == "execution_cached" for node in body["nodes"]}
-    assert trainers and trainers <= cached, "the trainer ran again"
-    assert second_s < first_s / 3
+    assert trainers and trainers <= cached, "the trainer ran again"  # times are quoted, not asserted: see bench/
     print(f"{path.stem}: first queue {first_s:.1f} s, re-queue with a new generation prompt {second_s:.1f} s")
 
 
