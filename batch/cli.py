@@ -44,16 +44,17 @@ def main(argv: list[str] | None = None) -> int:
 
     base = str(args.base_dir.resolve()) if args.base_dir else None
     package = _bootstrap().load_package(str(args.comfyui.resolve()), str(PACKAGE_DIR), base, args.cpu)
-    host = sys.modules[f"{package.__name__}.comfy_adapter"]
+    host = importlib.import_module(f"{package.__name__}.comfy_adapter")
     pool = importlib.import_module(f"{package.__name__}.batch.pool")
 
-    def model(folder: str, name: str | None) -> str | None:
+    def model(folder: str, name: str | None, flag: str) -> str | None:
         if name is None or Path(name).is_file():
             return str(Path(name).resolve()) if name else None
-        return str(host.model_file_path(folder, name, f"--{folder.replace('_', '-')}"))
+        return str(host.model_file_path(folder, name, flag))
 
-    setup = pool.Setup(str(args.comfyui.resolve()), str(PACKAGE_DIR), model("checkpoints", args.checkpoint),
-                       model("clip_vision", args.clip_vision), base, args.cpu)
+    setup = pool.Setup(str(args.comfyui.resolve()), str(PACKAGE_DIR),
+                       model("checkpoints", args.checkpoint, "--checkpoint"),
+                       model("clip_vision", args.clip_vision, "--clip-vision"), base, args.cpu)
     pool.connect(setup, args.address)
     trainers = pool.TrainerPool(setup, args.workers, args.gpus_per_worker)
     try:

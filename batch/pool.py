@@ -44,8 +44,8 @@ def connect(setup: Setup, address: str | None = None, num_cpus: int | None = Non
     the jobs it receives can be unpickled there."""
     ray.cloudpickle.register_pickle_by_value(bootstrap)  # the hook runs before the package exists there
     hook = bootstrap.worker_setup_hook(setup.comfy_dir, setup.package_dir, setup.base_dir, setup.cpu)
-    ray.init(address=address, num_cpus=num_cpus, runtime_env={"worker_process_setup_hook": hook},
-             include_dashboard=False, log_to_driver=False)
+    local = {"num_cpus": num_cpus, "include_dashboard": False} if address is None else {}
+    ray.init(address=address, runtime_env={"worker_process_setup_hook": hook}, log_to_driver=False, **local)
 
 
 class Trainer:
