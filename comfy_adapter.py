@@ -567,11 +567,11 @@ def model_files(name: str) -> list[str]:
     return folder_paths.get_filename_list(name)
 
 
-def model_file_path(folder: str, filename: str, input_name: str) -> Path:
+def model_file_path(folder: str, filename: str, input_name: str,
+                    fix: str = "Pick a file from the list, or refresh the page after adding one.") -> Path:
     path = folder_paths.get_full_path(folder, filename)
     if path is None:
-        raise InputError(input_name, f"'{filename}' is not in models/{folder}.",
-                         "Pick a file from the list, or refresh the page after adding one.")
+        raise InputError(input_name, f"'{filename}' is not in models/{folder}.", fix)
     return Path(path)
 
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
+USAGE_ERROR = 2  # exit status when a flag or the manifest is wrong (1: some rows failed)
 
 
 def _bootstrap():
@@ -45,20 +46,29 @@ def main(argv: list[str] | None = None) -> int:
     base = str(args.base_dir.resolve()) if args.base_dir else None
     package = _bootstrap().load_package(str(args.comfyui.resolve()), str(PACKAGE_DIR), base, args.cpu)
     host = importlib.import_module(f"{package.__name__}.comfy_adapter")
+    manifest = importlib.import_module(f"{package.__name__}.batch.manifest")
     pool = importlib.import_module(f"{package.__name__}.batch.pool")
 
     def model(folder: str, name: str | None, flag: str) -> str | None:
         if name is None or Path(name).is_file():
             return str(Path(name).resolve()) if name else None
-        return str(host.model_file_path(folder, name, flag))
+        return str(host.model_file_path(folder, name, flag, "Give a file name listed there, or a path to the file."))
 
-    setup = pool.Setup(str(args.comfyui.resolve()), str(PACKAGE_DIR),
-                       model("checkpoints", args.checkpoint, "--checkpoint"),
-                       model("clip_vision", args.clip_vision, "--clip-vision"), base, args.cpu)
+    try:  # what the user gave is checked before Ray starts
+        jobs = manifest.read_manifest(args.manifest, host.input_directory())
+        setup = pool.Setup(str(args.comfyui.resolve()), str(PACKAGE_DIR),
+                           model("checkpoints", args.checkpoint, "--checkpoint"),
+                           model("clip_vision", args.clip_vision, "--clip-vision"), base, args.cpu)
+    except OSError as error:
+        print(f"batch: --manifest: cannot read {args.manifest} ({error.strerror}).", file=sys.stderr)
+        return USAGE_ERROR
+    except ValueError as error:  # a malformed JSON manifest, an unknown model (InputError)
+        print(f"batch: {error}", file=sys.stderr)
+        return USAGE_ERROR
     pool.connect(setup, args.address)
     trainers = pool.TrainerPool(setup, args.workers, args.gpus_per_worker)
     try:
-        reports = pool.run_manifest(args.manifest, trainers, args.out.resolve())
+        reports = pool.run_batch(jobs, trainers, args.out.resolve())
     finally:
         trainers.close()
     print(json.dumps(reports, indent=1))

@@ -15,12 +15,11 @@ from pathlib import Path
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 
-from .. import comfy_adapter as host
 from ..training_kit.errors import InputError
 from ..training_kit.files import atomic_write
 from . import bootstrap
 from .jobs import JobReport, Models, already_done, run_job
-from .manifest import BadRow, Job, read_manifest
+from .manifest import BadRow, Job
 
 RETRIES = 2  # times a job whose worker died is tried again
 REPORT = "report.json"
@@ -75,11 +74,6 @@ class TrainerPool:
     def close(self) -> None:
         for actor in self.actors:
             ray.kill(actor)
-
-
-def run_manifest(manifest: Path, pool: TrainerPool, out: Path) -> list[dict]:
-    """The whole batch of a manifest file: see `run_batch`."""
-    return run_batch(read_manifest(manifest, host.input_directory()), pool, out)
 
 
 def run_batch(jobs: list[Job | BadRow], pool: TrainerPool, out: Path, on_started=None) -> list[dict]:
