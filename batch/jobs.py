@@ -18,11 +18,11 @@ from ..inst_core.embedding_export import save_embedding
 from ..inst_core.style import ImageFeatures
 from ..inst_core.style_file import STYLE_FOLDER, load_style
 from ..inst_core.training import InSTTrainingConfig, train_style
-from ..styleforge_core.datasets import load_folder, read_image
+from ..styleforge_core.datasets import load_folder
 from ..styleforge_core.lora_file import LORA_FOLDER, load_lora, save_lora
 from ..styleforge_core.training import StyleForgeConfig, TrainingSets, train_styleforge
 from ..training_kit.errors import InputError
-from ..training_kit.images import image_sha256
+from ..training_kit.images import image_sha256, read_image
 from .manifest import Job
 
 EMBEDDINGS_FOLDER = "embeddings"

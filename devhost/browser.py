@@ -19,6 +19,8 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -29,6 +31,10 @@ from .processes import end_process_group
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage")
+DESKTOP_VIEWPORT = (1600, 1000)  # CSS pixels: the frontend's side bar and dialogs laid out as on a desktop
+# The frontend has built its app and graph and registered this package's node types.
+FRONTEND_READY_JS = ("!!(window.app && window.app.graph && window.LiteGraph && "
+                     "window.LiteGraph.registered_node_types['InST_TrainStyle'])")
 
 
 class JavaScriptError(RuntimeError):
@@ -193,3 +199,19 @@ class HeadlessChromium:
 def _exception_text(details: dict) -> str:
     exception = details.get("exception", {})
     return exception.get("description") or details.get("text", "JavaScript exception")
+
+
+@contextmanager
+def frontend_page(url: str, log_path: Path, viewport: tuple[int, int] | None = None,
+                  ready_js: str = FRONTEND_READY_JS) -> Iterator[HeadlessChromium]:
+    """Headless Chromium showing the ComfyUI frontend at `url` once `ready_js` holds; stopped on exit."""
+    browser = HeadlessChromium(log_path)
+    try:
+        browser.start()
+        if viewport is not None:
+            browser.set_viewport(*viewport)
+        browser.navigate(url)
+        browser.wait_for(ready_js, timeout=120)
+        yield browser
+    finally:
+        browser.stop()

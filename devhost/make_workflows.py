@@ -19,7 +19,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-from .browser import HeadlessChromium
+from .browser import HeadlessChromium, frontend_page
 from .comfy_server import ComfyServer
 from .paths import DEVHOST, TEMPLATES
 from .ui_workflow import ui_to_api
@@ -286,9 +286,6 @@ WORKFLOWS = {
     "StyleForge Multi - people and backgrounds in one LoRA": styleforge_multi,
 }
 
-READY_JS = ("!!(window.app && window.app.graph && window.LiteGraph && "
-            "window.LiteGraph.registered_node_types['InST_TrainStyle'])")
-
 # The frontend gives every seed a "control after generate" widget, "randomize" by default: a new seed
 # at every queue, so a trainer would retrain when only a generation prompt changed. The bundled
 # workflows keep every seed fixed (reproducible, and a re-queue reuses the trained result).
@@ -368,26 +365,22 @@ def without_meta(prompt: dict) -> dict:
 
 def main() -> int:
     server = ComfyServer(DEVHOST / "logs" / "make-workflows.log")
-    page = HeadlessChromium(DEVHOST / "logs" / "make-workflows-chromium.log")
     try:
         server.start()
         object_info = server.get("/object_info")
-        page.start()
-        page.navigate(server.url)
-        page.wait_for(READY_JS, timeout=120)
-        for name, build in WORKFLOWS.items():
-            lesson = build()
-            workflow = serialize_in_frontend(page, lesson, name)
-            converted = without_meta(ui_to_api(workflow, object_info))
-            if converted != without_meta(lesson.prompt):
-                print(f"make_workflows: {name} does not convert back to its prompt", file=sys.stderr)
-                return 1
-            path = TEMPLATES / f"{name}.json"
-            path.parent.mkdir(exist_ok=True)
-            path.write_text(json.dumps(workflow, indent=1) + "\n")
-            print(f"wrote {path.relative_to(TEMPLATES.parent)}")
+        with frontend_page(server.url, DEVHOST / "logs" / "make-workflows-chromium.log") as page:
+            for name, build in WORKFLOWS.items():
+                lesson = build()
+                workflow = serialize_in_frontend(page, lesson, name)
+                converted = without_meta(ui_to_api(workflow, object_info))
+                if converted != without_meta(lesson.prompt):
+                    print(f"make_workflows: {name} does not convert back to its prompt", file=sys.stderr)
+                    return 1
+                path = TEMPLATES / f"{name}.json"
+                path.parent.mkdir(exist_ok=True)
+                path.write_text(json.dumps(workflow, indent=1) + "\n")
+                print(f"wrote {path.relative_to(TEMPLATES.parent)}")
     finally:
-        page.stop()
         server.stop()
     return 0
 

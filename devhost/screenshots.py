@@ -22,9 +22,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .browser import HeadlessChromium
+from .browser import DESKTOP_VIEWPORT, HeadlessChromium, frontend_page
 from .comfy_server import ComfyServer
-from .make_workflows import READY_JS
 from .paths import DEVHOST, REPO_ROOT, TEMPLATES
 
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
@@ -119,23 +118,18 @@ def main() -> int:
     if args.main_job:
         copy_main_job_pictures(args.main_job)
     server = ComfyServer(DEVHOST / "logs" / "screenshots.log")
-    page = HeadlessChromium(DEVHOST / "logs" / "screenshots-chromium.log")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     try:
         server.start()
-        page.start()
-        page.set_viewport(1600, 1000)
-        page.navigate(server.url)
-        page.wait_for(READY_JS, timeout=120)
-        for path in sorted(TEMPLATES.glob("*.json")):
-            image = capture(page, json.loads(path.read_text()))
-            image.save(SCREENSHOTS / f"{slug(path.stem)}.png", optimize=True)
-            thumbnail(image).save(path.with_suffix(".jpg"), quality=85)
-            print(f"{path.stem}: {image.width}x{image.height}")
-        capture_template_browser(page).save(SCREENSHOTS / f"{TEMPLATE_BROWSER}.png", optimize=True)
+        with frontend_page(server.url, DEVHOST / "logs" / "screenshots-chromium.log", DESKTOP_VIEWPORT) as page:
+            for path in sorted(TEMPLATES.glob("*.json")):
+                image = capture(page, json.loads(path.read_text()))
+                image.save(SCREENSHOTS / f"{slug(path.stem)}.png", optimize=True)
+                thumbnail(image).save(path.with_suffix(".jpg"), quality=85)
+                print(f"{path.stem}: {image.width}x{image.height}")
+            capture_template_browser(page).save(SCREENSHOTS / f"{TEMPLATE_BROWSER}.png", optimize=True)
         write_icon()
     finally:
-        page.stop()
         server.stop()
     return 0
 

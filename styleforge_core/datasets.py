@@ -13,17 +13,15 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from .. import comfy_adapter as host
 from ..training_kit.errors import InputError
 from ..training_kit.files import inside
-from ..training_kit.images import image_sha256, require_image
+from ..training_kit.images import image_sha256, read_image, require_image
 
 CAPTION_SUFFIX = ".txt"
-TRANSPARENT_BACKGROUND = (255, 255, 255)
 
 
 @dataclass(frozen=True)
@@ -63,18 +61,6 @@ def left_out_text(skipped: tuple[str, ...], refused: tuple[str, ...]) -> str:
     if refused:
         parts.append(f"refused {len(refused)} images: {_listed(refused)}")
     return "; ".join(parts)
-
-
-def read_image(path: Path) -> torch.Tensor:
-    """(1, H, W, 3) float IMAGE of an image file: EXIF rotation applied, alpha flattened onto white."""
-    with Image.open(path) as opened:
-        image = ImageOps.exif_transpose(opened)
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            image = Image.new("RGBA", rgba.size, TRANSPARENT_BACKGROUND + (255,))
-            image.alpha_composite(rgba)
-        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array.copy())[None]
 
 
 def _caption(path: Path) -> str:

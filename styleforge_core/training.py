@@ -458,8 +458,9 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
         with network.attached(targets):
             eval_before = evaluation_loss(model, conditioner, components)
             progress.start(start_step)
-            t0 = time.perf_counter()
+            training_seconds = 0.0  # the steps alone: checkpoints and validation rounds are not counted
             for step in range(start_step + 1, config.steps + 1):
+                t0 = time.perf_counter()
                 for group, base_lr in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base_lr * lr_factor(config, step)
                 log.append(accumulate_gradients(model, conditioner, precision, scaler, components, aux_set, config,
@@ -467,12 +468,13 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
+                training_seconds += time.perf_counter() - t0
                 if checkpoint_path is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
                     checkpoint = snapshot(step)
                     save_optimizer_state(optimizer, named, scaler, checkpoint.tensors, state_path(checkpoint_path))
                     save_lora(checkpoint, checkpoint_path, CHECKPOINT_PRECISION)
                 progress.update(step, log[-1].loss, {"StyleRef": log[-1].styleref, "Aux": log[-1].aux})
-            seconds_per_step = (time.perf_counter() - t0) / max(1, config.steps - start_step)
+            seconds_per_step = training_seconds / max(1, config.steps - start_step)
             eval_after = evaluation_loss(model, conditioner, components)
         lora = snapshot(config.steps)
     lora.metadata.update(eval_loss_before=eval_before, eval_loss_after=eval_after)

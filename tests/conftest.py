@@ -16,8 +16,9 @@ sys.path.append(str(REPO_ROOT))
 
 from devhost import fixtures  # noqa: E402
 from devhost.comfy_server import ComfyServer  # noqa: E402
+from devhost.example_inputs import painting  # noqa: E402
 from devhost.inprocess import import_comfy, import_package  # noqa: E402
-from devhost.paths import DEVHOST  # noqa: E402
+from devhost.paths import BASE_DIR, DEVHOST  # noqa: E402
 
 import_comfy()
 
@@ -42,6 +43,15 @@ def comfy_server(tiny_models):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def painting_file(comfy_server) -> str:
+    """A generated painting in the server's input folder, by the name a LoadImage node takes."""
+    path = BASE_DIR / "input" / "tests_painting.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    painting(7).save(path)
+    return path.name
 
 
 def _load_checkpoint(path: Path) -> tuple:

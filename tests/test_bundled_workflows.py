@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from devhost.browser import HeadlessChromium
-from devhost.make_workflows import READY_JS
+from devhost.browser import DESKTOP_VIEWPORT, HeadlessChromium, frontend_page
 from devhost.paths import DEVHOST, TEMPLATES
 from devhost.run_examples import MODEL_SUBSTITUTES, TINY_RUN_OVERRIDES
 
@@ -28,15 +27,8 @@ GENERATION_PROMPT = {
 
 @pytest.fixture(scope="module")
 def page(comfy_server):
-    browser = HeadlessChromium(DEVHOST / "logs" / "templates-chromium.log")
-    try:
-        browser.start()
-        browser.set_viewport(1600, 1000)
-        browser.navigate(comfy_server.url)
-        browser.wait_for(READY_JS, timeout=120)
+    with frontend_page(comfy_server.url, DEVHOST / "logs" / "templates-chromium.log", DESKTOP_VIEWPORT) as browser:
         yield browser
-    finally:
-        browser.stop()
 
 
 def open_from_template_browser(page: HeadlessChromium, name: str) -> None:

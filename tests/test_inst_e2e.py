@@ -11,18 +11,9 @@ from prompts import FAMILY_CKPTS, TINY_CKPT, inst_training, sample_to_latent, tx
 from safetensors.torch import load_file
 from saved_files import file_metadata
 
-from devhost.example_inputs import painting
 from devhost.paths import BASE_DIR
 
 STYLE_TEXT = "a * painting"
-
-
-@pytest.fixture(scope="module")
-def painting_file(comfy_server) -> str:
-    path = BASE_DIR / "input" / "tests_inst_painting.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    painting(7).save(path)
-    return path.name
 
 
 def _latent(server, result, node_id: str) -> torch.Tensor:

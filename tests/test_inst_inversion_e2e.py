@@ -64,11 +64,11 @@ def test_a_styleforge_lora_patched_model_drives_the_transfer(comfy_server):
 
     write_examples(BASE_DIR / "input")
     prompt = inversion_with_sampler_custom_advanced(_content_file())
-    for node in ("6", "7", "8", "9", "10", "11", "12"):
+    for node in ("4", "6", "7", "8", "9", "10", "11", "12"):  # the trainer takes id "4"
         del prompt[node]
     prompt.update({
         "20": image_set("styleref"), "21": image_set("aux"),
-        **trainer({"style_images": "20", "aux": "21"}, steps=2, unet_lr=1e-2),  # the trainer is node "4"
+        **trainer({"style_images": "20", "aux": "21"}, steps=2, unet_lr=1e-2),
         "23": {"class_type": "CLIPTextEncode", "inputs": {"text": "zwx style", "clip": ["4", 1]}},
     })
     for model, node_id in ((["4", 0], "50"), (["1", 0], "60")):

@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from devhost.browser import HeadlessChromium
+from devhost.browser import FRONTEND_READY_JS, HeadlessChromium, frontend_page
 from devhost.paths import BASE_DIR
 from devhost.ui_workflow import process_dynamic_prompt, ui_to_api, widget_slots
 
@@ -176,8 +176,7 @@ def test_dynamic_prompt_choices_comments_and_escapes():
 
 # --- the real frontend ----------------------------------------------------------------------------------------
 
-READY_JS = ("window.app && window.app.graph && window.LiteGraph && LiteGraph.registered_node_types.KSampler "
-            "&& app.graph.nodes.length > 0")
+DEFAULT_GRAPH_READY_JS = f"{FRONTEND_READY_JS} && app.graph.nodes.length > 0"  # its first graph loaded
 # Runs after a script that built a graph in the page: what the frontend queues, and what it saves.
 READ_JS = """
 const prompt = await app.graphToPrompt();
@@ -225,14 +224,9 @@ def _complete_tutorial() -> None:
 def page(comfy_server, tmp_path_factory):
     """Headless Chromium showing the ComfyUI frontend of `comfy_server`, node types registered."""
     _complete_tutorial()
-    browser = HeadlessChromium(tmp_path_factory.mktemp("chromium") / "chromium.log")
-    try:
-        browser.start()
-        browser.navigate(comfy_server.url)
-        browser.wait_for(READY_JS, timeout=120)
+    with frontend_page(comfy_server.url, tmp_path_factory.mktemp("chromium") / "chromium.log",
+                       ready_js=DEFAULT_GRAPH_READY_JS) as browser:
         yield browser
-    finally:
-        browser.stop()
 
 
 def _frontend(page: HeadlessChromium, build_js: str) -> dict:

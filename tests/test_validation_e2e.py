@@ -2,23 +2,13 @@
 writes its rounds to output/ and shows the last round and the scored curve on the trainer; a
 validation prompt InST cannot use is refused by name."""
 
-import pytest
 from PIL import Image
 from prompts import CLIP_VISION, inst_training
 from styleforge_prompts import train_single
 
-from devhost.example_inputs import painting
 from devhost.paths import BASE_DIR
 
 OUTPUT = BASE_DIR / "output"
-
-
-@pytest.fixture(scope="module")
-def painting_file(comfy_server) -> str:
-    path = BASE_DIR / "input" / "tests_validation_painting.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    painting(3).save(path)
-    return path.name
 
 
 def validation_node(prompts: str, prefix: str, clip_vision: list | None) -> dict:

@@ -1,16 +1,21 @@
-"""IMAGE tensors (B, H, W, C in [0, 1], ComfyUI's layout): checks and the resizes both trainers use."""
+"""IMAGE tensors (B, H, W, C in [0, 1], ComfyUI's layout): reading files, checks and the resizes both trainers
+use."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageOps
 
 from .errors import InputError
 
 MIN_TRAINING_SIDE = 8  # smaller images cannot give a VAE latent
+TRANSPARENT_BACKGROUND = (255, 255, 255)
 
 
 def require_image(image: torch.Tensor, input_name: str) -> torch.Tensor:
@@ -88,3 +93,15 @@ def image_sha256(image: torch.Tensor) -> str:
     """Hash of the 8-bit pixels, so a style or LoRA records which images made it."""
     pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().contiguous().numpy()
     return hashlib.sha256(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """(1, H, W, 3) float IMAGE of an image file: EXIF rotation applied, alpha flattened onto white."""
+    with Image.open(path) as opened:
+        image = ImageOps.exif_transpose(opened)
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            image = Image.new("RGBA", rgba.size, TRANSPARENT_BACKGROUND + (255,))
+            image.alpha_composite(rgba)
+        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array.copy())[None]
