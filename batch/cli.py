@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-dir", type=Path, help="models/, input/, output/ when not in the ComfyUI folder")
     parser.add_argument("--workers", type=int, default=1, help="trainer actors (one per GPU)")
     parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="1 on GPUs, 0 on CPUs")
+    parser.add_argument("--cpus-per-worker", type=int, default=1, help="CPU cores per worker (its threads on the CPU)")
     parser.add_argument("--address", help="a running Ray cluster ('auto' inside ray job submit)")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU")
     args = parser.parse_args(argv)
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"batch: {error}", file=sys.stderr)
         return USAGE_ERROR
     pool.connect(setup, args.address)
-    trainers = pool.TrainerPool(setup, args.workers, args.gpus_per_worker)
+    trainers = pool.TrainerPool(setup, args.workers, args.gpus_per_worker, args.cpus_per_worker)
     try:
         reports = pool.run_batch(jobs, trainers, args.out.resolve())
     finally:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
+import torch
 from ray.exceptions import RayActorError, RayTaskError
 
 from ..training_kit.errors import InputError
@@ -51,6 +52,8 @@ class Trainer:
     """One worker: the models loaded once, then one job after another."""
 
     def __init__(self, setup: Setup):
+        if setup.cpu:  # torch would start a thread per core in every worker: N workers would oversubscribe
+            torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
         self.models = Models.load(Path(setup.checkpoint), Path(setup.clip_vision) if setup.clip_vision else None)
 
     def run(self, job: Job, out: str) -> dict:
@@ -61,11 +64,12 @@ class Trainer:
 
 
 class TrainerPool:
-    """`workers` trainer actors; a dead one is replaced by a fresh one."""
+    """`workers` trainer actors; a dead one is replaced by a fresh one. On the CPU a worker trains with
+    `cpus_per_worker` threads."""
 
-    def __init__(self, setup: Setup, workers: int, gpus_per_worker: float = 0.0):
+    def __init__(self, setup: Setup, workers: int, gpus_per_worker: float = 0.0, cpus_per_worker: int = 1):
         self.setup = setup
-        self.actor_class = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=0)(Trainer)
+        self.actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0)(Trainer)
         self.actors = [self.actor_class.remote(setup) for _ in range(workers)]
 
     def replace(self, actor) -> None:
