@@ -2,12 +2,14 @@
 over calling the trainer directly, once the pool is warm (models loaded).
 
     .devhost/venv/bin/python bench/batch_bench.py [--jobs 4] [--steps 30]
+    .devhost/venv/bin/python bench/batch_bench.py --device cuda --full --resolution 512 --steps 1000
 
-Each job is an InST style at 64 px on the tiny SD1.5. A job's own time is measured inside its worker
+Each job is an InST style (default: 64 px on the tiny SD1.5). A job's own time is measured inside its worker
 (`seconds` in the report: training, saving, the embedding export); the overhead is the driver's wall
 time per job minus that, so it holds the scheduling, the transfer of the job and the report, and the
-skip check. The machine's cores are split between the workers: on 2 cores, 1 worker trains with 2
-threads, 2 workers with 1 each.
+skip check. On the CPU the machine's cores are split between the workers (on 2 cores, 1 worker trains
+with 2 threads, 2 workers with 1 each); on a GPU (`--device cuda`, a dev host whose torch has CUDA)
+the 2 workers share the one GPU (half each), to show whether a second job on the card adds throughput.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--full", action="store_true", help="the full-size SD1.5 fixture instead of the tiny one")
     args = parser.parse_args()
     setup()
     import ray
@@ -40,17 +45,20 @@ def main() -> None:
 
     for seed in range(args.jobs + 1):
         painting(seed).save(BASE_DIR / "input" / f"bench_painting_{seed}.png")
-    trainer_setup = pool.Setup(str(COMFY_DIR), str(REPO_ROOT), str(fixtures.install(fixtures.TINY_SD15)),
-                               str(fixtures.install(fixtures.TINY_CLIP_VISION)), str(BASE_DIR), cpu=True)
+    on_gpu = args.device == "cuda"
+    checkpoint = fixtures.install(fixtures.FULL_SD15 if args.full else fixtures.TINY_SD15)
+    trainer_setup = pool.Setup(str(COMFY_DIR), str(REPO_ROOT), str(checkpoint),
+                               str(fixtures.install(fixtures.TINY_CLIP_VISION)), str(BASE_DIR), cpu=not on_gpu)
     pool.connect(trainer_setup, num_cpus=CORES)
 
     def jobs(names: range, tag: str) -> list:
         return [manifest.Job(n + 1, "inst", f"{tag}_{n}", {"painting": f"bench_painting_{n % (args.jobs + 1)}.png"},
-                             {"steps": args.steps, "resolution": 64, "seed": n}) for n in names]
+                             {"steps": args.steps, "resolution": args.resolution, "seed": n}) for n in names]
 
     try:
         for workers in (1, 2):
-            trainers = pool.TrainerPool(trainer_setup, workers, cpus_per_worker=CORES // workers)
+            trainers = (pool.TrainerPool(trainer_setup, workers, gpus_per_worker=1 / workers) if on_gpu else
+                        pool.TrainerPool(trainer_setup, workers, cpus_per_worker=CORES // workers))
             try:
                 with tempfile.TemporaryDirectory() as out:
                     pool.run_batch(jobs(range(workers), "warm"), trainers, Path(out))  # models loaded
