@@ -13,20 +13,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
+import bootstrap  # beside this script (its folder is sys.path[0]); the package is not importable yet
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 USAGE_ERROR = 2  # exit status when a flag or the manifest is wrong (1: some rows failed)
-
-
-def _bootstrap():
-    spec = importlib.util.spec_from_file_location("inst_styleforge_bootstrap", PACKAGE_DIR / "batch" / "bootstrap.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,14 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     base = str(args.base_dir.resolve()) if args.base_dir else None
-    package = _bootstrap().load_package(str(args.comfyui.resolve()), str(PACKAGE_DIR), base, args.cpu)
+    package = bootstrap.load_package(str(args.comfyui.resolve()), str(PACKAGE_DIR), base, args.cpu)
     host = importlib.import_module(f"{package.__name__}.comfy_adapter")
     manifest = importlib.import_module(f"{package.__name__}.batch.manifest")
     pool = importlib.import_module(f"{package.__name__}.batch.pool")
 
     def model(folder: str, name: str | None, flag: str) -> str | None:
-        if name is None or Path(name).is_file():
-            return str(Path(name).resolve()) if name else None
+        if name is None:
+            return None
+        if Path(name).is_file():
+            return str(Path(name).resolve())
         return str(host.model_file_path(folder, name, flag, "Give a file name listed there, or a path to the file."))
 
     try:  # what the user gave is checked before Ray starts
