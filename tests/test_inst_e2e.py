@@ -9,16 +9,11 @@ import torch
 from PIL import Image
 from prompts import FAMILY_CKPTS, TINY_CKPT, inst_training, sample_to_latent, txt2img
 from safetensors.torch import load_file
-from saved_files import file_metadata
+from saved_files import file_metadata, saved_latent
 
 from devhost.paths import BASE_DIR
 
 STYLE_TEXT = "a * painting"
-
-
-def _latent(server, result, node_id: str) -> torch.Tensor:
-    [path] = server.output_files(result, node_id, key="latents")
-    return load_file(str(path))["latent_tensor"]
 
 
 def _error_message(result) -> str:
@@ -66,9 +61,9 @@ def test_trained_style_conditions_reloads_and_exports_identically(comfy_server, 
     again = comfy_server.run(reload)
     assert again.ok, again.error
     assert comfy_server.log_problems(since) == []
-    reference = _latent(comfy_server, trained, "103")
-    assert torch.equal(_latent(comfy_server, again, "103"), reference)  # saved style reloads exactly
-    torch.testing.assert_close(_latent(comfy_server, again, "203"), reference, rtol=0, atol=1e-5)
+    reference = saved_latent(comfy_server, trained, "103")
+    assert torch.equal(saved_latent(comfy_server, again, "103"), reference)  # saved style reloads exactly
+    torch.testing.assert_close(saved_latent(comfy_server, again, "203"), reference, rtol=0, atol=1e-5)
 
 
 def test_cancel_mid_training_leaves_no_file_and_the_server_keeps_serving(comfy_server, painting_file):

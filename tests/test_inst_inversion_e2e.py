@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 from prompts import FAMILY_CKPTS, inversion_with_sampler_custom_advanced
+from saved_files import saved_latent
 
 from devhost.comfy_server import PromptRejected
 from devhost.example_inputs import content_photo
@@ -58,7 +59,6 @@ def test_all_in_one_transfer_with_adain_runs_and_refuses_bad_strength(comfy_serv
 
 def test_a_styleforge_lora_patched_model_drives_the_transfer(comfy_server):
     from styleforge_prompts import image_set, trainer
-    from test_inst_e2e import _latent
 
     from devhost.example_inputs import write_examples
 
@@ -80,11 +80,10 @@ def test_a_styleforge_lora_patched_model_drives_the_transfer(comfy_server):
             "samples": [node_id, 0], "filename_prefix": f"tests/lora_transfer_{node_id}"}}
     result = comfy_server.run(prompt)
     assert result.ok, result.error
-    assert not torch.equal(_latent(comfy_server, result, "51"), _latent(comfy_server, result, "61"))
+    assert not torch.equal(saved_latent(comfy_server, result, "51"), saved_latent(comfy_server, result, "61"))
 
 
 def test_latent_adain_node_gives_the_content_the_style_means_and_keeps_its_layout(comfy_server):
-    from test_inst_e2e import _latent
 
     from devhost.example_inputs import painting
 
@@ -102,7 +101,7 @@ def test_latent_adain_node_gives_the_content_the_style_means_and_keeps_its_layou
                                                                    "filename_prefix": f"tests/adain_{node_id}"}}
     result = comfy_server.run(prompt)
     assert result.ok, result.error
-    content, style, out = (_latent(comfy_server, result, n) for n in ("30", "31", "32"))
+    content, style, out = (saved_latent(comfy_server, result, n) for n in ("30", "31", "32"))
     assert out.shape == content.shape and style.shape != content.shape
     torch.testing.assert_close(out.mean((2, 3)), style.mean((2, 3)), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(content.mean((2, 3)), style.mean((2, 3)), atol=1e-5)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from prompts import FAMILY_CKPTS
 from safetensors.torch import load_file
-from saved_files import file_metadata
+from saved_files import file_metadata, saved_latent
 from styleforge_prompts import stock_lora_sample, train_multi, train_single
 
 from devhost.example_inputs import write_examples
@@ -26,11 +26,6 @@ LATENT_TOLERANCE = 1e-4
 def server(comfy_server):
     write_examples(BASE_DIR / "input")
     return comfy_server
-
-
-def _latent(server, result, node_id: str = "94") -> torch.Tensor:
-    [path] = server.output_files(result, node_id, key="latents")
-    return load_file(str(path))["latent_tensor"]
 
 
 def _ok(result):
@@ -65,7 +60,7 @@ def test_single_lora_loads_in_stock_lora_loader_and_reproduces_the_trainer(serve
                                           f"styleforge_test/stock_{family}", ckpt=ckpt))
     _ok(loaded)
     assert server.log_problems(since=since) == []  # every key loaded
-    ours, stock = _latent(server, trained), _latent(server, loaded)
+    ours, stock = saved_latent(server, trained, "94"), saved_latent(server, loaded, "94")
     assert torch.allclose(ours, stock, atol=LATENT_TOLERANCE), (ours - stock).abs().max()
 
 
