@@ -2,9 +2,11 @@
 
     .devhost/venv/bin/python bench/gpu_bench.py                  # every case, 1000 steps, on cuda
     .devhost/venv/bin/python bench/gpu_bench.py --cap-gb 8       # the same under an 8 GB VRAM cap
+    .devhost/venv/bin/python bench/gpu_bench.py --cases styleforge_sdxl_1024:100 fp16_vs_fp32:200
     .devhost/venv/bin/python bench/gpu_bench.py --tiny --device cpu --steps 2   # a smoke run anywhere
 
-It needs a dev host whose torch has CUDA (a venv with a CUDA build of torch in place of the CPU one).
+It needs a Python whose torch has CUDA: a dev host's venv with a CUDA build of torch, or the device
+kit (`bench/device_run.sh`, which runs the whole GPU plan on a bare GPU machine).
 The models are the random-weight full-size fixtures (`devhost/fixtures.py`: SD1.5 with its 860M UNet,
 SDXL with its 2.6B UNet), built once on demand; `--tiny` swaps in the tiny ones at 64 px.
 
@@ -14,9 +16,13 @@ Cases, each in its own process (so each peak is its own):
 - `styleforge_sdxl_1024`: StyleForge Single on SDXL at 1024 px.
 - `fp16_vs_fp32`: StyleForge on SD1.5 at 512 px trained twice, fp16 (loss-scaled) and fp32, same seed:
   the relative difference of their evaluation losses (the fixed evaluation set of the training kit).
-Peak VRAM is `torch.cuda.max_memory_allocated` over the run (models loaded first, then reset). Under
-`--cap-gb N` the process may allocate at most N GiB (`torch.cuda.set_per_process_memory_fraction`); a
-case then either trains or stops with the trainer's out-of-memory message, which is printed.
+A case takes `--steps` steps unless it is named as `CASE:STEPS` (and at most `--max-steps`). Peak VRAM is
+`torch.cuda.max_memory_allocated` over the training call (models loaded first, then reset). Under
+`--cap-gb N` the card behaves as one of N GiB: torch may allocate at most N GiB
+(`torch.cuda.set_per_process_memory_fraction`) and ComfyUI's model management keeps the rest reserved,
+so it plans loads and offloads for that card; a case then either trains or stops with the trainer's
+out-of-memory message, which is printed. Each result is a JSON line on stdout (and appended to
+`--out`), written as soon as its case ends; cases that would start after `--deadline-s` are skipped.
 """
 
 from __future__ import annotations
@@ -36,20 +42,32 @@ IMAGES_PER_SET = 4
 FP16_TOLERANCE = 0.02  # relative difference of the evaluation loss accepted between fp16 and fp32
 
 
-def _setup(args) -> None:
+def _fixtures(args) -> None:
+    """Build (once) and link the models the cases load; on the CPU, so the driver holds no GPU memory."""
     from devhost import fixtures
-    from devhost.inprocess import import_comfy, import_package
 
-    import_comfy(cpu=args.device == "cpu")
-    import_package()
     for fx in (fixtures.TINY_SD15, fixtures.TINY_SDXL, fixtures.TINY_CLIP_VISION) if args.tiny else (
             fixtures.FULL_SD15, fixtures.FULL_SDXL, fixtures.TINY_CLIP_VISION):
         fixtures.install(fx)
-    if args.cap_gb and args.device == "cuda":
-        import torch
 
-        torch.cuda.set_per_process_memory_fraction(
-            min(1.0, args.cap_gb * 2**30 / torch.cuda.get_device_properties(0).total_memory))
+
+def _setup_case(args) -> None:
+    from devhost.inprocess import import_comfy, import_package
+
+    import_comfy(cpu=args.device == "cpu")
+    import_package(cpu=args.device == "cpu")
+    if args.cap_gb and args.device == "cuda":
+        _cap_vram(args.cap_gb)
+
+
+def _cap_vram(gib: float) -> None:
+    """Make the card look like one of `gib` GiB to torch's allocator and to ComfyUI's planner."""
+    import comfy.model_management
+    import torch
+
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total))
+    comfy.model_management.EXTRA_RESERVED_VRAM = max(0, total - int(gib * 2**30))
 
 
 def _load(name: str):
@@ -142,31 +160,56 @@ def measure(case: str, args) -> dict:
             out = {"seconds": low["seconds"] + full["seconds"], "eval_fp16": low["eval_after"],
                    "eval_fp32": full["eval_after"], "relative_difference": difference,
                    "within_tolerance": difference <= FP16_TOLERANCE}
-        return {"case": case, "status": "trained", "peak_vram_gib": _peak_gib(args.device), **out}
+        return {"case": case, "status": "trained", "peak_vram_gib": _peak_gib(args.device),
+                "s_per_step": round(out["seconds"] / args.steps / (2 if case == "fp16_vs_fp32" else 1), 4), **out}
     except InputError as error:  # the trainers' own out-of-memory message (or another input error)
         return {"case": case, "status": "refused", "message": str(error), "peak_vram_gib": _peak_gib(args.device)}
 
 
+def _case_and_steps(text: str) -> tuple[str, int | None]:
+    case, _, steps = text.partition(":")
+    if case not in CASES:
+        raise argparse.ArgumentTypeError(f"unknown case '{case}' (one of {', '.join(CASES)})")
+    return case, int(steps) if steps else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--cases", nargs="+", type=_case_and_steps, default=[(c, None) for c in CASES],
+                        metavar="CASE[:STEPS]", help=f"cases to run, in order ({', '.join(CASES)})")
+    parser.add_argument("--steps", type=int, default=1000, help="steps of a case named without its own")
+    parser.add_argument("--max-steps", type=int, default=0, help="cap every case's steps (a smoke run)")
     parser.add_argument("--cap-gb", type=float, default=0.0, help="VRAM cap in GiB (0 = the whole card)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny fixtures at 64 px (a smoke run)")
+    parser.add_argument("--out", type=Path, help="also append each result to this JSON-lines file")
+    parser.add_argument("--deadline-s", type=float, default=0.0, help="start no case after this many seconds")
     parser.add_argument("--measure", choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    _setup(args)
+    start = time.monotonic()
     if args.measure:
+        _setup_case(args)
         print(json.dumps(measure(args.measure, args)))
         return
-    passthrough = [a for a in sys.argv[1:] if a not in ("--cases", *CASES)]
-    for case in args.cases:
-        run = subprocess.run([sys.executable, __file__, "--measure", case, *passthrough], cwd=REPO_ROOT,
-                             capture_output=True, text=True, check=False)
-        lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
-        result = json.loads(lines[-1]) if lines else {"case": case, "status": "failed", "stderr": run.stderr[-2000:]}
-        print(json.dumps(result), flush=True)
+    _fixtures(args)
+    print(json.dumps({"fixtures_ready_s": round(time.monotonic() - start, 1)}), flush=True)
+    for case, steps in args.cases:
+        steps = min(steps or args.steps, args.max_steps or sys.maxsize)
+        if args.deadline_s and time.monotonic() - start > args.deadline_s:
+            result = {"case": case, "status": "skipped", "reason": f"past --deadline-s {args.deadline_s:.0f}"}
+        else:
+            command = [sys.executable, __file__, "--measure", case, "--steps", str(steps), "--cap-gb",
+                       str(args.cap_gb), "--device", args.device, *(["--tiny"] if args.tiny else [])]
+            run = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+            lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+            result = json.loads(lines[-1]) if lines else {"case": case, "status": "failed",
+                                                          "stderr": run.stderr[-2000:]}
+        result.update(steps=steps, cap_gb=args.cap_gb or None)
+        line = json.dumps(result)
+        print(line, flush=True)
+        if args.out:
+            with args.out.open("a") as out:
+                out.write(line + "\n")
 
 
 if __name__ == "__main__":

@@ -228,7 +228,9 @@ def build(fx: Fixture) -> Path:
 
     torch.manual_seed(fx.seed)
     state = STATE_BUILDERS[fx.kind](fx)
-    state = {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    for key in list(state):  # one tensor at a time, so the fp32 weights go as their fp16 copies come
+        value = state.pop(key)
+        state[key] = (value.to(torch.float16) if value.is_floating_point() else value).contiguous()
     FIXTURE_CACHE.mkdir(parents=True, exist_ok=True)
     for stale in FIXTURE_CACHE.glob(f"{fx.name}-*.safetensors"):
         stale.unlink()

@@ -20,7 +20,7 @@ def import_comfy(cpu: bool = True) -> None:
     _bootstrap().import_comfy(str(COMFY_DIR), str(BASE_DIR), cpu)
 
 
-def import_package():
+def import_package(cpu: bool = True):
     """This repository imported as the package ComfyUI loads (`inst_styleforge`), so its relative
     imports resolve exactly as they do inside the server."""
-    return _bootstrap().load_package(str(COMFY_DIR), str(REPO_ROOT), str(BASE_DIR), cpu=True)
+    return _bootstrap().load_package(str(COMFY_DIR), str(REPO_ROOT), str(BASE_DIR), cpu)
