@@ -3,7 +3,8 @@
 # but no ComfyUI and no package index, and it is lent for 15 minutes in all, start included. So this
 # script runs what the device kit carries (`python -m devhost.device_kit` writes .devkit/), builds the
 # full-size fixtures there, and runs bench/gpu_bench.py case by case, most important first, each result
-# appended to $OUT/gpu_bench.jsonl the moment it ends; no case starts after DEADLINE_S seconds.
+# appended to $OUT/gpu_bench.jsonl the moment it ends (its log to gpu_bench.log); no case starts after
+# DEADLINE_S seconds.
 #
 #   run(command="bash bench/device_run.sh", carry=[".devkit"], timeout_s=600)
 #   bash bench/device_run.sh --tiny --device cpu --max-steps 2   # the same plan as a smoke run anywhere
@@ -32,5 +33,5 @@ SECONDS=0
 "$PYTHON" bench/gpu_bench.py --out "$OUT/gpu_bench.jsonl" --deadline-s $((DEADLINE_S - SECONDS)) --cap-gb 8 \
   --cases inst_sd15_512:50 styleforge_sd15_512:50 styleforge_sdxl_1024:10 "$@"
 "$PYTHON" bench/gpu_bench.py --out "$OUT/gpu_bench.jsonl" --deadline-s $((DEADLINE_S - SECONDS)) \
-  --cases fp16_vs_fp32:300 "$@"
+  --cases fp16_vs_fp32:100 "$@"
 echo "device_run: ${SECONDS}s, results in $OUT/gpu_bench.jsonl"

@@ -182,7 +182,8 @@ def main() -> None:
     parser.add_argument("--cap-gb", type=float, default=0.0, help="VRAM cap in GiB (0 = the whole card)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny fixtures at 64 px (a smoke run)")
-    parser.add_argument("--out", type=Path, help="also append each result to this JSON-lines file")
+    parser.add_argument("--out", type=Path, help="also append each result to this JSON-lines file (and each "
+                        "case's log to the same name ending in .log)")
     parser.add_argument("--deadline-s", type=float, default=0.0, help="start no case after this many seconds")
     parser.add_argument("--measure", choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -204,6 +205,9 @@ def main() -> None:
             lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
             result = json.loads(lines[-1]) if lines else {"case": case, "status": "failed",
                                                           "stderr": run.stderr[-2000:]}
+            if args.out:
+                with args.out.with_suffix(".log").open("a") as log:
+                    log.write(f"==== {case} {' '.join(command[3:])}\n{run.stderr}\n")
         result.update(steps=steps, cap_gb=args.cap_gb or None)
         line = json.dumps(result)
         print(line, flush=True)
