@@ -232,13 +232,27 @@ def _make_autograd_ready(module: torch.nn.Module) -> None:
 
 
 def _checkpoint_forward(module: torch.nn.Module, patches: _PatchedForwards) -> None:
-    """Recompute the block's activations in backward instead of keeping them (less memory, ~30% slower)."""
+    """Recompute the layer's activations in backward instead of keeping them (less memory, ~30% slower).
+    The recompute sees the options dicts as they were at the call: ComfyUI moves `transformer_options`
+    on (block, transformer index) as the forward goes, and a user's per-block patches look them up."""
     forward = module.forward
 
     def checkpointed(*args, **kwargs):
+        if not torch.is_grad_enabled():
+            return forward(*args, **kwargs)
+        args = tuple(dict(a) if isinstance(a, dict) else a for a in args)
+        kwargs = {k: dict(v) if isinstance(v, dict) else v for k, v in kwargs.items()}
         return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
     patches.set(module, checkpointed)
+
+
+def _checkpoint_unet(unet: torch.nn.Module, patches: _PatchedForwards) -> None:
+    """Checkpoint every layer of every UNet block. The layers, not the blocks: ComfyUI's UNet runs a
+    block by calling its layers one by one (`forward_timestep_embed`), never the block's forward."""
+    for block in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]:
+        for layer in block:
+            _checkpoint_forward(layer, patches)
 
 
 def _fused_attention(_host_attention, *args, **kwargs):
@@ -320,9 +334,7 @@ def training_context(model=None, clip=None, gradient_checkpointing: bool = False
         if model is not None:
             restore.enter_context(memory_efficient_attention(model))
             if gradient_checkpointing:
-                unet = model.model.diffusion_model
-                for block in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]:
-                    _checkpoint_forward(block, patches)
+                _checkpoint_unet(model.model.diffusion_model, patches)
         yield
 
 

@@ -198,6 +198,17 @@ def test_separate_passes_give_the_same_losses_and_lora(sf, sd15, sets):
         torch.testing.assert_close(separate.trained.tensors[key], value, rtol=1e-3, atol=1e-5)
 
 
+def test_gradient_checkpointing_trains_the_same_lora(sf, sd15, sets):
+    """The adapters' hooks run again when a checkpointed layer is recomputed in backward: the
+    gradients, and so the LoRA, are those of a run that keeps every activation."""
+    training = sf[1]
+    kept = _train(training, sd15, sets, steps=2, gradient_checkpointing="off", text_encoder_lr=1e-3)
+    recomputed = _train(training, sd15, sets, steps=2, gradient_checkpointing="on", text_encoder_lr=1e-3)
+    assert recomputed.losses == pytest.approx(kept.losses, rel=1e-5)
+    for key, value in kept.trained.tensors.items():
+        torch.testing.assert_close(recomputed.trained.tensors[key], value, rtol=1e-4, atol=1e-6)
+
+
 def test_auto_passes_batch_small_images_and_separate_large_ones(sf):
     config = sf[1].StyleForgeConfig
     assert not config(resolution=64).separate_passes

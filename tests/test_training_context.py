@@ -40,6 +40,36 @@ def test_training_attention_gives_the_sampling_prediction_without_storing_attent
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
+def test_gradient_checkpointing_keeps_a_fraction_of_the_activations_and_gives_the_same_gradients(pkg, sd15):
+    """With checkpointing on, autograd keeps only what the checkpointed UNet layers take in, and the
+    backward recomputes the rest: the same input gradient as keeping everything."""
+    import inst_styleforge.comfy_adapter as host
+
+    model, clip, _ = sd15
+    latent = torch.randn(1, 4, LATENT_SIDE, LATENT_SIDE, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        cond, _ = host.encode_tokens_for_training(clip, host.tokenize(clip, "zwx style"))
+
+    def saved_bytes_and_gradient(checkpointing: bool) -> tuple[int, torch.Tensor]:
+        storages = {}
+
+        def pack(tensor):
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.inference_mode(), host.training_context(model, clip, gradient_checkpointing=checkpointing):
+            x = latent.clone().requires_grad_(True)
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                prediction = _prediction(host, model, cond.clone(), x)
+            prediction.square().mean().backward()
+        return sum(storages.values()), x.grad
+
+    kept_all, gradient = saved_bytes_and_gradient(False)
+    kept_checkpointed, checkpointed_gradient = saved_bytes_and_gradient(True)
+    assert kept_checkpointed < 0.5 * kept_all, (kept_checkpointed, kept_all)
+    torch.testing.assert_close(checkpointed_gradient, gradient, rtol=1e-5, atol=1e-7)
+
+
 def test_training_context_restores_the_attention_options_and_keeps_a_users_override(pkg, sd15):
     import inst_styleforge.comfy_adapter as host
 
