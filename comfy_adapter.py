@@ -131,8 +131,16 @@ def encode_tokens(clip, tokens: dict) -> list:
 
 
 def encode_tokens_for_training(clip, tokens: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(cross-attention features, pooled) with gradient flowing back into tensor embeddings."""
-    return clip.encode_from_tokens(tokens, return_pooled=True)
+    """(cross-attention features, pooled) with gradient flowing back into tensor embeddings: what
+    `CLIP.encode_from_tokens` computes, without its model-management load on every call. Inside
+    `training_context` the text encoder is already loaded in full; a load per step would ask ComfyUI to
+    free memory for it each time (on a small card, by offloading part of the UNet mid-run)."""
+    encoder = clip.cond_stage_model
+    encoder.reset_clip_options()
+    if clip.layer_idx is not None:
+        encoder.set_clip_options({"layer": clip.layer_idx})
+    cond, pooled = encoder.encode_token_weights(tokens)[:2]
+    return cond, pooled
 
 
 class _PatchedForwards:
@@ -342,6 +350,12 @@ def training_context(model=None, clip=None, gradient_checkpointing: bool = False
 
 def compute_device(model) -> torch.device:
     return model.load_device
+
+
+def compute_dtype(model) -> torch.dtype:
+    """The dtype the UNet computes in: ComfyUI casts its inputs to it (the weights' dtype, or the
+    manual-cast dtype when the weights are stored in one the device cannot compute in)."""
+    return model.model.manual_cast_dtype or model.model.get_dtype()
 
 
 def latent_to_model_space(model, latent: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from ..training_kit.optimizer_state import restore_optimizer_state, save_optimiz
 from ..training_kit.precision import training_precision
 from ..training_kit.progress import TrainingProgress
 from ..training_kit.result import TrainingResult
-from ..training_kit.seeds import step_seed
+from ..training_kit.seeds import global_rng_kept, step_seed
 from ..training_kit.validation import ValidationSettings, Validator
 from .style import CONTEXT_IMAGE_EMBED, CONTEXT_PATCH_TOKENS, ImageFeatures, InSTStyle, StyleSpec
 from .style_file import save_style
@@ -55,7 +55,7 @@ class InSTTrainingConfig:
     placeholder: str = "*"
     template: str = "{}"
     gradient_checkpointing: str = "auto"  # see training_kit.memory
-    precision: str = "fp32"
+    precision: str = "auto"
 
 
 @dataclass
@@ -101,7 +101,7 @@ def new_style(model, clip, paintings: Paintings, config: InSTTrainingConfig) -> 
                      context_dim=first.patch_tokens.shape[-1] if patch_tokens else None,
                      n_vectors=config.vectors_per_token, attention_heads=config.attention_heads,
                      dim_head=config.dim_head, dropout=config.dropout)
-    with torch.random.fork_rng(devices=[]):
+    with global_rng_kept():
         torch.manual_seed(config.seed)
         return InSTStyle(spec).to(host.compute_device(model))
 
@@ -198,7 +198,7 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
     the style there with AdamW's state beside it, so a later run can continue it exactly."""
     check_config(config)
     device = host.compute_device(model)
-    precision = training_precision(device, config.precision)
+    precision = training_precision(device, config.precision, host.compute_dtype(model))
     host.require_stable_diffusion(model)
     host.require_matching_clip(model, clip)
     checkpointing = gradient_checkpointing_on(config.gradient_checkpointing, config.resolution)
@@ -229,7 +229,7 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
         progress.start(start_step)
         losses: list[float] = []
         style.train()
-        with torch.random.fork_rng(devices=[]):
+        with global_rng_kept():
             for step in range(start_step + 1, config.steps + 1):
                 generator = torch.Generator().manual_seed(step_seed(config.seed, step, 0, DATA_STREAM))
                 torch.manual_seed(step_seed(config.seed, step, 0, DROPOUT_STREAM))

@@ -14,7 +14,7 @@ from ..inst_core.style_file import STYLE_FOLDER, load_style
 from ..inst_core.training import CONTINUE_INPUT, InSTTrainingConfig, train_style
 from ..training_kit.files import path_in
 from ..training_kit.memory import CHECKPOINTING_TOOLTIP, GRADIENT_CHECKPOINTING
-from ..training_kit.precision import PRECISIONS
+from ..training_kit.precision import PRECISION_TOOLTIP, PRECISIONS
 from .categories import INST
 from .inst_types import InSTOptionsType, InSTStyleType
 from .training_display import finished
@@ -110,7 +110,7 @@ class InSTOptions(io.ComfyNode):
                 io.Combo.Input("gradient_checkpointing", options=list(GRADIENT_CHECKPOINTING),
                                default=DEFAULTS.gradient_checkpointing, tooltip=CHECKPOINTING_TOOLTIP),
                 io.Combo.Input("precision", options=list(PRECISIONS), default=DEFAULTS.precision,
-                               tooltip="fp16/bf16 autocast on a GPU (auto: bf16 where supported); fp32 on a CPU."),
+                               tooltip=PRECISION_TOOLTIP),
                 io.Combo.Input(CONTINUE_INPUT, options=[NO_CONTINUE, *_saved_styles()],
                                default=NO_CONTINUE,
                                tooltip="Continue a style this trainer saved in models/inst_styles up to 'steps' "

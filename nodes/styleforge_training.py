@@ -23,7 +23,7 @@ from ..styleforge_core.training import (
 )
 from ..training_kit.files import path_in
 from ..training_kit.memory import CHECKPOINTING_TOOLTIP, GRADIENT_CHECKPOINTING
-from ..training_kit.precision import PRECISIONS
+from ..training_kit.precision import PRECISION_TOOLTIP, PRECISIONS
 from .categories import STYLEFORGE
 from .styleforge_types import StyleForgeImagesType, StyleForgeLoRAType, StyleForgeOptionsType
 from .training_display import finished
@@ -224,7 +224,7 @@ class StyleForgeOptions(io.ComfyNode):
                                        "sample. one batch: together, faster for small images. auto: separate "
                                        f"from {SEPARATE_PASSES_FROM} px."),
                 io.Combo.Input("precision", options=list(PRECISIONS), default=d.precision,
-                               tooltip="auto: bf16/fp16 autocast on a GPU, fp32 on a CPU."),
+                               tooltip=PRECISION_TOOLTIP),
                 io.Int.Input("checkpoint_every", default=d.checkpoint_every, min=0, max=100000,
                              tooltip="Write the LoRA to models/loras/<checkpoint_name> every N steps (0 = never); "
                                      "written atomically, so Cancel leaves the last one intact."),

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..training_kit.errors import InputError
+from ..training_kit.seeds import global_rng_kept
 
 UNET_PREFIX = "lora_unet_"
 TEXT_ENCODER_PREFIX = "lora_te"
@@ -49,10 +50,16 @@ class LoRAAdapter(nn.Module):
         return self.alpha / self.rank
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
-        """scale * up(down(x)); the scale multiplies up's thin weight, not the layer-sized output."""
-        h = self.down(x.to(self.down.weight.dtype))
-        up = self.up.weight * self.scale
-        return F.conv2d(h, up) if isinstance(self.up, nn.Conv2d) else F.linear(h, up)
+        """scale * up(down(x)), in the dtype of the layer's input: the thin weights are cast, not x, so
+        backward keeps the layer's own input (shared by the adapters of q, k and v) rather than a
+        converted copy of it per adapter. The scale multiplies up's thin weight, not the layer-sized
+        output."""
+        down = self.down.weight.to(x.dtype)
+        up = (self.up.weight * self.scale).to(x.dtype)
+        if isinstance(self.down, nn.Conv2d):
+            h = F.conv2d(x, down, None, self.down.stride, self.down.padding, self.down.dilation)
+            return F.conv2d(h, up)
+        return F.linear(F.linear(x, down), up)
 
     def hook(self, _layer: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         """Adds the delta to the frozen layer's output in place. A linear or convolution does not keep
@@ -80,7 +87,7 @@ class LoRANetwork(nn.Module):
     def __init__(self, targets: dict[str, nn.Module], rank: int, alpha: float, seed: int):
         super().__init__()
         check_rank(targets, rank)
-        with torch.random.fork_rng(devices=[]):
+        with global_rng_kept():
             torch.manual_seed(seed)
             self.adapters = nn.ModuleDict({name: LoRAAdapter(layer, rank, alpha) for name, layer in targets.items()})
         self.rank, self.alpha = rank, float(alpha)

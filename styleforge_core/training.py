@@ -430,7 +430,7 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
     config = resumed_config(config, resume, family)
     start_step = resume.steps if resume is not None else 0
     device = host.compute_device(model)
-    precision = training_precision(device, config.precision)
+    precision = training_precision(device, config.precision, host.compute_dtype(model))
     components, aux_set = prepare_components(model, vae, sets, config, torch.Generator().manual_seed(config.seed))
     conditioner = TextConditioner(clip, device, frozen=not config.train_text_encoder)
     checkpointing = gradient_checkpointing_on(config.gradient_checkpointing, config.resolution)

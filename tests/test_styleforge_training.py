@@ -147,6 +147,27 @@ def test_hooked_adapters_compute_what_stock_lora_loading_merges(pkg, sd15):
 RESUME_TOLERANCE = 1e-6  # max abs difference of LoRA weights (fp32; adapters are ~1e-2)
 
 
+def test_an_adapter_keeps_its_layers_own_input_for_backward_not_a_converted_copy(pkg):
+    """On a GPU the layers compute in fp16/bf16 and the adapters' weights stay fp32: the adapter casts
+    its thin weights, so backward keeps the half-precision input the layer got (one tensor for the
+    adapters of q, k and v), not an fp32 copy of it per adapter."""
+    from inst_styleforge.styleforge_core.lora import LoRAAdapter
+
+    layer = torch.nn.Linear(32, 16).to(torch.bfloat16)
+    adapters = [LoRAAdapter(layer, rank=4, alpha=4.0) for _ in range(3)]
+    x = torch.randn(2, 8, 32, dtype=torch.bfloat16)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        outputs = [adapter.delta(x) for adapter in adapters]
+    x_storage = x.untyped_storage().data_ptr()
+    assert any(t.untyped_storage().data_ptr() == x_storage for t in saved), "x itself is kept"
+    copies = [t for t in saved if t.numel() == x.numel() and t.untyped_storage().data_ptr() != x_storage]
+    assert not copies, f"copies of x kept for backward: {[(t.dtype, tuple(t.shape)) for t in copies]}"
+    assert all(out.dtype == torch.bfloat16 for out in outputs)
+    sum(out.float().sum() for out in outputs).backward()
+    assert all(a.up.weight.grad.dtype == torch.float32 and a.up.weight.grad.abs().sum() > 0 for a in adapters)
+
+
 def test_a_resumed_run_ends_at_the_uninterrupted_runs_lora(sf, sd15, sets, tmp_path):
     """The checkpoint keeps AdamW's moments and step count beside it; without them the resumed steps
     restart the moments and the LoRA differs. The CLIP stops at its penultimate layer (as SD2, SDXL's

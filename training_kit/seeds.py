@@ -4,7 +4,10 @@ exactly what the uninterrupted run would have drawn."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+
+import torch
 
 
 def step_seed(seed: int, step: int, micro: int, stream: int) -> int:
@@ -12,3 +15,10 @@ def step_seed(seed: int, step: int, micro: int, stream: int) -> int:
     StyleRef and Aux draws, InST's data draws and dropout) never depend on one another."""
     digest = hashlib.sha256(f"{seed}/{step}/{micro}/{stream}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def global_rng_kept() -> contextlib.AbstractContextManager:
+    """torch's global random state put back when the block ends, the CPU's and, once CUDA is in use,
+    the GPU's: `torch.manual_seed` inside seeds both, and the nodes after training must draw as if it
+    had not run."""
+    return torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_initialized() else [])

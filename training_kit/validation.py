@@ -21,6 +21,7 @@ from PIL import Image
 
 from .. import comfy_adapter as host
 from .files import atomic_write, path_in
+from .seeds import global_rng_kept
 
 PREFIX_INPUT = "filename_prefix"
 SAMPLER = "euler"  # deterministic: a round's images depend only on the weights and the seeds
@@ -94,7 +95,7 @@ class Validator:
         """One image per prompt (seed, seed + 1, ...), saved; scored when a CLIP vision model is set.
         The global random state is left as it was, so validating does not change training."""
         images, files = [], []
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        with global_rng_kept(), torch.no_grad():
             for k, prompt in enumerate(self.prompts):
                 positive = self.condition(prompt)
                 image = host.txt2img(self.model, self.clip, self.vae, positive, self.latent_shape,
