@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 KIT=${KIT:-.devkit}
 OUT=${OUT:-out/device-$(date +%Y%m%d-%H%M%S)}
 PYTHON=${PYTHON:-python3}
-DEADLINE_S=${DEADLINE_S:-480}
+DEADLINE_S=${DEADLINE_S:-450}
 [ -d "$KIT/ComfyUI" ] || { echo "device_run: no kit in $KIT; run: python -m devhost.device_kit" >&2; exit 2; }
 mkdir -p "$OUT"
 "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/kit-site \
@@ -30,8 +30,9 @@ SECONDS=0
 # fp16 against fp32 (shorter runs: their difference, not their length, is the figure).
 "$PYTHON" bench/gpu_bench.py --out "$OUT/gpu_bench.jsonl" --deadline-s "$DEADLINE_S" \
   --cases inst_sd15_512:1000 styleforge_sd15_512:1000 styleforge_sdxl_1024:100 "$@"
-"$PYTHON" bench/gpu_bench.py --out "$OUT/gpu_bench.jsonl" --deadline-s $((DEADLINE_S - SECONDS)) --cap-gb 8 \
+left() { echo $((DEADLINE_S - SECONDS > 1 ? DEADLINE_S - SECONDS : 1)); }  # 0 would mean no deadline
+"$PYTHON" bench/gpu_bench.py --out "$OUT/gpu_bench.jsonl" --deadline-s "$(left)" --cap-gb 8 \
   --cases inst_sd15_512:50 styleforge_sd15_512:50 styleforge_sdxl_1024:10 "$@"
-"$PYTHON" bench/gpu_bench.py --out "$OUT/gpu_bench.jsonl" --deadline-s $((DEADLINE_S - SECONDS)) \
+"$PYTHON" bench/gpu_bench.py --out "$OUT/gpu_bench.jsonl" --deadline-s "$(left)" \
   --cases fp16_vs_fp32:100 "$@"
 echo "device_run: ${SECONDS}s, results in $OUT/gpu_bench.jsonl"

@@ -11,12 +11,16 @@ The models are the random-weight full-size fixtures (`devhost/fixtures.py`: SD1.
 SDXL with its 2.6B UNet), built once on demand; `--tiny` swaps in the tiny ones at 64 px.
 
 Cases, each in its own process (so each peak is its own):
-- `inst_sd15_512`: InST, 512 px, batch 1, paper settings, precision auto (bf16 where supported).
-- `styleforge_sd15_512`: StyleForge Single, 512 px, rank 8, text encoder frozen, precision auto.
+- `inst_sd15_512`: InST, 512 px, batch 1, paper settings, the node's defaults (precision auto: the
+  precision ComfyUI loads the UNet in, fp16 on most GPUs, loss-scaled; gradient checkpointing on).
+- `styleforge_sd15_512`: StyleForge Single, 512 px, rank 8, text encoder frozen, the node's defaults.
 - `styleforge_sdxl_1024`: StyleForge Single on SDXL at 1024 px.
-- `fp16_vs_fp32`: StyleForge on SD1.5 at 512 px trained twice, fp16 (loss-scaled) and fp32, same seed:
-  the relative difference of their evaluation losses (the fixed evaluation set of the training kit).
-A case takes `--steps` steps unless it is named as `CASE:STEPS` (and at most `--max-steps`). Peak VRAM is
+- `fp16_vs_fp32`: StyleForge on SD1.5 at 512 px trained twice, same seed: fp16 (loss-scaled) on the
+  UNet as ComfyUI loads it, and fp32 on the UNet loaded in fp32; the relative difference of their
+  evaluation losses (the fixed evaluation set of the training kit).
+A case takes `--steps` steps unless it is named as `CASE:STEPS` (and at most `--max-steps`); `seconds`
+is the whole training call (data preparation and evaluation included), `s_per_step` the median step
+after the first two (ComfyUI's progress hook, updated once per step). Peak VRAM is
 `torch.cuda.max_memory_allocated` over the training call (models loaded first, then reset). Under
 `--cap-gb N` the card behaves as one of N GiB: torch may allocate at most N GiB
 (`torch.cuda.set_per_process_memory_fraction`) and ComfyUI's model management keeps the rest reserved,
@@ -70,7 +74,9 @@ def _cap_vram(gib: float) -> None:
     comfy.model_management.EXTRA_RESERVED_VRAM = max(0, total - int(gib * 2**30))
 
 
-def _load(name: str):
+def _load(name: str, dtype=None):
+    """The checkpoint as CheckpointLoaderSimple loads it; `dtype` overrides the UNet's (ComfyUI's choice
+    on a GPU is fp16 or bf16: a true fp32 reference has to ask for fp32)."""
     import comfy.sd
     import torch
 
@@ -78,7 +84,8 @@ def _load(name: str):
 
     with torch.inference_mode():
         model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
-            str(BASE_DIR / "models" / "checkpoints" / f"{name}.safetensors"), output_vae=True, output_clip=True)
+            str(BASE_DIR / "models" / "checkpoints" / f"{name}.safetensors"), output_vae=True, output_clip=True,
+            model_options={"dtype": dtype} if dtype is not None else {})
     return model, clip, vae
 
 
@@ -106,6 +113,22 @@ def _peak_gib(device: str) -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None
 
 
+def _timed(train, steps: int) -> dict:
+    """Run `train(progress_bar)`: its wall time, and the median time of a step after the first two
+    (from ComfyUI's progress hook, which the trainers update once per step)."""
+    import statistics
+
+    from common import StepClock
+    from inst_styleforge import comfy_adapter as host
+
+    clock = StepClock()
+    t0 = time.perf_counter()
+    result = train(host.StepProgress(steps))
+    step_times = clock.step_seconds(skip=2) or clock.step_seconds(skip=0)
+    return {"seconds": time.perf_counter() - t0, "eval_after": result.eval_after,
+            "s_per_step": round(statistics.median(step_times), 4) if step_times else None}
+
+
 def _train_inst(args, size: int) -> dict:
     import comfy.clip_vision
     import torch
@@ -116,27 +139,26 @@ def _train_inst(args, size: int) -> dict:
     model, clip, vae = _load("tiny_sd15_taesd" if args.tiny else "full_sd15")
     with torch.inference_mode():
         vision = comfy.clip_vision.load(str(BASE_DIR / "models" / "clip_vision" / "tiny_clip_vision_vitl.safetensors"))
+    paintings = [_images(range(1), size)]
+    config = InSTTrainingConfig(steps=args.steps, resolution=size)
     _reset_peak(args.device)
-    t0 = time.perf_counter()
     with torch.inference_mode():
-        result = train_style(model, clip, vae, vision, [_images(range(1), size)],
-                             InSTTrainingConfig(steps=args.steps, resolution=size))
-    return {"seconds": time.perf_counter() - t0, "eval_after": result.eval_after}
+        return _timed(lambda bar: train_style(model, clip, vae, vision, paintings, config, progress_bar=bar),
+                      args.steps)
 
 
-def _train_styleforge(args, checkpoint: str, size: int, precision: str = "auto") -> dict:
+def _train_styleforge(args, checkpoint: str, size: int, precision: str = "auto", dtype=None) -> dict:
     import torch
     from inst_styleforge.styleforge_core import datasets, training
 
-    model, clip, vae = _load(checkpoint)
+    model, clip, vae = _load(checkpoint, dtype)
     sets = training.TrainingSets(datasets.from_batch(_images(range(IMAGES_PER_SET), size)),
                                  datasets.from_batch(_images(range(100, 100 + IMAGES_PER_SET), size)))
     config = training.StyleForgeConfig(steps=args.steps, resolution=size, precision=precision)
     _reset_peak(args.device)
-    t0 = time.perf_counter()
     with torch.inference_mode():
-        result = training.train_styleforge(model, clip, vae, sets, config)
-    return {"seconds": time.perf_counter() - t0, "eval_after": result.eval_after}
+        return _timed(lambda bar: training.train_styleforge(model, clip, vae, sets, config, progress_bar=bar),
+                      args.steps)
 
 
 def measure(case: str, args) -> dict:
@@ -154,14 +176,17 @@ def measure(case: str, args) -> dict:
         elif case == "styleforge_sdxl_1024":
             out = _train_styleforge(args, sdxl, size(1024))
         else:
-            precisions = ("fp32", "fp32") if args.device == "cpu" else ("fp16", "fp32")  # CPU: smoke only
-            low, full = (_train_styleforge(args, sd15, size(512), p) for p in precisions)
+            import torch
+
+            low_precision = "fp32" if args.device == "cpu" else "fp16"  # CPU: a smoke run only
+            low = _train_styleforge(args, sd15, size(512), low_precision)
+            full = _train_styleforge(args, sd15, size(512), "fp32", dtype=torch.float32)
             difference = abs(low["eval_after"] - full["eval_after"]) / full["eval_after"]
-            out = {"seconds": low["seconds"] + full["seconds"], "eval_fp16": low["eval_after"],
+            out = {"seconds": low["seconds"] + full["seconds"], "s_per_step_fp16": low["s_per_step"],
+                   "s_per_step_fp32": full["s_per_step"], "eval_fp16": low["eval_after"],
                    "eval_fp32": full["eval_after"], "relative_difference": difference,
                    "within_tolerance": difference <= FP16_TOLERANCE}
-        return {"case": case, "status": "trained", "peak_vram_gib": _peak_gib(args.device),
-                "s_per_step": round(out["seconds"] / args.steps / (2 if case == "fp16_vs_fp32" else 1), 4), **out}
+        return {"case": case, "status": "trained", "peak_vram_gib": _peak_gib(args.device), **out}
     except InputError as error:  # the trainers' own out-of-memory message (or another input error)
         return {"case": case, "status": "refused", "message": str(error), "peak_vram_gib": _peak_gib(args.device)}
 
