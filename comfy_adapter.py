@@ -240,7 +240,7 @@ def _make_autograd_ready(module: torch.nn.Module) -> None:
 
 
 def _checkpoint_forward(module: torch.nn.Module, patches: _PatchedForwards) -> None:
-    """Recompute the layer's activations in backward instead of keeping them (less memory, ~30% slower).
+    """Recompute the layer's activations in backward instead of keeping them (less memory, one more forward).
     The recompute sees the options dicts as they were at the call: ComfyUI moves `transformer_options`
     on (block, transformer index) as the forward goes, and a user's per-block patches look them up."""
     forward = module.forward
