@@ -133,8 +133,9 @@ def encode_tokens(clip, tokens: dict) -> list:
 def encode_tokens_for_training(clip, tokens: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(cross-attention features, pooled) with gradient flowing back into tensor embeddings: what
     `CLIP.encode_from_tokens` computes, without its model-management load on every call. Inside
-    `training_context` the text encoder is already loaded in full; a load per step would ask ComfyUI to
-    free memory for it each time (on a small card, by offloading part of the UNet mid-run)."""
+    `training_context` the text encoder is already loaded in full (`load_for_training`); a load per step
+    would ask ComfyUI to free memory for it each time (on a small card, by offloading part of the UNet
+    mid-run)."""
     encoder = clip.cond_stage_model
     encoder.reset_clip_options()
     if clip.layer_idx is not None:
@@ -239,27 +240,38 @@ def _make_autograd_ready(module: torch.nn.Module) -> None:
         del buffer
 
 
+def _options_copied(values):
+    """Dict arguments (ComfyUI's `transformer_options`) copied, other values as they are."""
+    if isinstance(values, dict):
+        return {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    return tuple(dict(v) if isinstance(v, dict) else v for v in values)
+
+
 def _checkpoint_forward(module: torch.nn.Module, patches: _PatchedForwards) -> None:
-    """Recompute the layer's activations in backward instead of keeping them (less memory, one more forward).
-    The recompute sees the options dicts as they were at the call: ComfyUI moves `transformer_options`
-    on (block, transformer index) as the forward goes, and a user's per-block patches look them up."""
+    """Recompute the layer's activations in backward instead of keeping them (less memory, one more
+    forward). The forward and its recompute each start from the options dicts as they were at the
+    call: ComfyUI moves `transformer_options` on (block, transformer index) as the UNet's forward goes,
+    and a user's per-block patches look them up."""
     forward = module.forward
+
+    def run(*args, **kwargs):
+        return forward(*_options_copied(args), **_options_copied(kwargs))
 
     def checkpointed(*args, **kwargs):
         if not torch.is_grad_enabled():
             return forward(*args, **kwargs)
-        args = tuple(dict(a) if isinstance(a, dict) else a for a in args)
-        kwargs = {k: dict(v) if isinstance(v, dict) else v for k, v in kwargs.items()}
-        return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return torch.utils.checkpoint.checkpoint(run, *_options_copied(args), use_reentrant=False,
+                                                 **_options_copied(kwargs))
 
     patches.set(module, checkpointed)
 
 
 def _checkpoint_unet(unet: torch.nn.Module, patches: _PatchedForwards) -> None:
     """Checkpoint every layer of every UNet block. The layers, not the blocks: ComfyUI's UNet runs a
-    block by calling its layers one by one (`forward_timestep_embed`), never the block's forward."""
+    block by calling its layers one by one (`forward_timestep_embed`), never the block's forward.
+    Some UNets (KOALA) have no middle block."""
     for block in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]:
-        for layer in block:
+        for layer in block if block is not None else ():
             _checkpoint_forward(layer, patches)
 
 
@@ -310,6 +322,19 @@ def free_memory_after_out_of_memory() -> None:
     hand_back_memory()
 
 
+def load_for_training(model=None, clip=None) -> None:
+    """The frozen models fully on the compute device with ordinary (non-inference) weights, every other
+    model unloaded (`memory_required=1e20`: ComfyUI's model management does not know how much memory
+    training's activations take). `training_context` does this on entry; a validation round calls it
+    again, since its sampling, decoding and scoring may have offloaded part of the models to make room."""
+    patchers = [p for p in (model, clip.patcher if clip is not None else None) if p is not None]
+    with torch.inference_mode(False):
+        comfy.model_management.load_models_gpu(patchers, memory_required=1e20, force_full_load=True)
+        for patcher in patchers:
+            _make_autograd_ready(patcher.model)
+            patcher.model.requires_grad_(False)
+
+
 @contextlib.contextmanager
 def training_context(model=None, clip=None, gradient_checkpointing: bool = False) -> Iterator[None]:
     """Load the frozen models for autograd: full load on the compute device, ordinary (non-inference)
@@ -322,17 +347,12 @@ def training_context(model=None, clip=None, gradient_checkpointing: bool = False
     Restored on exit: every forward and option patched here, and the memory training freed is handed
     back. Kept: the autograd-ready weights (the same values as ordinary tensors; sampling uses them as
     it used the originals). On entry every other model is unloaded from the compute device
-    (`memory_required=1e20`): ComfyUI's model management does not know how much memory training's
-    activations take, and a trainer that runs out of memory mid-run loses the run, while an unloaded
+    (`load_for_training`): a trainer that runs out of memory mid-run loses the run, while an unloaded
     model is only reloaded by the next node that needs it."""
-    patchers = [p for p in (model, clip.patcher if clip is not None else None) if p is not None]
     patches = _PatchedForwards()
     with torch.inference_mode(False), torch.enable_grad(), contextlib.ExitStack() as restore:
         restore.callback(hand_back_memory)  # last, after everything else is restored
-        comfy.model_management.load_models_gpu(patchers, memory_required=1e20, force_full_load=True)
-        for patcher in patchers:
-            _make_autograd_ready(patcher.model)
-            patcher.model.requires_grad_(False)
+        load_for_training(model, clip)
         restore.callback(patches.restore)
         if clip is not None:
             for layer in clip.cond_stage_model.modules():

@@ -71,7 +71,7 @@ def _cap_vram(gib: float) -> None:
 
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total))
-    comfy.model_management.EXTRA_RESERVED_VRAM = max(0, total - int(gib * 2**30))
+    comfy.model_management.EXTRA_RESERVED_VRAM += max(0, total - int(gib * 2**30))  # over its own reserve
 
 
 def _load(name: str, dtype=None):
@@ -195,6 +195,8 @@ def _case_and_steps(text: str) -> tuple[str, int | None]:
     case, _, steps = text.partition(":")
     if case not in CASES:
         raise argparse.ArgumentTypeError(f"unknown case '{case}' (one of {', '.join(CASES)})")
+    if steps and int(steps) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}': steps must be at least 1")
     return case, int(steps) if steps else None
 
 

@@ -24,7 +24,7 @@ from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.images import SampleSize, exact_size, image_sha256, require_image, resize_exact
 from ..training_kit.memory import clear_out_of_memory, gradient_checkpointing_on
 from ..training_kit.optimizer_state import restore_optimizer_state, save_optimizer_state, state_path
-from ..training_kit.precision import training_precision
+from ..training_kit.precision import TRAIN_IN_FP32, training_precision
 from ..training_kit.progress import TrainingProgress
 from ..training_kit.result import TrainingResult
 from ..training_kit.seeds import global_rng_kept, step_seed
@@ -244,7 +244,7 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
                                           noise.to(device)).mean()
                 losses.append(loss.item())
                 require_finite_loss(losses[-1], step, "learning_rate", "nothing was saved.",
-                                    "Lower the learning rate, or train in fp32.")
+                                    f"Lower the learning rate, or {TRAIN_IN_FP32}.")
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()

@@ -30,7 +30,7 @@ from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.images import SampleSize, cropped, square_crop
 from ..training_kit.memory import clear_out_of_memory, gradient_checkpointing_on
 from ..training_kit.optimizer_state import restore_optimizer_state, save_optimizer_state, state_path
-from ..training_kit.precision import Precision, training_precision
+from ..training_kit.precision import TRAIN_IN_FP32, Precision, training_precision
 from ..training_kit.progress import TrainingProgress
 from ..training_kit.result import TrainingResult
 from ..training_kit.seeds import step_seed
@@ -413,7 +413,7 @@ def accumulate_gradients(model, conditioner: TextConditioner, precision: Precisi
         loss = mse_ref + component.aux_weight * mse_aux
         micro_losses.append(StepLoss(loss.item(), mse_ref.item(), mse_aux.item()))
         require_finite_loss(micro_losses[-1].loss, step, "unet_lr", "the last checkpoint (if any) is kept.",
-                            "Lower unet_lr / text_encoder_lr, or train in fp32.")
+                            f"Lower unet_lr / text_encoder_lr, or {TRAIN_IN_FP32}.")
         backward(loss)
     n = len(micro_losses)
     return StepLoss(sum(m.loss for m in micro_losses) / n, sum(m.styleref for m in micro_losses) / n,

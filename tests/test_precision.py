@@ -32,3 +32,4 @@ def test_the_cpu_trains_in_fp32_whatever_the_weights(pkg):
     cpu = torch.device("cpu")
     assert training_precision(cpu, "auto", torch.float32).name == "fp32"
     assert training_precision(cpu, "fp32", torch.float32).name == "fp32"
+    assert training_precision(cpu, "auto", torch.float16).name == "fp32"

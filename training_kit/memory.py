@@ -14,8 +14,8 @@ from .errors import InputError
 GRADIENT_CHECKPOINTING = ("auto", "on", "off")
 # From this resolution "auto" recomputes the UNet's activations in backward: at 512 px they are the
 # bulk of a training step's memory (several GB for SD1.5 in fp16, more for SDXL at 1024 px), and
-# recomputing them costs one more forward per step: at most a third more time (12% measured on the full-
-# size SD1.5 at 512 px on a CPU); below it they are small and checkpointing only costs time.
+# recomputing them costs one more forward per step, at most a third more time; below it they are small and
+# checkpointing only costs time.
 GRADIENT_CHECKPOINTING_FROM = 512
 CHECKPOINTING_TOOLTIP = (f"Recompute the UNet's activations in backward: much less memory, up to a third slower. auto: "
                          f"on from {GRADIENT_CHECKPOINTING_FROM} px.")

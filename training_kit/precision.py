@@ -13,8 +13,10 @@ from .errors import InputError
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 AUTOCAST_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+TRAIN_IN_FP32 = "train in fp32 (on a GPU: start ComfyUI with --force-fp32)"  # the fix for a loss that overflows
 PRECISION_TOOLTIP = ("auto: on a GPU, autocast in the precision ComfyUI loaded the model in (fp16 with loss scaling, "
-                     "or bf16); fp32 on a CPU. fp32 on a GPU needs ComfyUI started with --force-fp32.")
+                     "or bf16; bf16 or fp16 if it loaded fp32); fp32 on a CPU. fp32 on a GPU needs ComfyUI started "
+                     "with --force-fp32.")
 
 
 @dataclass(frozen=True)

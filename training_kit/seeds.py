@@ -19,6 +19,6 @@ def step_seed(seed: int, step: int, micro: int, stream: int) -> int:
 
 def global_rng_kept() -> contextlib.AbstractContextManager:
     """torch's global random state put back when the block ends, the CPU's and, once CUDA is in use,
-    the GPU's: `torch.manual_seed` inside seeds both, and the nodes after training must draw as if it
-    had not run."""
-    return torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_initialized() else [])
+    every GPU's: `torch.manual_seed` inside seeds them all, and the nodes after training must draw as
+    if it had not run."""
+    return torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else [])
