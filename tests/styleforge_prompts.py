@@ -61,7 +61,7 @@ def train_single(filename: str, latent_prefix: str, ckpt: str = TINY_CKPT, **ove
     }
 
 
-def train_multi(filename: str, ckpt: str = TINY_CKPT, **overrides) -> dict:
+def train_multi(filename: str, ckpt: str = TINY_CKPT, lora_precision: str = "fp16", **overrides) -> dict:
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "2": image_set("people"),
@@ -69,7 +69,7 @@ def train_multi(filename: str, ckpt: str = TINY_CKPT, **overrides) -> dict:
         "4": image_set("aux"),
         **trainer({"people": "2", "backgrounds": "3", "aux": "4"}, multi=True, **overrides),
         "6": {"class_type": "StyleForge_SaveLoRA", "inputs": {"lora": ["5", 2], "filename": filename,
-                                                             "precision": "fp16"}},
+                                                             "precision": lora_precision}},
     }
 
 
