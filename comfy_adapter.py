@@ -48,6 +48,10 @@ ATTENTION_OVERRIDE = "optimized_attention_override"  # transformer_options key r
 # How out-of-memory reads where it is a plain RuntimeError: the CPU allocator, Apple's MPS, CUDA (older torch).
 OUT_OF_MEMORY_TEXTS = ("DefaultCPUAllocator: can't allocate memory", "MPS backend out of memory",
                        "CUDA out of memory")
+# The most pixels one VAE call encodes for training (one 512 px view, four 256 px ones). ComfyUI sizes
+# its encode batches by free memory, which on the CPU is the free RAM: a whole image set in one call,
+# about 0.4 GB of activations per 512 px view in fp32, set a StyleForge run's peak above its steps'.
+VAE_ENCODE_PIXELS = 512 * 512
 
 
 # ---- models and families -------------------------------------------------------------------------
@@ -540,8 +544,9 @@ def sample_from(model, positive: list, negative: list, latent: torch.Tensor, noi
 # ---- images --------------------------------------------------------------------------------------
 
 def vae_encode(vae, image: torch.Tensor) -> torch.Tensor:
-    """IMAGE (B,H,W,C in [0,1]) -> VAE latent."""
-    return vae.encode(image[..., :3])
+    """IMAGE (B,H,W,C in [0,1]) -> VAE latent, at most `VAE_ENCODE_PIXELS` per call."""
+    per_call = max(1, VAE_ENCODE_PIXELS // (image.shape[1] * image.shape[2]))
+    return torch.cat([vae.encode(image[i:i + per_call, ..., :3]) for i in range(0, len(image), per_call)])
 
 
 def vae_decode(vae, latent: torch.Tensor) -> torch.Tensor:

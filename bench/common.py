@@ -30,16 +30,23 @@ def setup() -> None:
 
 
 class StepClock:
-    """Installed as ComfyUI's progress hook: records the time of every update, i.e. of every step."""
+    """Installed as ComfyUI's progress hook: records the time of every update, i.e. of every step.
+    With `peak_from`, the peak RSS is reset once that many steps have ended (the setup's peak, VAE
+    encoding included, kept in `setup_peak_mb`), so VmHWM afterwards is the peak of the steps alone."""
 
-    def __init__(self):
+    def __init__(self, peak_from: int | None = None):
         import comfy.utils
 
         self.stamps: list[float] = []
+        self.peak_from = peak_from
+        self.setup_peak_mb = 0.0
         comfy.utils.set_progress_bar_global_hook(self)
 
     def __call__(self, value, total, preview, node_id=None) -> None:
         self.stamps.append(time.perf_counter())
+        if len(self.stamps) == self.peak_from:
+            self.setup_peak_mb = status_mb("VmHWM")
+            reset_peak_rss()
 
     def step_seconds(self, skip: int) -> list[float]:
         return [b - a for a, b in zip(self.stamps, self.stamps[1:])][skip:]

@@ -15,10 +15,10 @@ peak memory):
   latent, random timesteps), weights frozen, gradients to the input only, through the same
   `apply_model` path both trainers use. Nothing can train faster than this.
 - `styleforge`: this package's trainer (`train_styleforge`) as the node defaults it (`passes` auto),
-  text encoder frozen; 2 samples per step.
+  text encoder frozen, but gradient checkpointing off at every size; 2 samples per step.
 - `styleforge_batched`, `styleforge_separate`: the same with `passes` set to "one batch" (the
   StyleRef and Aux samples in one UNet batch) and "separate" (one after the other).
-- `styleforge_gc`: the same with gradient checkpointing, for its peak memory.
+- `styleforge_gc`: the same with gradient checkpointing on (the node's default from 512 px).
 - `trainlora_b1` / `trainlora_b2`: ComfyUI's TrainLoraNode (`execute` called in-process, under
   inference mode as the server calls it) on the VAE latents of the same images with the cached
   conditioning of their prompt, batch size 1 and 2, fp32 training and LoRA dtypes, AdamW, MSE.
@@ -32,7 +32,9 @@ the first `--warmup` steps are dropped and the median of the rest is taken. The 
 them alike; each figure is the median over rounds. Runners not in the default set: see `--runners`.
 Peak memory: the peak RSS is reset after the checkpoint is loaded (its loading peak would hide a
 small run's), so "peak MB" is the peak while training and "+train" what training added over the
-loaded models; `process_peak_mb` in the JSON lines is the whole subprocess's `ru_maxrss`.
+loaded models, both including the setup (VAE encoding: at 512 px its peak can pass a step's); "steps MB" is
+the peak over the timed steps alone; `process_peak_mb` in the JSON lines is the whole subprocess's
+`ru_maxrss`.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ RUNNERS = ("floor", "styleforge", "styleforge_batched", "styleforge_separate", "
 DEFAULT_RUNNERS = ("floor", "styleforge", "trainlora_b1", "trainlora_b1_fused")
 VARIANTS = ("styleforge", "styleforge_batched", "styleforge_separate", "styleforge_gc")
 TRAINLORA = ("trainlora_b1", "trainlora_b2", "trainlora_b1_fused")
-MEDIANS = ("median_step_s", "samples_per_s", "peak_rss_mb", "train_rss_mb")
+MEDIANS = ("median_step_s", "samples_per_s", "peak_rss_mb", "train_rss_mb", "steps_peak_mb")
 RANK = 8
 IMAGES_PER_SET = 4
 
@@ -153,7 +155,7 @@ def worker(runner: str, size: int, steps: int, warmup: int, ckpt: Path, threads:
     model, clip, vae = _load(ckpt)
     loaded_mb = common.status_mb("VmRSS")
     common.reset_peak_rss()
-    clock = StepClock()
+    clock = StepClock(peak_from=warmup + 1)  # the timed steps start when the warm-up ones have ended
     total = steps + warmup + 1
     run = {"floor": run_floor, "styleforge": lambda *a: run_styleforge(*a, gradient_checkpointing="off"),
            "styleforge_gc": lambda *a: run_styleforge(*a, gradient_checkpointing="on"),
@@ -165,9 +167,11 @@ def worker(runner: str, size: int, steps: int, warmup: int, ckpt: Path, threads:
     samples_per_step = run(host, model, clip, vae, size, total, clock)
     seconds = clock.step_seconds(warmup)
     median = statistics.median(seconds)
+    steps_peak = common.status_mb("VmHWM")
+    peak = max(clock.setup_peak_mb, steps_peak)
     return {"runner": runner, "size": size, "steps_timed": len(seconds), "median_step_s": median,
             "samples_per_s": samples_per_step / median, "process_peak_mb": common.process_peak_mb(),
-            "peak_rss_mb": common.status_mb("VmHWM"), "train_rss_mb": common.status_mb("VmHWM") - loaded_mb,
+            "peak_rss_mb": peak, "train_rss_mb": peak - loaded_mb, "steps_peak_mb": steps_peak,
             "threads": torch.get_num_threads()}
 
 
@@ -187,18 +191,21 @@ def report(results: list[dict]) -> None:
         runs.setdefault((r["size"], r["runner"]), []).append(r)
     medians = [median_over_rounds(group) for group in runs.values()]
     print(f"\nmedians over {medians[0]['rounds']} rounds")
-    print(f"{'size':>5} {'runner':<20} {'s/step':>8} {'samples/s':>10} {'peak MB':>8} {'+train MB':>9}")
+    print(f"{'size':>5} {'runner':<20} {'s/step':>8} {'samples/s':>10} {'peak MB':>8} {'+train MB':>9} "
+          f"{'steps MB':>8}")
     for r in medians:
         print(f"{r['size']:>5} {r['runner']:<20} {r['median_step_s']:>8.3f} {r['samples_per_s']:>10.2f} "
-              f"{r['peak_rss_mb']:>8.0f} {r['train_rss_mb']:>9.0f}")
+              f"{r['peak_rss_mb']:>8.0f} {r['train_rss_mb']:>9.0f} {r['steps_peak_mb']:>8.0f}")
     for size in sorted({r["size"] for r in medians}):
         by = {r["runner"]: r for r in medians if r["size"] == size}
         for variant in (n for n in VARIANTS if n in by):
             ours = by[variant]
             print(f"\n{variant}, {size} px (threads {ours['threads']}):")
             if "floor" in by:
-                ratio = by["floor"]["samples_per_s"] / ours["samples_per_s"]
-                print(f"  vs floor: {ratio:.2f}x the floor's time per sample")
+                floor = by["floor"]
+                print(f"  vs floor: {floor['samples_per_s'] / ours['samples_per_s']:.2f}x the floor's time per "
+                      f"sample; peak {ours['peak_rss_mb']:.0f} vs {floor['peak_rss_mb']:.0f} MB, over the timed "
+                      f"steps alone {ours['steps_peak_mb']:.0f} vs {floor['steps_peak_mb']:.0f} MB")
             for name in (n for n in TRAINLORA if n in by):
                 print(f"  vs {name}: {ours['samples_per_s'] / by[name]['samples_per_s']:.2f}x samples/s, peak "
                       f"memory {ours['peak_rss_mb']:.0f} vs {by[name]['peak_rss_mb']:.0f} MB (+train "

@@ -50,7 +50,6 @@ SCHEDULES = ("constant", "cosine")
 PASSES = ("auto", "separate", "one batch")
 SEPARATE_PASSES_FROM = 512
 WEIGHT_DECAY = 0.01
-VAE_BATCH = 8
 CHECKPOINT_PRECISION = "fp32"  # resume continues from exactly the trained weights
 RESUME_INPUT = "resume_from"
 STYLEREF_STREAM, AUX_STREAM = 0, 1  # independent random streams of a step's two draws
@@ -206,9 +205,7 @@ def encode_set(model, vae, images: ImageSet, prompt: str, config: StyleForgeConf
                 prompts.append(bound_prompt(prompt, caption))
     # outside inference mode, so the cached latents can enter autograd
     with torch.inference_mode(False), torch.no_grad():
-        batch = torch.cat(views)
-        latents = torch.cat([host.vae_encode(vae, batch[i:i + VAE_BATCH]).float()
-                             for i in range(0, len(batch), VAE_BATCH)])
+        latents = host.vae_encode(vae, torch.cat(views)).float()
         latents = host.latent_to_model_space(model, latents).to(host.compute_device(model))
     return EncodedSet(latents, prompts, sizes, len(views) // len(images))
 

@@ -188,3 +188,28 @@ def test_gradient_checkpointing_auto_turns_on_from_512_px_and_bad_values_name_th
         assert "Input 'gradient_checkpointing'" in str(error)
     else:
         raise AssertionError("an unknown setting was accepted")
+
+
+def test_training_encodes_images_a_few_pixels_at_a_time_to_the_latents_of_one_call(pkg, sd15, monkeypatch):
+    """On the CPU ComfyUI would encode a whole image set in one VAE call, whose activations set a
+    training run's peak above its steps' at 512 px: training caps each call at VAE_ENCODE_PIXELS, and
+    the latents are those of one call."""
+    import inst_styleforge.comfy_adapter as host
+
+    _, _, vae = sd15
+    images = torch.rand(3, 512, 512, 3, generator=torch.Generator().manual_seed(0))
+    small = torch.rand(6, 128, 128, 3, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        whole = vae.encode(images), vae.encode(small)
+    encode, calls = vae.encode, []
+
+    def counted(pixels):
+        calls.append(len(pixels))
+        return encode(pixels)
+
+    monkeypatch.setattr(vae, "encode", counted)
+    with torch.inference_mode():
+        capped = host.vae_encode(vae, images), host.vae_encode(vae, small)
+    assert calls == [1, 1, 1, 6]  # 512 px: one per call; 128 px: 16 fit in a call
+    for one_call, in_parts in zip(whole, capped):
+        torch.testing.assert_close(in_parts, one_call, rtol=1e-4, atol=1e-4)
