@@ -16,8 +16,8 @@ peak memory):
   `apply_model` path both trainers use. Nothing can train faster than this.
 - `styleforge`: this package's trainer (`train_styleforge`) as the node defaults it (`passes` auto),
   text encoder frozen, but gradient checkpointing off at every size; 2 samples per step.
-- `styleforge_batched`, `styleforge_separate`: the same with `passes` set to "one batch" (the
-  StyleRef and Aux samples in one UNet batch) and "separate" (one after the other).
+- `styleforge_batched`, `styleforge_separate`: the trainer with `passes` set to "one batch" (the
+  StyleRef and Aux samples in one UNet batch) and "separate" (one after the other), checkpointing auto.
 - `styleforge_gc`: the same with gradient checkpointing on (the node's default from 512 px).
 - `trainlora_b1` / `trainlora_b2`: ComfyUI's TrainLoraNode (`execute` called in-process, under
   inference mode as the server calls it) on the VAE latents of the same images with the cached

@@ -93,8 +93,8 @@ class Validator:
 
     def run(self, step: int) -> ValidationRound:
         """One image per prompt (seed, seed + 1, ...), saved; scored when a CLIP vision model is set.
-        The global random state is left as it was, and the models are loaded for training again, so
-        validating does not change training."""
+        The global random state is left as it was, and while training goes on the models are loaded
+        for training again, so validating does not change training."""
         images, files = [], []
         with global_rng_kept(), torch.no_grad():
             for k, prompt in enumerate(self.prompts):
@@ -106,7 +106,8 @@ class Validator:
                 images.append(image)
                 files.append(path.relative_to(self.output))
             score = self._score(images)
-        host.load_for_training(self.model, self.clip)
+        if step < self.last_step:  # the last round has no training after it
+            host.load_for_training(self.model, self.clip)
         self.rounds.append(ValidationRound(step, images, files, score))
         return self.rounds[-1]
 
