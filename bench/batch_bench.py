@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import recorded
 from common import setup
 
 from devhost.example_inputs import painting
@@ -55,6 +56,7 @@ def main() -> None:
         return [manifest.Job(n + 1, "inst", f"{tag}_{n}", {"painting": f"bench_painting_{n % (args.jobs + 1)}.png"},
                              {"steps": args.steps, "resolution": args.resolution, "seed": n}) for n in names]
 
+    measured = {}
     try:
         for workers in (1, 2):
             trainers = (pool.TrainerPool(trainer_setup, workers, gpus_per_worker=1 / workers) if on_gpu else
@@ -69,11 +71,16 @@ def main() -> None:
                 trainers.close()
             own = statistics.median(r["seconds"] for r in reports)
             per_job = wall * workers / args.jobs
+            measured[workers] = {"jobs_per_min": 60 * args.jobs / wall, "job_s": own,
+                                 "overhead_pct": 100 * (per_job - own) / own,
+                                 "threads_per_worker": None if on_gpu else CORES // workers}
             print(f"{workers} worker(s): {60 * args.jobs / wall:.2f} jobs/min; a job {own:.2f} s in its worker "
                   f"(median), {per_job:.2f} s of worker time per job in the batch: overhead "
-                  f"{100 * (per_job - own) / own:.1f}%")
+                  f"{measured[workers]['overhead_pct']:.1f}%")
     finally:
         ray.shutdown()
+    recorded.record(f"batch_{args.device}_{checkpoint.stem}_{args.resolution}px",
+                    {"jobs": args.jobs, "steps": args.steps, "resolution": args.resolution, "workers": measured})
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import statistics
 from pathlib import Path
 
 import common
+import recorded
 import torch
 
 WARMUP = 3
@@ -138,6 +139,8 @@ def main() -> None:
     print(f"  trainer / floor          {common.ratio(trainer['median_s'], floor['median_s'])}   (target <= 1.1)")
     print(f"  trainer / TrainLoraNode  {common.ratio(trainer['median_s'], anchor['median_s'])}")
     print(f"  peak RSS trainer / floor {common.ratio(trainer['peak_rss_mb'], floor['peak_rss_mb'])}")
+    recorded.record(f"inst_{model_name}_{args.size}px", {"size": args.size, "steps": args.steps,
+                                                         "rounds": args.rounds, **results})
 
 
 if __name__ == "__main__":

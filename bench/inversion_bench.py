@@ -16,6 +16,7 @@ import statistics
 import time
 
 import common
+import recorded
 import torch
 
 STRENGTH = 0.7
@@ -78,6 +79,9 @@ def main() -> None:
     extra = counts["inversion"] - counts["img2img"]
     print(f"  inversion / img2img  {common.ratio(results['inversion'], results['img2img'])}   "
           f"extra UNet calls: {extra} (target: 1)")
+    recorded.record(f"inversion_tiny_sd15_{args.size}px", {
+        "size": args.size, "steps": args.steps, "repeats": args.repeats, "strength": STRENGTH, "cfg": CFG,
+        "median_s": results, "unet_calls": counts})
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ import statistics
 from pathlib import Path
 
 import common
+import recorded
 from common import StepClock
 
 RUNNERS = ("floor", "styleforge", "styleforge_batched", "styleforge_separate", "styleforge_gc", "trainlora_b1",
@@ -185,7 +186,8 @@ def median_over_rounds(runs: list[dict]) -> dict:
     return runs[0] | {key: statistics.median(r[key] for r in runs) for key in MEDIANS} | {"rounds": len(runs)}
 
 
-def report(results: list[dict]) -> None:
+def report(results: list[dict]) -> list[dict]:
+    """Prints the medians over rounds and the ratios; returns the medians."""
     runs: dict[tuple[int, str], list[dict]] = {}
     for r in results:
         runs.setdefault((r["size"], r["runner"]), []).append(r)
@@ -210,6 +212,7 @@ def report(results: list[dict]) -> None:
                 print(f"  vs {name}: {ours['samples_per_s'] / by[name]['samples_per_s']:.2f}x samples/s, peak "
                       f"memory {ours['peak_rss_mb']:.0f} vs {by[name]['peak_rss_mb']:.0f} MB (+train "
                       f"{ours['train_rss_mb']:.0f} vs {by[name]['train_rss_mb']:.0f} MB)")
+    return medians
 
 
 def main() -> None:
@@ -237,7 +240,10 @@ def main() -> None:
             for runner in args.runners:
                 results.append(measure(runner, size, args))
                 print(json.dumps(results[-1]), flush=True)
-    report(results)
+    medians = report(results)
+    runners = "" if args.runners == list(DEFAULT_RUNNERS) else "_" + "-".join(args.runners)
+    recorded.record(f"styleforge_{args.ckpt.stem}_{'_'.join(map(str, args.sizes))}px{runners}",
+                    {"steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "medians": medians})
 
 
 if __name__ == "__main__":

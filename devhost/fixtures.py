@@ -22,6 +22,7 @@ Run `python -m devhost.fixtures` to build them all into the dev host's model fol
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -210,11 +211,29 @@ def _sd3_unet_state() -> dict:
 
 STATE_BUILDERS = {"checkpoint": _checkpoint_state, "clip_vision": lambda fx: _clip_vision_state(),
                   "sd3_unet": lambda fx: _sd3_unet_state()}
+# The code each kind of fixture is built by: its cache key hashes this code, the fixture's fields and
+# its UNet layout, so editing one builder rebuilds only the fixtures it makes.
+BUILDER_CODE = {"checkpoint": (_init_layers, _unet, _mark_v_prediction, _text_encoders, _vae, _checkpoint_state),
+                "clip_vision": (_init_layers, _clip_vision_state),
+                "sd3_unet": (_init_layers, _sd3_unet_state)}
+
+
+def _stored(state: dict) -> dict:
+    """The tensors as the file stores them: floating point as fp16 (as released checkpoints are), one
+    tensor at a time, so the fp32 weights go as their fp16 copies come."""
+    import torch
+
+    for key in list(state):
+        value = state.pop(key)
+        state[key] = (value.to(torch.float16) if value.is_floating_point() else value).contiguous()
+    return state
 
 
 def _cache_key(fx: Fixture) -> str:
-    source = Path(__file__).read_bytes()
-    return hashlib.sha256(source + json.dumps(asdict(fx), sort_keys=True).encode()).hexdigest()[:16]
+    code = [inspect.getsource(f) for f in (*BUILDER_CODE[fx.kind], _stored)]
+    layout = UNET_LAYOUTS[fx.unet] if fx.kind == "checkpoint" else None
+    payload = json.dumps({"fixture": asdict(fx), "layout": layout, "code": code}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def build(fx: Fixture) -> Path:
@@ -227,10 +246,7 @@ def build(fx: Fixture) -> Path:
     from safetensors.torch import save_file
 
     torch.manual_seed(fx.seed)
-    state = STATE_BUILDERS[fx.kind](fx)
-    for key in list(state):  # one tensor at a time, so the fp32 weights go as their fp16 copies come
-        value = state.pop(key)
-        state[key] = (value.to(torch.float16) if value.is_floating_point() else value).contiguous()
+    state = _stored(STATE_BUILDERS[fx.kind](fx))
     FIXTURE_CACHE.mkdir(parents=True, exist_ok=True)
     for stale in FIXTURE_CACHE.glob(f"{fx.name}-*.safetensors"):
         stale.unlink()

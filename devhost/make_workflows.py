@@ -19,6 +19,8 @@ import json
 import sys
 from dataclasses import dataclass, field
 
+from bench.figures import template_cost
+
 from .browser import HeadlessChromium, frontend_page
 from .comfy_server import ComfyServer
 from .paths import DEVHOST, TEMPLATES
@@ -91,8 +93,11 @@ def inst_trainer(style_filename: str, validation_prompts: str) -> dict:
     }
 
 
-INST_TIME = ("**Time and memory**: 1000 steps at 512 px. Measured on a 2-core CPU with the full-size SD1.5: "
-             "4.8 s per step at 256 px, 5.7 GB peak (use a GPU for 512 px; GPU figures are not measured yet).")
+def time_note(method: str) -> str:
+    """The intro notes' time-and-memory sentence, from the recorded benchmark runs (bench/results/)."""
+    return "**Time and memory**: 1000 steps at 512 px. " + template_cost(method)
+
+
 VALIDATION_NOTE = Note("Validation", "**Validation** every 100 steps: images from the prompts in Training "
                        "Validation go to output/validation/ with the step in the name, scored against the training "
                        "images (CLIP-I); the trainer names the best step. Seeds are fixed: queueing again after "
@@ -126,7 +131,7 @@ def inst_train_and_generate() -> Lesson:
                  "(Zhang et al., *Inversion-based style transfer*, CVPR 2023). Generate with it through InST Style "
                  "Conditioning, or anywhere as a stock `embedding:inst_example_style` after the export.\n\n"
                  "**Your own painting**: replace the image in *The painting* (the example is a picture drawn by "
-                 "this package, to show the graph runs). " + INST_TIME, width=900, height=190)
+                 "this package, to show the graph runs). " + time_note("inst"), width=900, height=190)
     stages = [
         Stage("1. Load", LOAD, [["1", "2", "3", MODELS_NOTE]]),
         Stage("2. Learn the style", TRAIN, [["4", "30"], ["6", "5", VALIDATION_NOTE]]),
@@ -170,7 +175,7 @@ def inst_style_transfer() -> Lesson:
                  "the content survives the style. **strength** (or the scheduler's denoise) sets how much changes."
                  "\n\n**Your own pictures**: replace *The painting* and *The content photo*. Section 3 is the whole "
                  "transfer in one node; section 4 is the same transfer with stock SamplerCustomAdvanced, for "
-                 "those who want to change the sampler. " + INST_TIME, width=900, height=210)
+                 "those who want to change the sampler. " + time_note("inst"), width=900, height=210)
     stages = [
         Stage("1. Load", LOAD, [["1", "2", "3"], ["8", MODELS_NOTE]]),
         Stage("2. Learn the style", TRAIN, [["4", "30"], ["6", "5", "7", VALIDATION_NOTE]]),
@@ -187,9 +192,6 @@ STYLEFORGE_OPTIONS = dict(
     min_snr_gamma=0.0, noise_offset=0.0, crops_per_image=1, random_flip=True, gradient_checkpointing="auto",
     passes="auto", precision="auto", checkpoint_every=250, resume_from="[none]")
 STYLEFORGE_TRAINING = dict(aux_weight=1.0, rank=16, steps=1000, unet_lr=1e-4, resolution=512, seed=0)
-STYLEFORGE_TIME = ("**Time and memory**: 1000 steps at 512 px. Measured on a 2-core CPU with the full-size "
-                   "SD1.5: 35 s per step (2 samples) at 512 px, 7.5 GB peak (use a GPU; GPU figures are not "
-                   "measured yet).")
 OPTIONS_NOTE = Note("Options", "**Options** (optional): LoRA alpha and layers, the text-encoder learning rate, "
                     "schedule, batch, memory, checkpoints every N steps, and **resume_from** a checkpoint (AdamW's "
                     "state is kept beside it, so a resumed run ends where an uninterrupted one would).", height=150)
@@ -236,7 +238,7 @@ def styleforge_single() -> Lesson:
                  "**Your own images**: put 15-20 images of the style in a folder under ComfyUI/input (a `.txt` "
                  "beside an image is its caption) and about as many digital paintings of people for Aux, and "
                  "type the folders in the two image sets (the examples are pictures drawn by this package). "
-                 + STYLEFORGE_TIME, width=900, height=210)
+                 + time_note("styleforge"), width=900, height=210)
     stages = [
         Stage("1. Load", LOAD, [["1", "2", "3", MODELS_NOTE]]),
         Stage("2. Train the LoRA", TRAIN, [["4"], ["20", OPTIONS_NOTE],
@@ -266,7 +268,7 @@ def styleforge_multi() -> Lesson:
                  "own lambda (Park et al., *StyleForge*, 2024). Prompt with both: `a woman, zwx style, in a "
                  "street, ohwx style`.\n\n**Your own images**: a folder of people and one of backgrounds in the "
                  "style, and Aux paintings of people, under ComfyUI/input (the examples are pictures drawn by "
-                 "this package). " + STYLEFORGE_TIME, width=900, height=210)
+                 "this package). " + time_note("styleforge"), width=900, height=210)
     stages = [
         Stage("1. Load", LOAD, [["1", "2", "3", "8", MODELS_NOTE]]),
         Stage("2. Train the LoRA", TRAIN, [["5"], ["20", OPTIONS_NOTE],

@@ -84,8 +84,8 @@ def prepare_paintings(model, vae, clip_vision, paintings: list[torch.Tensor], re
             both = torch.cat([image, image.flip(2)])
             latent = host.vae_encode(vae, resize_exact(both, resolution, resolution))
             latents.append(host.latent_to_model_space(model, latent.float()))
-            outputs = [host.clip_vision_encode(clip_vision, view[None]) for view in both]
-            features.append(tuple(ImageFeatures.from_clip_vision_output(o) for o in outputs))
+            pair = ImageFeatures.from_clip_vision_output(host.clip_vision_encode(clip_vision, both))  # one call
+            features.append(tuple(ImageFeatures(pair.embed[i:i + 1], pair.patch_tokens[i:i + 1]) for i in (0, 1)))
         device = host.compute_device(model)
         features = [tuple(ImageFeatures(f.embed.to(device), f.patch_tokens.to(device)) for f in pair)
                     for pair in features]
@@ -131,27 +131,39 @@ def continued_style(model, clip, paintings: Paintings, config: InSTTrainingConfi
     return style.requires_grad_(True), config, done
 
 
+def style_conditioning(clip, style: InSTStyle, prompt: StylePrompt, features: ImageFeatures,
+                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The prompt's text conditioning (cross-attention features, pooled) with each batch item's style
+    token in place of the placeholder."""
+    vectors = style(features)
+    conds, pooled = [], []
+    for i in range(next(iter(vectors.values())).shape[0]):
+        cond, pool = host.encode_tokens_for_training(clip, prompt.tokens({k: v[i] for k, v in vectors.items()}))
+        conds.append(cond)
+        pooled.append(pool)
+    return torch.cat(conds).to(device), torch.cat(pooled).to(device) if pooled[0] is not None else None
+
+
 def denoising_loss(model, clip, style: InSTStyle, prompt: StylePrompt, latents: torch.Tensor,
                    features: ImageFeatures, sizes: list[SampleSize], timesteps: torch.Tensor,
                    noise: torch.Tensor) -> torch.Tensor:
     """Mean squared error of the model's prediction, conditioned on the style token, per batch item."""
-    vectors = style(features)
-    conds, pooled = [], []
-    for i in range(latents.shape[0]):
-        cond, pool = host.encode_tokens_for_training(clip, prompt.tokens({k: v[i] for k, v in vectors.items()}))
-        conds.append(cond)
-        pooled.append(pool)
-    cond = torch.cat(conds).to(latents.device)
-    pooled = torch.cat(pooled).to(latents.device) if pooled[0] is not None else None
+    cond, pooled = style_conditioning(clip, style, prompt, features, latents.device)
     return prediction_mse(model, latents, noise, host.sigma_at(model, timesteps), cond, pooled, sizes)
 
 
 @torch.no_grad()
 def evaluation_loss(model, clip, style: InSTStyle, prompt: StylePrompt, paintings: Paintings) -> float:
-    """Loss on the kit's fixed evaluation set: every painting unflipped, the encoder's dropout off."""
+    """Loss on the kit's fixed evaluation set: every painting unflipped, the encoder's dropout off. A
+    painting's conditioning is the same at every evaluation timestep, so it is encoded once."""
+    conditioning: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
     def loss(index: int, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         _, features, sizes = paintings.batch([index], [0])
-        return denoising_loss(model, clip, style, prompt, latents, features, sizes, timesteps, noise)
+        if index not in conditioning:
+            conditioning[index] = style_conditioning(clip, style, prompt, features, latents.device)
+        cond, pooled = conditioning[index]
+        return prediction_mse(model, latents, noise, host.sigma_at(model, timesteps), cond, pooled, sizes)
 
     was_training = style.training
     style.eval()

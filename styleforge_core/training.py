@@ -246,9 +246,16 @@ class Draw:
     noise: torch.Tensor
 
 
+def distinct_views(count: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """`batch_size` view indices of a set of `count`, none twice while the set has enough views (a
+    random permutation, then another one for a batch larger than the set)."""
+    permutations = [torch.randperm(count, generator=generator) for _ in range(-(-batch_size // count))]
+    return torch.cat(permutations)[:batch_size]
+
+
 def draw(model, images: EncodedSet, config: StyleForgeConfig, seed: int) -> Draw:
     generator = torch.Generator().manual_seed(seed)
-    indices = torch.randint(0, len(images.prompts), (config.batch_size,), generator=generator)
+    indices = distinct_views(len(images.prompts), config.batch_size, generator)
     latents = images.latents[indices]
     timesteps, noise = draw_timesteps_and_noise(model, latents.shape, generator, config.noise_offset)
     picked = indices.tolist()
@@ -271,7 +278,10 @@ def prediction_errors(model, conditioner: TextConditioner, draws: list[Draw], ga
 
 @torch.no_grad()
 def evaluation_loss(model, conditioner: TextConditioner, components: list[Component]) -> float:
-    """StyleRef loss on the kit's fixed evaluation set: every image's first view."""
+    """StyleRef loss on the kit's fixed evaluation set: every image's first view. The weights do not
+    change while it runs, so each prompt is encoded once for all its timesteps, even while the text
+    encoder trains."""
+    conditioner = TextConditioner(conditioner.clip, conditioner.device, frozen=True)
     views = [component.images.first_views() for component in components]
 
     def loss(index: int, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

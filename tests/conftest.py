@@ -5,6 +5,7 @@ package `inst_styleforge`. End-to-end tests share one server per session (`comfy
 with this package linked into its custom_nodes and always stopped, even when a test fails.
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(REPO_ROOT))
 
 from devhost import fixtures  # noqa: E402
+from devhost.browser import DESKTOP_VIEWPORT, FRONTEND_READY_JS, frontend_page  # noqa: E402
 from devhost.comfy_server import ComfyServer  # noqa: E402
 from devhost.example_inputs import painting  # noqa: E402
 from devhost.inprocess import import_comfy, import_package  # noqa: E402
@@ -35,14 +37,34 @@ def tiny_models() -> dict[str, Path]:
     return {fx.name: fixtures.install(fx) for fx in fixtures.ALL_FIXTURES}
 
 
+# The session's server keeps up to this many node results (ComfyUI's --cache-lru) instead of only the
+# last prompt's, so the three families' checkpoints load once each rather than at every switch.
+SERVER_CACHED_RESULTS = 64
+
+
 @pytest.fixture(scope="session")
 def comfy_server(tiny_models):
-    server = ComfyServer(DEVHOST / "logs" / "server-tests.log")
+    server = ComfyServer(DEVHOST / "logs" / "server-tests.log",
+                         extra_args=("--cache-lru", str(SERVER_CACHED_RESULTS)))
     try:
         server.start()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def frontend(comfy_server):
+    """One headless Chromium for the session, showing the server's frontend at a desktop size with its
+    first graph loaded (the tutorial marked done in the user's settings, or the frontend would open its
+    template browser on load); stopped at the end."""
+    settings = BASE_DIR / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    saved = json.loads(settings.read_text()) if settings.exists() else {}
+    settings.write_text(json.dumps(dict(saved, **{"Comfy.TutorialCompleted": True}), indent=2))
+    with frontend_page(comfy_server.url, DEVHOST / "logs" / "chromium-tests.log", DESKTOP_VIEWPORT,
+                       ready_js=f"{FRONTEND_READY_JS} && app.graph.nodes.length > 0") as browser:
+        yield browser
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +112,20 @@ def clip_vision(tiny_models):
 
     with torch.inference_mode():
         return comfy.clip_vision.load(str(tiny_models["tiny_clip_vision_vitl"]))
+
+
+@pytest.fixture(scope="session")
+def styleforge_sets(pkg):
+    """StyleForge image sets for in-process runs: 3 paintings (StyleRef, or Multi's people), 3 other
+    paintings (Multi's backgrounds) and 4 people (Aux), at 64 px."""
+    import torch
+    from images_for_tests import to_image_tensor
+    from inst_styleforge.styleforge_core import datasets, training
+
+    from devhost.example_inputs import person
+
+    def paintings(seeds):
+        return datasets.from_batch(torch.cat([to_image_tensor(painting(s, (64, 64))) for s in seeds]))
+
+    aux = datasets.from_batch(torch.cat([to_image_tensor(person(10 + s)) for s in range(4)]))
+    return training.TrainingSets(paintings(range(3)), aux, backgrounds=paintings(range(20, 23)))

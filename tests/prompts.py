@@ -68,6 +68,14 @@ def inst_training(painting: str, steps: int = 4, filename: str = "tests/e2e_styl
     }
 
 
+def validation_node(prompts: str, prefix: str, clip_vision: list | None = None, every: int = 2) -> dict:
+    """Training Validation for a trainer's `validation` input: 2 sampling steps per image."""
+    inputs = {"prompts": prompts, "every": every, "seed": 5, "steps": 2, "cfg": 5.0, "filename_prefix": prefix}
+    if clip_vision is not None:
+        inputs["clip_vision"] = clip_vision
+    return {"class_type": "StylePersonalization_Validation", "inputs": inputs}
+
+
 def inversion_with_sampler_custom_advanced(content_image: str, seed: int = 3, prefix: str = "tests/inversion",
                                            strength: float = 0.6, ckpt: str = TINY_CKPT) -> dict:
     """Stock SamplerCustomAdvanced with its NOISE from InST Inversion Noise."""

@@ -1,10 +1,12 @@
 """The batch path on a local Ray cluster (2 CPU workers) with the tiny fixtures: styles and LoRAs equal
-the single-process trainers' (same seeds), a worker killed mid-job is replaced and its job finished
-with no partial file, a rerun does no work, and a bad row fails alone, named by row and field."""
+the single-process trainers' (same seeds; one manifest trained once), a worker killed mid-job is
+replaced and its job finished with no partial file, a rerun does no work, and a bad row fails alone,
+named by row and field."""
 
 import contextlib
 import csv
 import json
+import time
 
 import pytest
 import ray
@@ -67,40 +69,63 @@ def _run(batch, rows, out, **kwargs):
     return pool.run_batch(jobs, trainers, out, **kwargs)
 
 
-def test_four_paintings_on_two_workers_give_the_styles_one_process_gives(batch, sd15, clip_vision, tmp_path):
+# One manifest trained once for the tests that compare or rerun it: two styles and two LoRAs on two workers.
+TRAINED_ROWS = ([dict(INST_ROW, name=f"style_{s}", painting=f"batch_painting_{s}.png", seed=str(s)) for s in range(2)]
+                + [dict(SF_ROW, name=f"lora_{s}", seed=str(s)) for s in range(2)])
+
+
+@pytest.fixture(scope="module")
+def trained(batch, tmp_path_factory):
+    """(the output folder, the reports, the batch's wall seconds) of TRAINED_ROWS."""
+    out = tmp_path_factory.mktemp("trained_batch")
+    started = time.monotonic()
+    reports = _run(batch, TRAINED_ROWS, out)
+    return out, reports, time.monotonic() - started
+
+
+def test_styles_on_two_workers_are_the_ones_one_process_gives(trained, sd15, clip_vision):
     from inst_styleforge.inst_core.style_file import load_style
     from inst_styleforge.inst_core.training import InSTTrainingConfig, train_style
 
-    rows = [dict(INST_ROW, name=f"style_{s}", painting=f"batch_painting_{s}.png", seed=str(s)) for s in range(4)]
-    reports = _run(batch, rows, tmp_path)
-    assert [r["status"] for r in reports] == ["done"] * 4
+    out, reports, batch_seconds = trained
+    assert [r["status"] for r in reports] == ["done"] * len(TRAINED_ROWS)
     model, clip, vae = sd15
-    for s in range(4):
+    for s in range(2):
         config = InSTTrainingConfig(steps=3, learning_rate=1e-3, resolution=64, seed=s)
         with torch.inference_mode(), threads_of_a_worker():
             alone = train_style(model, clip, vae, clip_vision, [painting_tensor(s)], config).trained.state_dict()
-        batched = load_style(tmp_path / "inst_styles" / f"style_{s}.safetensors").state_dict()
+        batched = load_style(out / "inst_styles" / f"style_{s}.safetensors").state_dict()
         assert all(torch.equal(batched[k], v) for k, v in alone.items())
-        assert (tmp_path / "embeddings" / f"style_{s}.safetensors").exists()
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert all(r["eval_loss_after"] is not None and r["seconds"] > 0 for r in report)
+        assert (out / "embeddings" / f"style_{s}.safetensors").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert [r["name"] for r in report] == [row["name"] for row in TRAINED_ROWS]
+    for r in report:  # each job trained (its evaluation loss moved) and timed itself within the batch's wall time
+        assert r["eval_loss_after"] != r["eval_loss_before"]
+        assert 0 < r["seconds"] < batch_seconds
 
 
-def test_two_loras_on_two_workers_give_the_loras_one_process_gives(batch, sd15, tmp_path):
+def test_loras_on_two_workers_are_the_ones_one_process_gives(trained, sd15):
     from inst_styleforge.styleforge_core.datasets import load_folder
     from inst_styleforge.styleforge_core.lora_file import load_lora
     from inst_styleforge.styleforge_core.training import StyleForgeConfig, TrainingSets, train_styleforge
 
-    rows = [dict(SF_ROW, name=f"lora_{s}", seed=str(s)) for s in range(2)]
-    assert [r["status"] for r in _run(batch, rows, tmp_path)] == ["done", "done"]
+    out, _, _ = trained
     model, clip, vae = sd15
     sets = TrainingSets(load_folder("styleforge_example/styleref"), load_folder("styleforge_example/aux"))
     for s in range(2):
         config = StyleForgeConfig(steps=2, unet_lr=1e-3, rank=4, alpha=4.0, resolution=64, seed=s)
         with torch.inference_mode(), threads_of_a_worker():
             alone = train_styleforge(model, clip, vae, sets, config).trained.tensors
-        batched = load_lora(tmp_path / "loras" / f"lora_{s}.safetensors", "test").tensors
+        batched = load_lora(out / "loras" / f"lora_{s}.safetensors", "test").tensors
         assert all(torch.equal(batched[k].float(), v.half().float()) for k, v in alone.items())  # saved in fp16
+
+
+def test_rerunning_a_manifest_does_no_work_and_reports_every_job_done(batch, trained):
+    out, _, _ = trained
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
+    again = _run(batch, TRAINED_ROWS, out)
+    assert [r["status"] for r in again] == ["skipped"] * len(TRAINED_ROWS)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == files
 
 
 def test_a_worker_killed_mid_job_is_replaced_and_the_job_finished_with_no_partial_file(batch, tmp_path):
@@ -116,16 +141,6 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_finished_with_no_partia
     assert killed == ["survivor"] and report["status"] == "done" and report["attempts"] == 2
     leftovers = [p.name for p in tmp_path.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
     assert leftovers == []
-
-
-def test_rerunning_a_manifest_does_no_work_and_reports_every_job_done(batch, tmp_path):
-    rows = [dict(INST_ROW, name="again", painting="batch_painting_1.png", seed="1"),
-            dict(SF_ROW, name="again_lora", seed="1")]
-    assert [r["status"] for r in _run(batch, rows, tmp_path)] == ["done", "done"]
-    files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.safetensors")}
-    again = _run(batch, rows, tmp_path)
-    assert [r["status"] for r in again] == ["skipped", "skipped"]
-    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.safetensors")} == files
 
 
 def test_a_bad_row_fails_alone_named_by_row_and_field(batch, tmp_path):

@@ -1,21 +1,24 @@
 """Every bundled template, as a user meets it: opened from ComfyUI's template browser in the real
-frontend (headless Chromium), its models set to the tiny ones and its sizes shrunk in the page's
+frontend (headless Chromium), its models set to the tiny ones and its sizes shrunk in the frontend's
 widgets, queued from the UI (the frontend's own Queue command, which turns the graph into a prompt
 itself), and run to the end through the real server with the example inputs the package ships. A
-second queue after changing only a generation prompt comes from ComfyUI's cache, trainer included."""
+second queue after changing only a generation prompt comes from ComfyUI's cache, trainer included.
+The main job turns the same files into prompts with devhost.ui_workflow (no browser); each template's
+conversion is checked here against what the frontend queues for it."""
 
 import json
 import time
 
 import pytest
 
-from devhost.browser import DESKTOP_VIEWPORT, HeadlessChromium, frontend_page
-from devhost.paths import DEVHOST, TEMPLATES
+from devhost.browser import HeadlessChromium
+from devhost.paths import TEMPLATES
 from devhost.run_examples import MODEL_SUBSTITUTES, TINY_RUN_OVERRIDES
+from devhost.ui_workflow import ui_to_api
 
 TEMPLATE_FILES = sorted(TEMPLATES.glob("*.json"))
 TRAINERS = ("InST_TrainStyle", "StyleForge_Train", "StyleForge_TrainMulti")
-TRAINING_STEPS_IN_TESTS = 4
+TRAINING_STEPS_IN_TESTS = 2
 # The generation prompt a user changes between queues, by template: (node id, new text).
 GENERATION_PROMPT = {
     "InST - learn a painting style and generate with it": (9, "a lighthouse at dusk in the style of *"),
@@ -25,38 +28,32 @@ GENERATION_PROMPT = {
 }
 
 
-@pytest.fixture(scope="module")
-def page(comfy_server):
-    with frontend_page(comfy_server.url, DEVHOST / "logs" / "templates-chromium.log", DESKTOP_VIEWPORT) as browser:
-        yield browser
-
-
-def open_from_template_browser(page: HeadlessChromium, name: str) -> None:
+def open_from_template_browser(frontend: HeadlessChromium, name: str) -> None:
     """Comfy > Browse Templates, this package's category, then the template's card."""
-    page.evaluate("app.extensionManager.command.execute('Comfy.BrowseTemplates')", await_promise=True)
+    frontend.evaluate("app.extensionManager.command.execute('Comfy.BrowseTemplates')", await_promise=True)
     card = f"document.querySelector('[data-testid=\"template-workflow-{name}\"]')"
     # the category list fills in as the dialog loads: click the package's category until its cards show
-    page.wait_for(f"!!{card} || void [...document.querySelectorAll('[role=dialog] span')].find(e => "
+    frontend.wait_for(f"!!{card} || void [...document.querySelectorAll('[role=dialog] span')].find(e => "
                   "e.textContent.trim() === 'inst_styleforge')?.click()", timeout=60)
-    page.evaluate(f"{card}.click()")
-    page.wait_for(f"app.graph._nodes.length > 0 && "
+    frontend.evaluate(f"{card}.click()")
+    frontend.wait_for(f"app.graph._nodes.length > 0 && "
                   f"app.extensionManager.workflow.activeWorkflow?.filename === {json.dumps(name)}", timeout=60)
 
 
-def close_missing_models_dialog(page: HeadlessChromium) -> str:
+def close_missing_models_dialog(frontend: HeadlessChromium) -> str:
     """The frontend lists the models the dev host lacks, from the workflow's download metadata; close
     it as a user would, and return its text."""
     dialog = "[...document.querySelectorAll('[role=dialog]')].find(d => d.textContent.includes('Missing Models'))"
-    page.wait_for(f"!!{dialog}", timeout=30)
-    text = page.evaluate(f"{dialog}.textContent")
-    page.evaluate(f"{dialog}.querySelector('button[aria-label=Close], .p-dialog-close-button').click()")
-    page.wait_for(f"!{dialog}", timeout=30)
+    frontend.wait_for(f"!!{dialog}", timeout=30)
+    text = frontend.evaluate(f"{dialog}.textContent")
+    frontend.evaluate(f"{dialog}.querySelector('button[aria-label=Close], .p-dialog-close-button').click()")
+    frontend.wait_for(f"!{dialog}", timeout=30)
     return text
 
 
-def set_widgets(page: HeadlessChromium, values_by_type: dict, models: dict, node_values: dict) -> None:
+def set_widgets(frontend: HeadlessChromium, values_by_type: dict, models: dict, node_values: dict) -> None:
     """What a user would edit: pick the tiny models in the loaders, shrink sizes and steps."""
-    page.evaluate(f"""(() => {{
+    frontend.evaluate(f"""(() => {{
         const byType = {json.dumps(values_by_type)}, models = {json.dumps(models)}, byId = {json.dumps(node_values)};
         for (const n of app.graph._nodes)
             for (const w of n.widgets || []) {{
@@ -68,10 +65,10 @@ def set_widgets(page: HeadlessChromium, values_by_type: dict, models: dict, node
     }})()""")
 
 
-def queue_from_ui(page: HeadlessChromium, server) -> tuple[object, float]:
+def queue_from_ui(frontend: HeadlessChromium, server) -> tuple[object, float]:
     """The frontend's Queue command; (the finished prompt's result, its execution seconds)."""
     before = set(server.get("/history"))
-    page.evaluate("app.extensionManager.command.execute('Comfy.QueuePrompt')", await_promise=True)
+    frontend.evaluate("app.extensionManager.command.execute('Comfy.QueuePrompt')", await_promise=True)
     deadline = time.time() + 60
     while not (new := (set(server.get("/history")) | set(_queued(server))) - before):
         assert time.time() < deadline, "the UI queued nothing"
@@ -87,21 +84,24 @@ def _queued(server) -> list[str]:
 
 
 @pytest.mark.parametrize("path", TEMPLATE_FILES, ids=[p.stem for p in TEMPLATE_FILES])
-def test_template_opened_and_queued_in_the_frontend_runs_and_requeues_from_cache(comfy_server, page, path):
-    open_from_template_browser(page, path.stem)
-    missing = close_missing_models_dialog(page)
+def test_template_opened_and_queued_in_the_frontend_runs_and_requeues_from_cache(comfy_server, frontend, path):
+    open_from_template_browser(frontend, path.stem)
+    missing = close_missing_models_dialog(frontend)
+    # the main job converts templates with devhost.ui_workflow: it gives what the frontend itself queues
+    queued_by_frontend = frontend.evaluate("app.graphToPrompt().then((prompt) => prompt.output)", await_promise=True)
+    assert ui_to_api(json.loads(path.read_text()), comfy_server.get("/object_info")) == queued_by_frontend
     assert "checkpoints / v1-5-pruned-emaonly-fp16.safetensors" in missing and "Download" in missing
     shrink = {**TINY_RUN_OVERRIDES, **{t: {**TINY_RUN_OVERRIDES[t], "steps": TRAINING_STEPS_IN_TESTS}
                                        for t in TRAINERS}}
-    set_widgets(page, shrink, MODEL_SUBSTITUTES, {})
-    first, first_s = queue_from_ui(page, comfy_server)
+    set_widgets(frontend, shrink, MODEL_SUBSTITUTES, {})
+    first, first_s = queue_from_ui(frontend, comfy_server)
     assert first.ok, first.error
     saved = [f for node_id in first.outputs for f in comfy_server.output_files(first, node_id)]
     assert saved and all(f.exists() for f in saved)
 
     node_id, text = GENERATION_PROMPT[path.stem]
-    set_widgets(page, {}, {}, {node_id: {"text": text}})
-    second, second_s = queue_from_ui(page, comfy_server)
+    set_widgets(frontend, {}, {}, {node_id: {"text": text}})
+    second, second_s = queue_from_ui(frontend, comfy_server)
     assert second.ok, second.error
     trainers = {str(n["id"]) for n in json.loads(path.read_text())["nodes"] if n["type"] in TRAINERS}
     cached = {node for kind, body in second.messages if kind == "execution_cached" for node in body["nodes"]}

@@ -1,5 +1,5 @@
 """Stochastic inversion through the real server on every SD family (v-prediction included): stock
-SamplerCustomAdvanced with our NOISE, and the all-in-one transfer node; deterministic for a seed."""
+SamplerCustomAdvanced with our NOISE, and the all-in-one transfer node."""
 
 import numpy as np
 import pytest
@@ -24,37 +24,52 @@ def _pixels(server, result, node_id: str) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
+def _transfer_node(mode: str, style: list | None = None) -> dict:
+    inputs = {"model": ["1", 0], "positive": ["4", 0], "negative": ["5", 0], "content": ["3", 0], "strength": 0.7,
+              "steps": 5, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "seed": 1, "mode": mode}
+    return {"class_type": "InST_StyleTransfer", "inputs": inputs | ({"style": style} if style else {})}
+
+
+def _save(images: list, prefix: str) -> dict:
+    return {"class_type": "SaveImage", "inputs": {"images": images, "filename_prefix": prefix}}
+
+
 @pytest.mark.parametrize("family", FAMILY_CKPTS)
-def test_sampler_custom_advanced_with_inversion_noise_is_deterministic(comfy_server, family):
+def test_inversion_noise_in_stock_sampler_custom_advanced_and_the_transfer_node_run_on_every_family(
+        comfy_server, family):
+    """In one prompt per family: stock SamplerCustomAdvanced samples from our NOISE and the noise's seed
+    reaches it (another seed, another image); the all-in-one transfer runs with AdaIN to a style latent
+    in both modes. A seed's run is reproducible: tested in-process, where nothing is cached
+    (test_inst_inversion.py)."""
     prompt = inversion_with_sampler_custom_advanced(_content_file(), ckpt=FAMILY_CKPTS[family],
                                                     prefix=f"tests/inversion_{family}")
-    first = comfy_server.run(prompt)
-    assert first.ok, first.error
-    comfy_server.post("/free", {"free_memory": True})  # drop the cache so the graph really runs again
-    second = comfy_server.run(prompt)
-    assert second.ok, second.error
-    assert np.array_equal(_pixels(comfy_server, first, "12"), _pixels(comfy_server, second, "12"))
-
-
-@pytest.mark.parametrize("family", FAMILY_CKPTS)
-def test_all_in_one_transfer_with_adain_runs_and_refuses_bad_strength(comfy_server, family):
-    prompt = inversion_with_sampler_custom_advanced(_content_file(), ckpt=FAMILY_CKPTS[family],
-                                                    prefix=f"tests/transfer_{family}")
-    for node in ("6", "7", "8", "9", "10"):
-        del prompt[node]
+    prompt["27"] = dict(prompt["7"], inputs=dict(prompt["7"]["inputs"], noise_seed=4))
+    prompt["30"] = dict(prompt["10"], inputs=dict(prompt["10"]["inputs"], noise=["27", 0]))
+    prompt["31"] = dict(prompt["11"], inputs=dict(prompt["11"]["inputs"], samples=["30", 0]))
+    prompt["32"] = _save(["31", 0], f"tests/inversion_{family}_seed4")
     prompt["13"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}}
-    prompt["10"] = {"class_type": "InST_StyleTransfer", "inputs": {
-        "model": ["1", 0], "positive": ["4", 0], "negative": ["5", 0], "content": ["3", 0], "style": ["13", 0],
-        "strength": 0.7, "steps": 5, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "seed": 1,
-        "mode": "self_consistent"}}
+    for node_id, mode in (("40", "self_consistent"), ("43", "paper_parity")):
+        prompt[node_id] = _transfer_node(mode, style=["13", 0])
+        prompt[str(int(node_id) + 1)] = {"class_type": "VAEDecode", "inputs": {"samples": [node_id, 0],
+                                                                                "vae": ["1", 2]}}
+        prompt[str(int(node_id) + 2)] = _save([str(int(node_id) + 1), 0], f"tests/transfer_{family}_{mode}")
     result = comfy_server.run(prompt)
     assert result.ok, result.error
-    assert _pixels(comfy_server, result, "12").shape == (64, 64, 3)
-    prompt["10"]["inputs"]["mode"] = "paper_parity"
-    assert comfy_server.run(prompt).ok
-    prompt["10"]["inputs"]["strength"] = 1.5
+    seed3, seed4 = _pixels(comfy_server, result, "12"), _pixels(comfy_server, result, "32")
+    assert not np.array_equal(seed3, seed4)
+    for node_id in ("12", "32", "42", "45"):
+        assert _pixels(comfy_server, result, node_id).shape == (64, 64, 3)
+
+
+def test_a_transfer_strength_outside_0_to_1_is_refused_before_anything_runs(comfy_server):
+    prompt = inversion_with_sampler_custom_advanced(_content_file())
+    for node in ("6", "7", "8", "9", "10", "11", "12"):  # its only output is the transfer's (ComfyUI queues a
+        del prompt[node]                                   # prompt whose other outputs are valid)
+    prompt["40"] = _transfer_node("self_consistent")
+    prompt["40"]["inputs"]["strength"] = 1.5
+    prompt["41"] = {"class_type": "SaveLatent", "inputs": {"samples": ["40", 0], "filename_prefix": "tests/never"}}
     with pytest.raises(PromptRejected, match="strength"):
-        comfy_server.queue(prompt)  # refused by the schema's [0, 1] range before anything runs
+        comfy_server.queue(prompt)  # refused by the schema's [0, 1] range
 
 
 def test_a_styleforge_lora_patched_model_drives_the_transfer(comfy_server):

@@ -31,17 +31,6 @@ def test_training_lowers_the_fixed_evaluation_loss_and_changes_only_the_encoder(
     assert result.trained.spec.training["painting_sha256"]
 
 
-def test_same_seed_gives_the_same_style(inst, sd15, clip_vision):
-    model, clip, vae = sd15
-    config = inst.InSTTrainingConfig(**dict(FAST, steps=3))
-    with torch.inference_mode():
-        a = inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config)
-        b = inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config)
-    assert a.losses == b.losses
-    for k, v in a.trained.state_dict().items():
-        assert torch.equal(v, b.trained.state_dict()[k]), k
-
-
 def test_patch_token_attention_several_paintings_and_vectors_train(inst, sd15, clip_vision):
     from inst_styleforge.inst_core.style import ImageFeatures
 
@@ -116,7 +105,7 @@ def test_a_model_of_another_family_is_refused_by_name(inst, sd15, clip_vision, t
 def test_fp16_autocast_scales_the_loss_so_gradients_fp16_would_flush_to_zero_survive(inst, sd15, clip_vision):
     """InST's loss under fp16 autocast, shrunk until its gradients fall below fp16's smallest number:
     backward alone flushes every encoder gradient to zero; through the precision's scaler (the one
-    train_style steps with) they survive, pointing where the unshrunk loss's gradients point."""
+    train_style steps with) they survive, pointing where the same loss's fp32 gradients point."""
     import inst_styleforge.comfy_adapter as host
     from inst_styleforge.inst_core.style_prompt import StylePrompt
     from inst_styleforge.training_kit.precision import Precision
@@ -150,10 +139,10 @@ def test_fp16_autocast_scales_the_loss_so_gradients_fp16_would_flush_to_zero_sur
         assert fp16.grad_scaler().is_enabled() and not Precision("cpu", None).grad_scaler().is_enabled()
         flushed = gradients(fp16, scaled=False)
         scaled = gradients(fp16, scaled=True)
-        reference = gradients(fp16, scaled=False, factor=1.0)
+        reference = gradients(Precision("cpu", None), scaled=False)  # fp32: nothing flushes
     assert flushed.abs().max() == 0, "without scaling, fp16 loses every gradient"
     assert reference.abs().max() > 0
-    # fp16 rounds the shrunk backward differently, so the direction is compared, not every bit
+    # fp16 rounds the backward differently from fp32, so the direction is compared, not every bit
     assert torch.nn.functional.cosine_similarity(scaled, reference, dim=0) > 0.99
 
 

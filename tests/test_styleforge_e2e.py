@@ -1,5 +1,6 @@
 """StyleForge end to end through the real ComfyUI server: train -> save -> stock LoraLoader and Multi on
-every SD family (text encoders trained too), Cancel mid-training, resume. At 64 px with a few steps."""
+every SD family (text encoders trained too), Cancel mid-training, resume. At 64 px with a few steps.
+That gradient checkpointing trains the same LoRA is math, checked in-process (test_styleforge_training.py)."""
 
 import json
 import time
@@ -10,7 +11,7 @@ from PIL import Image
 from prompts import FAMILY_CKPTS
 from safetensors.torch import load_file
 from saved_files import file_metadata, saved_latent
-from styleforge_prompts import stock_lora_sample, train_multi, train_single
+from styleforge_prompts import TINY_TRAINING, stock_lora_sample, train_multi, train_single
 
 from devhost.example_inputs import write_examples
 from devhost.paths import BASE_DIR
@@ -52,7 +53,8 @@ def test_single_lora_loads_in_stock_lora_loader_and_reproduces_the_trainer(serve
     assert any(k.startswith("lora_unet_") for k in keys)
     assert _text_encoder_prefixes(keys) == TEXT_ENCODER_PREFIXES[family]
     meta = file_metadata(lora_file)
-    assert meta["method"] == "Single" and meta["base_model_family"] == FAMILY_NAMES[family] and meta["steps"] == "3"
+    assert meta["method"] == "Single" and meta["base_model_family"] == FAMILY_NAMES[family]
+    assert meta["steps"] == str(TINY_TRAINING["steps"])
     assert json.loads(meta["tokens"]) == {"V": "zwx"} and json.loads(meta["datasets"])["aux"]["images"] == 4
 
     since = len(server.log_text())
@@ -64,13 +66,20 @@ def test_single_lora_loads_in_stock_lora_loader_and_reproduces_the_trainer(serve
     assert torch.allclose(ours, stock, atol=LATENT_TOLERANCE), (ours - stock).abs().max()
 
 
+# Multi on every family; its text encoders trained on one (their kohya names per family are the Single
+# test's, and what Multi adds, turns and lambdas, is checked in-process in test_styleforge_training.py).
+MULTI_TEXT_ENCODER_LR = {"sd15": 1e-3, "sd2_v": 0.0, "sdxl": 0.0}
+
+
 @pytest.mark.parametrize("family", FAMILY_CKPTS)
-def test_multi_trains_both_tokens_and_the_text_encoders_with_separate_passes(server, family):
+def test_multi_binds_both_tokens_and_loads_in_stock_lora_loader(server, family):
+    text_encoder_lr = MULTI_TEXT_ENCODER_LR[family]
     result = server.run(train_multi(f"styleforge_test/multi_{family}", ckpt=FAMILY_CKPTS[family], steps=2, seed=12,
-                                    passes="separate", text_encoder_lr=1e-3))
+                                    passes="separate", text_encoder_lr=text_encoder_lr))
     _ok(result)
     lora_file = LORAS / "styleforge_test" / f"multi_{family}.safetensors"
-    assert _text_encoder_prefixes(load_file(str(lora_file)).keys()) == TEXT_ENCODER_PREFIXES[family]
+    trained_text_encoders = _text_encoder_prefixes(load_file(str(lora_file)).keys())
+    assert trained_text_encoders == (TEXT_ENCODER_PREFIXES[family] if text_encoder_lr else set())
     meta = file_metadata(lora_file)
     assert meta["method"] == "Multi"
     assert json.loads(meta["settings"])["passes"] == "separate"
@@ -81,23 +90,6 @@ def test_multi_trains_both_tokens_and_the_text_encoders_with_separate_passes(ser
     _ok(server.run(stock_lora_sample(f"styleforge_test/multi_{family}.safetensors",
                                      f"styleforge_test/stock_multi_{family}", ckpt=FAMILY_CKPTS[family])))
     assert server.log_problems(since=since) == []  # every key loaded
-
-
-def test_gradient_checkpointing_on_trains_the_same_lora_as_off(server):
-    """Checkpointing through the server, which the other tests' 64 px leave off: Multi on the SDXL-family
-    UNet gives the LoRA of a run that keeps every activation (the in-process tests show it keeps less)."""
-    tensors = {}
-    for setting in ("off", "on"):
-        _ok(server.run(train_multi(f"styleforge_test/checkpointing_{setting}", ckpt=FAMILY_CKPTS["sdxl"], steps=2,
-                                   seed=13, gradient_checkpointing=setting,
-                                   lora_precision="fp32")))
-        lora_file = LORAS / "styleforge_test" / f"checkpointing_{setting}.safetensors"
-        assert json.loads(file_metadata(lora_file)["settings"])["gradient_checkpointing"] == setting
-        tensors[setting] = load_file(str(lora_file))
-    assert tensors["on"].keys() == tensors["off"].keys()
-    for key, kept in tensors["off"].items():
-        # the same arithmetic recomputed: summation-order differences only, which Adam scales up to ~1e-6
-        torch.testing.assert_close(tensors["on"][key], kept, rtol=1e-4, atol=1e-6)
 
 
 def _wait_for(path, timeout: float = 300) -> None:

@@ -1,14 +1,16 @@
-"""StyleForge in-process on the tiny SD1.5, loaded as the server loads it: the loss, what changes,
-the hook/stock-merge equivalence, checkpoints and resume."""
+"""StyleForge in-process on the tiny SD1.5, loaded as the server loads it: the loss of a step (micro-batches,
+Multi's turns, batches), what changes, the hook/stock-merge equivalence, checkpoints and resume, and
+the options that change the math (schedule, min-SNR, crops), each against an independent computation."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
 from frozen_weights import changed_weights, snapshot
 from images_for_tests import to_image_tensor
 
-from devhost.example_inputs import painting, person
+from devhost.example_inputs import painting
 
 FAST = dict(steps=4, resolution=64, unet_lr=1e-3, rank=4, alpha=4.0)
 
@@ -21,11 +23,9 @@ def sf(pkg):
 
 
 @pytest.fixture(scope="module")
-def sets(sf):
-    datasets, training = sf
-    style = datasets.from_batch(torch.cat([to_image_tensor(painting(s, (64, 64))) for s in range(3)]))
-    aux = datasets.from_batch(torch.cat([to_image_tensor(person(10 + s)) for s in range(4)]))
-    return training.TrainingSets(style, aux)
+def sets(styleforge_sets):
+    """Single-StyleForge's sets: StyleRef and Aux."""
+    return dataclasses.replace(styleforge_sets, backgrounds=None)
 
 
 def _train(training, sd15, sets, **overrides):
@@ -56,10 +56,29 @@ def test_lambda_zero_makes_the_aux_term_vanish(sf, sd15, sets):
     assert without.terms["StyleRef"][0] == pytest.approx(with_aux.terms["StyleRef"][0], rel=1e-4)
 
 
-@pytest.mark.parametrize("passes", ["one batch", "separate"])
-def test_each_step_backpropagates_styleref_mse_plus_lambda_times_aux_mse(sf, sd15, sets, passes):
-    """The step's gradients equal those of MSE_ref + lambda * MSE_aux computed independently (the kit's
-    prediction MSE on the step's two draws, one autograd call), for a lambda other than 1."""
+LAMBDA = {"styleref": 2.5, "backgrounds": 0.5}  # aux_weight and background_aux_weight, neither 1
+# The micro-batches of one optimizer step, in the component order each must have: Multi's components
+# take turns micro-batch by micro-batch, continuing across steps (step 2 of 3 micro-batches starts at
+# the 4th turn, the backgrounds).
+STEP_CASES = {
+    "one batch": dict(method="Single", passes="one batch", grad_accumulation=1, step=1, order=("styleref",)),
+    "separate passes": dict(method="Single", passes="separate", grad_accumulation=1, step=1, order=("styleref",)),
+    "3 micro-batches": dict(method="Single", passes="one batch", grad_accumulation=3, step=2,
+                            order=("styleref",) * 3),
+    "batch of 4": dict(method="Single", passes="one batch", grad_accumulation=1, step=1, order=("styleref",),
+                       batch_size=4),
+    "Multi, 3 micro-batches": dict(method="Multi", passes="one batch", grad_accumulation=3, step=2,
+                                   order=("backgrounds", "styleref", "backgrounds")),
+}
+
+
+@pytest.mark.parametrize("case", STEP_CASES.values(), ids=STEP_CASES.keys())
+def test_each_step_backpropagates_the_mean_over_micro_batches_of_styleref_mse_plus_lambda_times_aux_mse(
+        sf, sd15, sets, styleforge_sets, case):
+    """The step's gradients equal those of mean over its micro-batches of (MSE_ref + lambda * MSE_aux),
+    computed independently (the kit's prediction MSE on each micro-batch's two draws, one autograd call):
+    accumulation averages, Multi's components take turns and each brings its own lambda, a batch trains
+    on all its samples, and one batch or separate passes give the same gradients."""
     import inst_styleforge.comfy_adapter as host
     from inst_styleforge.styleforge_core.lora import LoRANetwork
     from inst_styleforge.styleforge_core.lora_targets import lora_targets
@@ -68,10 +87,13 @@ def test_each_step_backpropagates_styleref_mse_plus_lambda_times_aux_mse(sf, sd1
 
     training = sf[1]
     model, clip, vae = sd15
-    aux_weight = 2.5
-    config = training.StyleForgeConfig(**{**FAST, "aux_weight": aux_weight, "passes": passes})
+    settings = {k: v for k, v in case.items() if k not in ("step", "order")}
+    config = training.StyleForgeConfig(**{**FAST, **settings, "aux_weight": LAMBDA["styleref"],
+                                          "background_aux_weight": LAMBDA["backgrounds"]})
     with torch.inference_mode():
-        components, aux_set = training.prepare_components(model, vae, sets, config, torch.Generator().manual_seed(0))
+        components, aux_set = training.prepare_components(model, vae, styleforge_sets if config.method == "Multi"
+                                                          else sets, config, torch.Generator().manual_seed(0))
+    by_name = dict(zip(("styleref", "backgrounds"), components))
     with torch.inference_mode(), host.training_context(model, clip):
         targets = lora_targets(model, clip, include_conv=False, include_text_encoder=False)
         network = LoRANetwork(targets, config.rank, config.alpha, seed=0)
@@ -82,24 +104,47 @@ def test_each_step_backpropagates_styleref_mse_plus_lambda_times_aux_mse(sf, sd1
             conditioner = training.TextConditioner(clip, host.compute_device(model), frozen=True)
             precision = Precision("cpu", None)
             step = training.accumulate_gradients(model, conditioner, precision, precision.grad_scaler(), components,
-                                                 aux_set, config, step=1)
+                                                 aux_set, config, step=case["step"])
             ours = [p.grad.clone() for p in params]
 
-            def mse(images, stream):
-                d = training.draw(model, images, config, training.step_seed(config.seed, 1, 0, stream))
+            def mse(images, micro: int, stream: int) -> torch.Tensor:
+                d = training.draw(model, images, config, training.step_seed(config.seed, case["step"], micro, stream))
+                assert len(d.prompts) == config.batch_size
                 with torch.no_grad():
-                    cond, pooled = host.encode_tokens_for_training(clip, host.tokenize(clip, d.prompts[0]))
+                    cond, pooled = conditioner(d.prompts)
                 return prediction_mse(model, d.latents, d.noise, host.sigma_at(model, d.timesteps), cond,
                                       pooled).mean()
 
-            mse_ref = mse(components[0].images, training.STYLEREF_STREAM)
-            mse_aux = mse(aux_set, training.AUX_STREAM)
-            expected = torch.autograd.grad(mse_ref + aux_weight * mse_aux, params)
-    assert step.styleref == pytest.approx(mse_ref.item(), rel=1e-5)
-    assert step.aux == pytest.approx(mse_aux.item(), rel=1e-5)
-    assert step.loss == pytest.approx(mse_ref.item() + aux_weight * mse_aux.item(), rel=1e-5)
+            refs = [mse(by_name[name].images, micro, training.STYLEREF_STREAM)
+                    for micro, name in enumerate(case["order"])]
+            auxes = [mse(aux_set, micro, training.AUX_STREAM) for micro in range(len(case["order"]))]
+            losses = [ref + LAMBDA[name] * aux for ref, aux, name in zip(refs, auxes, case["order"])]
+            expected = torch.autograd.grad(torch.stack(losses).mean(), params)
+    assert step.styleref == pytest.approx(torch.stack(refs).mean().item(), rel=1e-5)
+    assert step.aux == pytest.approx(torch.stack(auxes).mean().item(), rel=1e-5)
+    assert step.loss == pytest.approx(torch.stack(losses).mean().item(), rel=1e-5)
     for got, want in zip(ours, expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_a_batch_draws_distinct_samples(sf, sd15, sets):
+    """batch_size samples of a set are different views (no view twice in one batch while the set has
+    enough), and a batch larger than the set uses every view."""
+    training = sf[1]
+    model, _, vae = sd15
+    config = training.StyleForgeConfig(**{**FAST, "batch_size": 4})
+    with torch.inference_mode():
+        [component], _ = training.prepare_components(model, vae, sets, config, torch.Generator().manual_seed(0))
+    views = component.images
+    assert len(views.prompts) == 6  # 3 paintings, each plain and flipped
+
+    def distinct_rows(latents: torch.Tensor) -> int:
+        return len(torch.unique(latents.flatten(1), dim=0))
+
+    for seed in range(30):
+        assert distinct_rows(training.draw(model, views, config, seed).latents) == 4, seed
+    everything = training.draw(model, views, dataclasses.replace(config, batch_size=8), 0).latents
+    assert distinct_rows(everything) == 6
 
 
 def test_hooked_adapters_compute_what_stock_lora_loading_merges(pkg, sd15):
@@ -208,23 +253,15 @@ def test_a_resumed_run_ends_at_the_uninterrupted_runs_lora(sf, sd15, sets, tmp_p
                for k, v in straight.trained.tensors.items()) > 100 * RESUME_TOLERANCE
 
 
-def test_separate_passes_give_the_same_losses_and_lora(sf, sd15, sets):
-    training = sf[1]
-    batched = _train(training, sd15, sets, steps=2, passes="one batch")
-    separate = _train(training, sd15, sets, steps=2, passes="separate")
-    assert separate.terms["StyleRef"] == pytest.approx(batched.terms["StyleRef"], rel=1e-4)
-    assert separate.terms["Aux"] == pytest.approx(batched.terms["Aux"], rel=1e-4)
-    for key, value in batched.trained.tensors.items():
-        # Adam normalises each gradient, so float summation-order differences show at ~1e-6
-        torch.testing.assert_close(separate.trained.tensors[key], value, rtol=1e-3, atol=1e-5)
-
-
-def test_gradient_checkpointing_trains_the_same_lora(sf, sd15, sets):
+@pytest.mark.parametrize(("family", "text_encoder_lr"), [("sd15", 1e-3), ("sdxl", 0.0)])
+def test_gradient_checkpointing_trains_the_same_lora(sf, request, sets, family, text_encoder_lr):
     """The adapters' hooks run again when a checkpointed layer is recomputed in backward: the
-    gradients, and so the LoRA, are those of a run that keeps every activation."""
+    gradients, and so the LoRA, are those of a run that keeps every activation (with the text
+    encoder's adapters too; and on the SDXL-family UNet, whose blocks are laid out differently)."""
     training = sf[1]
-    kept = _train(training, sd15, sets, steps=2, gradient_checkpointing="off", text_encoder_lr=1e-3)
-    recomputed = _train(training, sd15, sets, steps=2, gradient_checkpointing="on", text_encoder_lr=1e-3)
+    models = request.getfixturevalue(family)
+    kept = _train(training, models, sets, steps=2, gradient_checkpointing="off", text_encoder_lr=text_encoder_lr)
+    recomputed = _train(training, models, sets, steps=2, gradient_checkpointing="on", text_encoder_lr=text_encoder_lr)
     assert recomputed.losses == pytest.approx(kept.losses, rel=1e-5)
     for key, value in kept.trained.tensors.items():
         torch.testing.assert_close(recomputed.trained.tensors[key], value, rtol=1e-4, atol=1e-6)
@@ -236,3 +273,73 @@ def test_auto_passes_batch_small_images_and_separate_large_ones(sf):
     assert config(resolution=sf[1].SEPARATE_PASSES_FROM).separate_passes
     assert config(resolution=64, passes="separate").separate_passes
     assert not config(resolution=1024, passes="one batch").separate_passes
+
+
+def test_cosine_schedule_with_warmup_sets_the_learning_rates_of_its_formula(sf, sd15, sets):
+    """Linear warmup to the base rate at step warmup_steps, then half a cosine from the base rate
+    (step warmup_steps + 1) toward 0, on every parameter group (UNet and text encoder alike)."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    seen = []
+    hook = register_optimizer_step_pre_hook(
+        lambda optimizer, *_: seen.append([group["lr"] for group in optimizer.param_groups]))
+    try:
+        _train(sf[1], sd15, sets, steps=6, warmup_steps=2, lr_schedule="cosine", unet_lr=1e-3, text_encoder_lr=2e-4)
+    finally:
+        hook.remove()
+    warmup, decay = [1 / 2, 2 / 2], [0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert len(seen) == 6
+    for lrs, factor in zip(seen, warmup + decay):
+        assert sorted(lrs) == pytest.approx(sorted([1e-3 * factor, 2e-4 * factor]), rel=1e-12)
+
+
+def _published_snr(timesteps: torch.Tensor) -> torch.Tensor:
+    """SNR(t) = alpha_bar / (1 - alpha_bar) of Stable Diffusion's scaled-linear schedule (betas from
+    0.00085 to 0.012 over 1000 steps, linear in sqrt(beta))."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    alpha_bar = torch.cumprod(1 - betas, 0)
+    return (alpha_bar / (1 - alpha_bar))[timesteps]
+
+
+@pytest.mark.parametrize("family", ["sd15", "sd2_v"])
+def test_min_snr_gamma_weights_each_term_by_the_published_formula(sf, request, sets, family):
+    """Min-SNR-gamma (Hang et al. 2023): each sample's loss times min(SNR, gamma) / SNR for epsilon
+    models, min(SNR, gamma) / (SNR + 1) for v-prediction; the first step of a run with and without it
+    sees the same draws and the same weights, so each term's ratio is its draw's weight."""
+    training = sf[1]
+    models = request.getfixturevalue(family)
+    gamma = 2.0
+    plain = _train(training, models, sets, steps=1, passes="separate")
+    weighted = _train(training, models, sets, steps=1, passes="separate", min_snr_gamma=gamma)
+    config = training.StyleForgeConfig(**FAST)
+    with torch.inference_mode():
+        [component], aux = training.prepare_components(models[0], models[2], sets, config,
+                                                       torch.Generator().manual_seed(config.seed))
+    for term, images, stream in (("StyleRef", component.images, training.STYLEREF_STREAM),
+                                 ("Aux", aux, training.AUX_STREAM)):
+        timestep = training.draw(models[0], images, config, training.step_seed(config.seed, 1, 0, stream)).timesteps
+        snr = _published_snr(timestep).item()
+        weight = min(snr, gamma) / (snr + 1 if family == "sd2_v" else snr)
+        assert weighted.terms[term][0] == pytest.approx(weight * plain.terms[term][0], rel=1e-4), term
+
+
+def test_several_crops_per_image_are_distinct_crops_of_that_image(sf, sd15):
+    """crops_per_image random crops of one wide image: different places, each the VAE latent of the
+    image (short side resized to the resolution) cut at its recorded corner."""
+    from inst_styleforge.training_kit.images import resize_exact
+
+    datasets, training = sf
+    model, _, vae = sd15
+    image = to_image_tensor(painting(3, (192, 64)))  # 192 wide, 64 high: crops slide along 129 columns
+    config = training.StyleForgeConfig(**{**FAST, "crops_per_image": 3, "random_flip": False})
+    with torch.inference_mode():
+        encoded = training.encode_set(model, vae, datasets.from_batch(image), "zwx style", config,
+                                      torch.Generator().manual_seed(0))
+    assert encoded.views_per_image == 3 and len({s.crop_top_left for s in encoded.sizes}) == 3
+    for size, latent in zip(encoded.sizes, encoded.latents):
+        (top, left), (height, width) = size.crop_top_left, size.target
+        pixels = resize_exact(image, *size.resized)[:, top:top + height, left:left + width]
+        with torch.inference_mode():
+            expected = model.model.process_latent_in(vae.encode(pixels)).float()
+        torch.testing.assert_close(latent[None], expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(encoded.latents[0], encoded.latents[1])

@@ -13,8 +13,7 @@ import random
 
 import pytest
 
-from devhost.browser import FRONTEND_READY_JS, HeadlessChromium, frontend_page
-from devhost.paths import BASE_DIR
+from devhost.browser import HeadlessChromium
 from devhost.ui_workflow import process_dynamic_prompt, ui_to_api, widget_slots
 
 CHECKPOINT = "tiny_sd15_taesd.safetensors"
@@ -176,8 +175,7 @@ def test_dynamic_prompt_choices_comments_and_escapes():
 
 # --- the real frontend ----------------------------------------------------------------------------------------
 
-DEFAULT_GRAPH_READY_JS = f"{FRONTEND_READY_JS} && app.graph.nodes.length > 0"  # its first graph loaded
-# Runs after a script that built a graph in the page: what the frontend queues, and what it saves.
+# Runs after a script that built a graph in the frontend: what the frontend queues, and what it saves.
 READ_JS = """
 const prompt = await app.graphToPrompt();
 return {ui: JSON.parse(JSON.stringify(app.graph.serialize())), saved: prompt.workflow, output: prompt.output};
@@ -212,61 +210,44 @@ for (const type of Object.keys(LiteGraph.registered_node_types).filter((t) => !S
 """
 
 
-def _complete_tutorial() -> None:
-    """Mark the tutorial done in the user's settings, or the frontend opens its template browser on load."""
-    path = BASE_DIR / "user" / "default" / "comfy.settings.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    settings = json.loads(path.read_text()) if path.exists() else {}
-    path.write_text(json.dumps(dict(settings, **{"Comfy.TutorialCompleted": True}), indent=2))
+def _graph_in_frontend(frontend: HeadlessChromium, build_js: str) -> dict:
+    return frontend.evaluate(f"(async () => {{ {build_js}\n{READ_JS} }})()", await_promise=True, timeout=120)
 
 
-@pytest.fixture(scope="module")
-def page(comfy_server, tmp_path_factory):
-    """Headless Chromium showing the ComfyUI frontend of `comfy_server`, node types registered."""
-    _complete_tutorial()
-    with frontend_page(comfy_server.url, tmp_path_factory.mktemp("chromium") / "chromium.log",
-                       ready_js=DEFAULT_GRAPH_READY_JS) as browser:
-        yield browser
-
-
-def _frontend(page: HeadlessChromium, build_js: str) -> dict:
-    return page.evaluate(f"(async () => {{ {build_js}\n{READ_JS} }})()", await_promise=True, timeout=120)
-
-
-def _assert_converts_like_frontend(frontend: dict, object_info: dict) -> None:
+def _assert_converts_like_frontend(graph: dict, object_info: dict) -> None:
     # Both what the graph serialises to and what the frontend saves (unlinked widget inputs removed).
-    assert ui_to_api(frontend["ui"], object_info) == frontend["output"]
-    assert ui_to_api(frontend["saved"], object_info) == frontend["output"]
+    assert ui_to_api(graph["ui"], object_info) == graph["output"]
+    assert ui_to_api(graph["saved"], object_info) == graph["output"]
 
 
-def test_default_workflow_converts_like_the_frontend(page, object_info):
-    frontend = _frontend(page, DEFAULT_GRAPH_JS)
-    assert frontend["output"]["4"]["inputs"]["ckpt_name"] == CHECKPOINT
-    _assert_converts_like_frontend(frontend, object_info)
+def test_default_workflow_converts_like_the_frontend(frontend, object_info):
+    graph = _graph_in_frontend(frontend, DEFAULT_GRAPH_JS)
+    assert graph["output"]["4"]["inputs"]["ckpt_name"] == CHECKPOINT
+    _assert_converts_like_frontend(graph, object_info)
 
 
-def test_reroute_muted_bypassed_and_primitive_graph_converts_like_the_frontend(page, object_info):
-    frontend = _frontend(page, EDITED_GRAPH_JS)
-    output = frontend["output"]
+def test_reroute_muted_bypassed_and_primitive_graph_converts_like_the_frontend(frontend, object_info):
+    graph = _graph_in_frontend(frontend, EDITED_GRAPH_JS)
+    output = graph["output"]
     sampler = next(entry["inputs"] for entry in output.values() if entry["class_type"] == "KSampler")
     assert sampler["steps"] == 7 and sampler["latent_image"] == ["5", 0]
     assert [entry["class_type"] for entry in output.values()].count("SaveImage") == 2
-    _assert_converts_like_frontend(frontend, object_info)
+    _assert_converts_like_frontend(graph, object_info)
 
 
-def test_every_node_type_converts_like_the_frontend(page, object_info):
+def test_every_node_type_converts_like_the_frontend(frontend, object_info):
     skip = json.dumps(sorted(UNCOMPARABLE_NODES))
-    frontend = _frontend(page, f"const SKIP = {skip};\n{ALL_NODES_JS}")
+    graph = _graph_in_frontend(frontend, f"const SKIP = {skip};\n{ALL_NODES_JS}")
     mismatches = {}
-    for node in frontend["ui"]["nodes"]:
-        single = dict(frontend["ui"], nodes=[node], links=[])
+    for node in graph["ui"]["nodes"]:
+        single = dict(graph["ui"], nodes=[node], links=[])
         if node["type"] in REFUSED_NODES:
             with pytest.raises(ValueError, match="a frontend extension adds widgets"):
                 ui_to_api(single, object_info)
             continue
-        expected = {key: entry for key, entry in frontend["output"].items() if key == str(node["id"])}
+        expected = {key: entry for key, entry in graph["output"].items() if key == str(node["id"])}
         converted = ui_to_api(single, object_info)
         if converted != expected:
             mismatches[node["type"]] = {"ui_to_api": converted, "frontend": expected}
     assert not mismatches, json.dumps(mismatches, indent=1)[:6000]
-    assert len(frontend["ui"]["nodes"]) > 100
+    assert len(graph["ui"]["nodes"]) > 100

@@ -65,9 +65,19 @@ def save_png(image: Image.Image, path: Path) -> None:
 
 @torch.no_grad()
 def _unit_embeddings(clip_vision, images: list[torch.Tensor]) -> torch.Tensor:
-    embeds = torch.cat([host.clip_vision_embeddings(host.clip_vision_encode(clip_vision, image))[0].float()
-                        for image in images])
-    return torch.nn.functional.normalize(embeds, dim=-1)
+    """L2-normalised CLIP image embeddings of `images`, in their order. Images of one size go through
+    CLIP vision in one call: each call casts the whole tower's weights once, which costs about as much
+    as encoding an image on a CPU."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for index, image in enumerate(images):
+        by_shape.setdefault(tuple(image.shape[1:]), []).append(index)
+    embeds: list[torch.Tensor | None] = [None] * len(images)
+    for indices in by_shape.values():
+        batch = torch.cat([images[i] for i in indices])
+        encoded = host.clip_vision_embeddings(host.clip_vision_encode(clip_vision, batch))[0].float()
+        for row, index in enumerate(indices):
+            embeds[index] = encoded[row:row + 1]
+    return torch.nn.functional.normalize(torch.cat(embeds), dim=-1)
 
 
 class Validator:
