@@ -53,8 +53,15 @@ def _styleforge_row(by: dict, size: int, variant: str, label: str) -> str:
     return f"| {label} | " + "; ".join(cells) + " |"
 
 
+def _timing(results: dict) -> str:
+    """How the medians were taken, for a table's label."""
+    rounds = results["rounds"]
+    return f"median of {results['steps']} timed steps, {rounds} round{'s' if rounds != 1 else ''}"
+
+
 def _inst_row(record: dict, label: str) -> str:
     r = record["results"]
+    label = f"{label} ({_timing(r)})"
     trainer, floor, anchor = r["trainer"], r["floor"], r["TrainLoraNode"]
     return (f"| {label} | {trainer['median_s']:.3g} s per step: {_x(trainer['median_s'], floor['median_s'])} its floor "
             f"({floor['median_s']:.3g} s); TrainLoraNode {anchor['median_s']:.3g} s per step; peak RSS "
@@ -70,13 +77,14 @@ BATCH = "batch_cpu_tiny_sd15_taesd_64px"
 
 def cpu_tiny() -> str:
     inst, styleforge, inversion = load(TINY_INST), _styleforge(load(TINY_STYLEFORGE)), load(TINY_INVERSION)
+    sf_timing = _timing(load(TINY_STYLEFORGE)["results"])
     inv = inversion["results"]
     extra_calls = inv["unet_calls"]["inversion"] - inv["unet_calls"]["img2img"]
     rows = [
         "| benchmark | result |", "|---|---|",
         _inst_row(inst, f"InST trainer, {inst['results']['size']} px"),
-        _styleforge_row(styleforge, 64, "styleforge", "StyleForge, 64 px (2 samples per step)"),
-        _styleforge_row(styleforge, 256, "styleforge", "StyleForge, 256 px (2 samples per step)"),
+        _styleforge_row(styleforge, 64, "styleforge", f"StyleForge, 64 px (2 samples per step; {sf_timing})"),
+        _styleforge_row(styleforge, 256, "styleforge", f"StyleForge, 256 px (2 samples per step; {sf_timing})"),
         f"| stochastic inversion, {inv['size']} px, {inv['steps']} steps | {extra_calls} extra UNet call over img2img "
         f"at the same steps, {_x(inv['median_s']['inversion'], inv['median_s']['img2img'])} its time |",
     ]
@@ -85,10 +93,11 @@ def cpu_tiny() -> str:
 
 def cpu_full() -> str:
     inst, styleforge = load(FULL_INST), _styleforge(load(FULL_STYLEFORGE))
+    sf_timing = _timing(load(FULL_STYLEFORGE)["results"])
     rows = ["| benchmark | result |", "|---|---|",
             _inst_row(inst, "InST trainer, 256 px"),
             _styleforge_row(styleforge, 256, "styleforge_batched", "StyleForge, 256 px, passes one batch (auto "
-                            "below 512 px)")]
+                            f"below 512 px; {sf_timing})")]
     return "\n".join(rows) + "\n\n" + _source(FULL_INST, FULL_STYLEFORGE) + "\n"
 
 
@@ -98,7 +107,8 @@ def batch() -> str:
     rows = ["| workers | jobs per minute | a job in its worker (median) | Ray's overhead per job |",
             "|---|---|---|---|"]
     for workers, w in r["workers"].items():
-        threads = f" ({w['threads_per_worker']} thread{'s' if w['threads_per_worker'] != 1 else ''} each)"
+        n = w["threads_per_worker"]
+        threads = f" ({n} thread{'s' if n != 1 else ''}{' each' if workers != '1' else ''})"
         rows.append(f"| {workers}{threads} | {w['jobs_per_min']:.2f} | {w['job_s']:.1f} s | {w['overhead_pct']:.1f}% |")
     one, two = r["workers"]["1"], r["workers"]["2"]
     return (f"{r['jobs']} InST jobs of {r['steps']} steps at {r['resolution']} px on the tiny SD1.5, after the pool "
@@ -115,7 +125,7 @@ def template_cost(method: str) -> str:
         ours = _styleforge(load(FULL_STYLEFORGE))[(256, "styleforge_batched")]
         step, peak, what = ours["median_step_s"], ours["peak_rss_mb"], "per step (2 samples)"
     return (f"Measured on a 2-core CPU with the full-size SD1.5 (bench/results/): {step:.1f} s {what} at 256 px, "
-            f"{peak / 1024:.1f} GB peak (use a GPU for 512 px; GPU figures are not measured yet).")
+            f"{peak / 1024:.1f} GiB peak (use a GPU for 512 px; GPU figures are not measured yet).")
 
 
 SUITE = "suite_fresh_clone"

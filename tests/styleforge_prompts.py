@@ -5,7 +5,7 @@ from prompts import TINY_CKPT
 EXAMPLE = "styleforge_example"
 OPTIONS_NODE = "30"
 # What every test run shrinks: 64 px, a handful of steps, fast learning.
-TINY_TRAINING = {"resolution": 64, "steps": 2, "unet_lr": 1e-3, "rank": 4}
+TINY_TRAINING = {"resolution": 64, "steps": 1, "unet_lr": 1e-3, "rank": 4}
 # StyleForge Training Options as the tests set them (every input is required in an API prompt).
 OPTIONS = {"style_template": "{} style", "aux_prompt": "style", "min_aux_images": 4, "alpha": 4.0,
            "include_conv": False, "text_encoder_lr": 0.0, "lr_schedule": "constant", "warmup_steps": 0,

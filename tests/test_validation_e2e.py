@@ -34,7 +34,7 @@ def test_inst_validation_rounds_are_saved_scored_and_shown_on_the_trainer(comfy_
         assert curve.size == (640, 360)
 
 
-def test_styleforge_validation_with_clip_vision_writes_every_round(comfy_server):
+def test_styleforge_validation_with_clip_vision_writes_every_round(comfy_server, pkg):  # pkg: score_pixels
     _clear("tests_validation/sf")
     prompt = train_single("styleforge_test/validated", "styleforge_test/validated", steps=2, validation=["50", 0])
     prompt["51"] = {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": CLIP_VISION}}
