@@ -49,8 +49,8 @@ ATTENTION_OVERRIDE = "optimized_attention_override"  # transformer_options key r
 OUT_OF_MEMORY_TEXTS = ("DefaultCPUAllocator: can't allocate memory", "MPS backend out of memory",
                        "CUDA out of memory")
 # The most pixels one VAE call encodes for training (one 512 px view, four 256 px ones). ComfyUI sizes
-# its encode batches by free memory, which on the CPU is the free RAM: a whole image set in one call,
-# about 0.4 GB of activations per 512 px view in fp32, set a StyleForge run's peak above its steps'.
+# its encode batches by free memory, which on the CPU is the free RAM: a whole image set in one call
+# set a StyleForge run's peak above its steps' (bench/styleforge_bench.py reports both peaks).
 VAE_ENCODE_PIXELS = 512 * 512
 
 

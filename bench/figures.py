@@ -135,7 +135,8 @@ def suite() -> str:
     if not (RESULTS / f"{SUITE}.json").exists():
         return "Not recorded yet: run `python3 bench/suite_time.py`.\n"
     r = load(SUITE)["results"]
-    slowest = ", ".join(f"{d['test'].split('::')[-1]} {d['seconds']:.0f} s" for d in r["slowest"][:3])
+    slowest = ", ".join(f"{d['test'].split('::')[-1]}{'' if d['when'] == 'call' else ' (' + d['when'] + ')'} "
+                        f"{d['seconds']:.0f} s" for d in r["slowest"][:3])
     chromium = "Chromium already installed" if r["chromium_preinstalled"] else "Chromium's installation included"
     return (f"The suite ({r['tests']} tests) took {r['total_s'] / 60:.1f} minutes from a fresh clone "
             f"({r['pytest_s'] / 60:.1f} of them in pytest; installation and fixtures included, {chromium}); "

@@ -45,8 +45,8 @@ SCHEDULES = ("constant", "cosine")
 # How a step's StyleRef and Aux samples go through the UNet: "one batch", or "separate" (one forward
 # and backward each: the same gradients, the activations of one sample at a time). From
 # SEPARATE_PASSES_FROM px "auto" is separate: a sample's activations then dominate memory. Below it
-# batching wins: on the full-size SD1.5 at 256 px (2-core CPU) one batch is 1.55x faster than two
-# passes for 9% more peak memory; at 64 px it is 1.45x faster for the same memory.
+# batching wins: faster for little more peak memory (bench/styleforge_bench.py measures both, runners
+# styleforge_batched and styleforge_separate).
 PASSES = ("auto", "separate", "one batch")
 SEPARATE_PASSES_FROM = 512
 WEIGHT_DECAY = 0.01

@@ -14,11 +14,11 @@ from .errors import InputError
 GRADIENT_CHECKPOINTING = ("auto", "on", "off")
 # From this resolution "auto" recomputes the UNet's activations in backward: at 512 px they are the
 # bulk of a training step's memory (several GB for SD1.5 in fp16, more for SDXL at 1024 px), and
-# recomputing them costs one more forward per step (1.4x a StyleForge step's time on the full-size SD1.5
-# at 512 px on a CPU, for 30% less peak memory); below it they are small and checkpointing only costs
-# time.
+# recomputing them costs one more forward per step (bench/styleforge_bench.py --full --sizes 512, runners
+# styleforge_separate and styleforge_gc, measures both); below it they are small and checkpointing only
+# costs time.
 GRADIENT_CHECKPOINTING_FROM = 512
-CHECKPOINTING_TOOLTIP = (f"Recompute the UNet's activations in backward: much less memory, about 1.4x the time "
+CHECKPOINTING_TOOLTIP = (f"Recompute the UNet's activations in backward: much less memory, one more forward "
                          f"per step. auto: on from {GRADIENT_CHECKPOINTING_FROM} px.")
 
 

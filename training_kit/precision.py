@@ -44,8 +44,8 @@ def training_precision(device: torch.device, precision: str, compute_dtype: torc
     """The precision a trainer runs at for the `precision` input. `compute_dtype` is the dtype the UNet
     computes in as ComfyUI loaded it (fp16 or bf16 on most GPUs): ComfyUI casts the UNet's inputs to it
     whatever autocast says. "auto" autocasts to it, so no frozen weight gets a cast copy kept for
-    backward (bf16 autocast over an fp16 UNet would keep a bf16 copy of every weight: +1.6 GiB on
-    SD1.5); on fp32 weights, bf16 where the GPU supports it, else fp16. On the CPU, fp32."""
+    backward (bf16 autocast over an fp16 UNet would keep a bf16 copy of every weight); on fp32 weights,
+    bf16 where the GPU supports it, else fp16. On the CPU, fp32."""
     if precision not in PRECISIONS:
         raise InputError("precision", f"'{precision}' is not one of {list(PRECISIONS)}.")
     if device.type == "cpu":
