@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from pathlib import Path
 
 from bench.recorded import REPO_ROOT, RESULTS, load
 
@@ -26,9 +25,8 @@ def _x(a: float, b: float) -> str:
     return f"{a / b:.2f}x"
 
 
-def _source(*names: str) -> str:
+def _source(*entries: dict) -> str:
     """Where a table's figures come from: the record files, their commit, machine and date."""
-    entries = [load(name) for name in names]
     files = ", ".join(f"`{(RESULTS / (e['name'] + '.json')).relative_to(REPO_ROOT)}`" for e in entries)
     runs = sorted({f"{e['machine']}, commit {e['commit']}, {e['date']}" for e in entries})
     return f"Recorded in {files} ({'; '.join(runs)})."
@@ -76,8 +74,8 @@ BATCH = "batch_cpu_tiny_sd15_taesd_64px"
 
 
 def cpu_tiny() -> str:
-    inst, styleforge, inversion = load(TINY_INST), _styleforge(load(TINY_STYLEFORGE)), load(TINY_INVERSION)
-    sf_timing = _timing(load(TINY_STYLEFORGE)["results"])
+    inst, styleforge_record, inversion = load(TINY_INST), load(TINY_STYLEFORGE), load(TINY_INVERSION)
+    styleforge, sf_timing = _styleforge(styleforge_record), _timing(styleforge_record["results"])
     inv = inversion["results"]
     extra_calls = inv["unet_calls"]["inversion"] - inv["unet_calls"]["img2img"]
     rows = [
@@ -88,17 +86,17 @@ def cpu_tiny() -> str:
         f"| stochastic inversion, {inv['size']} px, {inv['steps']} steps | {extra_calls} extra UNet call over img2img "
         f"at the same steps, {_x(inv['median_s']['inversion'], inv['median_s']['img2img'])} its time |",
     ]
-    return "\n".join(rows) + "\n\n" + _source(TINY_INST, TINY_STYLEFORGE, TINY_INVERSION) + "\n"
+    return "\n".join(rows) + "\n\n" + _source(inst, styleforge_record, inversion) + "\n"
 
 
 def cpu_full() -> str:
-    inst, styleforge = load(FULL_INST), _styleforge(load(FULL_STYLEFORGE))
-    sf_timing = _timing(load(FULL_STYLEFORGE)["results"])
+    inst, styleforge_record = load(FULL_INST), load(FULL_STYLEFORGE)
+    styleforge, sf_timing = _styleforge(styleforge_record), _timing(styleforge_record["results"])
     rows = ["| benchmark | result |", "|---|---|",
             _inst_row(inst, "InST trainer, 256 px"),
             _styleforge_row(styleforge, 256, "styleforge_batched", "StyleForge, 256 px, passes one batch (auto "
                             f"below 512 px; {sf_timing})")]
-    return "\n".join(rows) + "\n\n" + _source(FULL_INST, FULL_STYLEFORGE) + "\n"
+    return "\n".join(rows) + "\n\n" + _source(inst, styleforge_record) + "\n"
 
 
 def batch() -> str:
@@ -113,7 +111,7 @@ def batch() -> str:
     one, two = r["workers"]["1"], r["workers"]["2"]
     return (f"{r['jobs']} InST jobs of {r['steps']} steps at {r['resolution']} px on the tiny SD1.5, after the pool "
             "is warm:\n\n" + "\n".join(rows) + f"\n\nTwo workers train {_x(two['jobs_per_min'], one['jobs_per_min'])} "
-            "the styles per minute of one on the same cores. " + _source(BATCH) + "\n")
+            "the styles per minute of one on the same cores. " + _source(record) + "\n")
 
 
 def template_cost(method: str) -> str:
@@ -134,13 +132,14 @@ SUITE = "suite_fresh_clone"
 def suite() -> str:
     if not (RESULTS / f"{SUITE}.json").exists():
         return "Not recorded yet: run `python3 bench/suite_time.py`.\n"
-    r = load(SUITE)["results"]
+    entry = load(SUITE)
+    r = entry["results"]
     slowest = ", ".join(f"{d['test'].split('::')[-1]}{'' if d['when'] == 'call' else ' (' + d['when'] + ')'} "
                         f"{d['seconds']:.0f} s" for d in r["slowest"][:3])
     chromium = "Chromium already installed" if r["chromium_preinstalled"] else "Chromium's installation included"
     return (f"The suite ({r['tests']} tests) took {r['total_s'] / 60:.1f} minutes from a fresh clone "
             f"({r['pytest_s'] / 60:.1f} of them in pytest; installation and fixtures included, {chromium}); "
-            f"its slowest tests: {slowest}. " + _source(SUITE) + "\n")
+            f"its slowest tests: {slowest}. " + _source(entry) + "\n")
 
 
 BLOCKS = {"cpu-tiny": cpu_tiny, "cpu-full": cpu_full, "batch": batch, "suite": suite}
@@ -159,7 +158,7 @@ def main() -> None:
     new = rendered(text)
     if args.check:
         sys.exit(0 if new == text else 1)
-    Path(README).write_text(new)
+    README.write_text(new)
     print(f"figures: {len(BLOCK.findall(text))} blocks rendered into {README.relative_to(REPO_ROOT)}")
 
 

@@ -54,6 +54,12 @@ def comfy_server(tiny_models):
 
 
 @pytest.fixture(scope="session")
+def object_info(comfy_server) -> dict:
+    """The server's node definitions, which devhost.ui_workflow converts UI workflows with."""
+    return comfy_server.get("/object_info")
+
+
+@pytest.fixture(scope="session")
 def frontend(comfy_server):
     """One headless Chromium for the session, showing the server's frontend at a desktop size with its
     first graph loaded (the tutorial marked done in the user's settings, or the frontend would open its

@@ -84,12 +84,13 @@ def _queued(server) -> list[str]:
 
 
 @pytest.mark.parametrize("path", TEMPLATE_FILES, ids=[p.stem for p in TEMPLATE_FILES])
-def test_template_opened_and_queued_in_the_frontend_runs_and_requeues_from_cache(comfy_server, frontend, path):
+def test_template_opened_and_queued_in_the_frontend_runs_and_requeues_from_cache(comfy_server, frontend, object_info,
+                                                                                   path):
     open_from_template_browser(frontend, path.stem)
     missing = close_missing_models_dialog(frontend)
     # the main job converts templates with devhost.ui_workflow: it gives what the frontend itself queues
     queued_by_frontend = frontend.evaluate("app.graphToPrompt().then((prompt) => prompt.output)", await_promise=True)
-    assert ui_to_api(json.loads(path.read_text()), comfy_server.get("/object_info")) == queued_by_frontend
+    assert ui_to_api(json.loads(path.read_text()), object_info) == queued_by_frontend
     assert "checkpoints / v1-5-pruned-emaonly-fp16.safetensors" in missing and "Download" in missing
     shrink = {**TINY_RUN_OVERRIDES, **{t: {**TINY_RUN_OVERRIDES[t], "steps": TRAINING_STEPS_IN_TESTS}
                                        for t in TRAINERS}}

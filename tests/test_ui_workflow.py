@@ -27,11 +27,6 @@ UNCOMPARABLE_NODES = {
 }
 
 
-@pytest.fixture(scope="module")
-def object_info(comfy_server) -> dict:
-    return comfy_server.get("/object_info")
-
-
 # --- hand-built UI workflows --------------------------------------------------------------------------------
 
 
