@@ -23,7 +23,12 @@ from ..training_kit.errors import InputError, require_finite_loss
 from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.images import SampleSize, exact_size, image_sha256, require_image, resize_exact
 from ..training_kit.memory import clear_out_of_memory, gradient_checkpointing_on
-from ..training_kit.optimizer_state import restore_optimizer_state, save_optimizer_state, state_path
+from ..training_kit.optimizer_state import (
+    optimizer_state,
+    restore_optimizer_state,
+    save_optimizer_state,
+    state_path,
+)
 from ..training_kit.precision import TRAIN_IN_FP32, training_precision
 from ..training_kit.progress import TrainingProgress
 from ..training_kit.result import TrainingResult
@@ -267,7 +272,7 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
                     "eval_loss_after": eval_after}
         style.spec = StyleSpec(**{**asdict(style.spec), "training": training})
         if save_to is not None:
-            save_optimizer_state(optimizer, named, scaler, style.state_dict(), state_path(save_to))
+            save_optimizer_state(optimizer_state(optimizer, named, scaler), style.state_dict(), state_path(save_to))
             save_style(style, save_to)
     style.requires_grad_(False)
     return TrainingResult(style.cpu().eval(), losses, eval_before, eval_after, start_step=start_step, notes=notes,

@@ -15,6 +15,7 @@ import torch
 
 from ..training_kit.errors import InputError
 from ..training_kit.files import atomic_save_safetensors, read_safetensors
+from ..training_kit.optimizer_state import OptimizerState, save_optimizer_state, state_path
 
 LORA_FOLDER = "loras"
 FORMAT = "styleforge-lora-1"
@@ -28,6 +29,7 @@ class StyleForgeLoRA:
     tensors: dict[str, torch.Tensor]
     metadata: dict = field(default_factory=dict)
     path: Path | None = None  # the file it was loaded from (resume looks for its optimizer state beside it)
+    optimizer: OptimizerState | None = None  # AdamW's state when it was trained, written beside the file
 
     @property
     def steps(self) -> int:
@@ -54,9 +56,13 @@ def _from_strings(metadata: dict[str, str]) -> dict:
 
 def save_lora(lora: StyleForgeLoRA, path: Path, precision: str = "fp16") -> Path:
     """Atomic write (temporary file, then rename): a checkpoint interrupted by Cancel or a crash leaves
-    the previous file intact and no partial one."""
+    the previous file intact and no partial one. The optimizer state, when the LoRA carries it, goes
+    beside it first, paired with the tensors as they will be read back, so a resume from this file
+    (a checkpoint or the finished LoRA) continues AdamW instead of restarting it."""
     dtype = SAVE_DTYPES[precision]
     tensors = {k: v.to(dtype) for k, v in lora.tensors.items()}
+    if lora.optimizer is not None:
+        save_optimizer_state(lora.optimizer, {k: v.float() for k, v in tensors.items()}, state_path(path))
     metadata = {**lora.metadata, "format": FORMAT, "save_precision": precision,
                 "ss_network_dim": lora.metadata.get("rank"), "ss_network_alpha": lora.metadata.get("alpha")}
     return atomic_save_safetensors(tensors, path, _to_strings(metadata))

@@ -29,7 +29,7 @@ from ..training_kit.errors import InputError, require_finite_loss
 from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.images import SampleSize, cropped, square_crop
 from ..training_kit.memory import clear_out_of_memory, gradient_checkpointing_on
-from ..training_kit.optimizer_state import restore_optimizer_state, save_optimizer_state, state_path
+from ..training_kit.optimizer_state import optimizer_state, restore_optimizer_state, state_path
 from ..training_kit.precision import TRAIN_IN_FP32, Precision, training_precision
 from ..training_kit.progress import TrainingProgress
 from ..training_kit.result import TrainingResult
@@ -459,7 +459,8 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
         progress = TrainingProgress(progress_bar, config.steps, checks)
 
         def snapshot(step: int) -> StyleForgeLoRA:
-            return StyleForgeLoRA(network.kohya_state(), lora_metadata(config, family, sets, step))
+            return StyleForgeLoRA(network.kohya_state(), lora_metadata(config, family, sets, step),
+                                  optimizer=optimizer_state(optimizer, named, scaler))
 
         log: list[StepLoss] = []
         with network.attached(targets):
@@ -477,9 +478,7 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
                 optimizer.zero_grad(set_to_none=True)
                 training_seconds += time.perf_counter() - t0
                 if checkpoint_path is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
-                    checkpoint = snapshot(step)
-                    save_optimizer_state(optimizer, named, scaler, checkpoint.tensors, state_path(checkpoint_path))
-                    save_lora(checkpoint, checkpoint_path, CHECKPOINT_PRECISION)
+                    save_lora(snapshot(step), checkpoint_path, CHECKPOINT_PRECISION)
                 progress.update(step, log[-1].loss, {"StyleRef": log[-1].styleref, "Aux": log[-1].aux})
             seconds_per_step = training_seconds / max(1, config.steps - start_step)
             eval_after = evaluation_loss(model, conditioner, components)

@@ -215,10 +215,11 @@ def test_an_adapter_keeps_its_layers_own_input_for_backward_not_a_converted_copy
 
 def test_a_resumed_run_ends_at_the_uninterrupted_runs_lora(sf, sd15, sets, tmp_path):
     """The checkpoint keeps AdamW's moments and step count beside it; without them the resumed steps
-    restart the moments and the LoRA differs. The CLIP stops at its penultimate layer (as SD2, SDXL's
-    CLIP-L and many SD1.5 models do), so the last layer's adapters get no gradient and no AdamW state."""
+    restart the moments and the LoRA differs. The finished LoRA, saved as Save StyleForge LoRA saves it
+    (fp16), keeps them too. The CLIP stops at its penultimate layer (as SD2, SDXL's CLIP-L and many SD1.5
+    models do), so the last layer's adapters get no gradient and no AdamW state."""
     training = sf[1]
-    from inst_styleforge.styleforge_core.lora_file import load_lora
+    from inst_styleforge.styleforge_core.lora_file import load_lora, save_lora
     from inst_styleforge.training_kit.optimizer_state import state_path
 
     model, clip, vae = sd15
@@ -228,16 +229,18 @@ def test_a_resumed_run_ends_at_the_uninterrupted_runs_lora(sf, sd15, sets, tmp_p
     config = training.StyleForgeConfig(**{**FAST, "steps": 2, "checkpoint_every": 2, "text_encoder_lr": 1e-3})
     path = tmp_path / "ckpt.safetensors"
     with torch.inference_mode():
-        training.train_styleforge(model, clip, vae, sets, config, checkpoint_path=path)
+        finished = training.train_styleforge(model, clip, vae, sets, config, checkpoint_path=path)
+    save_lora(finished.trained, tmp_path / "finished.safetensors", "fp16")
     checkpoint = load_lora(path, "resume_from")
     assert checkpoint.steps == 2 and state_path(path).exists() and not list(tmp_path.glob(".*"))
     straight = _train(training, sd15, sets, steps=4, text_encoder_lr=1e-3)
 
-    def resume():
+    def resume(file=path):
         with torch.inference_mode():
             return training.train_styleforge(model, clip, vae, sets, dataclasses.replace(config, steps=4, rank=8),
-                                             resume=load_lora(path, "resume_from"))
+                                             resume=load_lora(file, "resume_from"))
 
+    assert any("optimizer state restored" in note for note in resume(tmp_path / "finished.safetensors").notes)
     resumed = resume()
     assert resumed.start_step == 2 and len(resumed.losses) == 2 and resumed.trained.steps == 4
     assert resumed.trained.metadata["rank"] == 4, "rank comes from the resumed file, not the input"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,22 +38,36 @@ def tensors_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save_optimizer_state(optimizer: torch.optim.Optimizer, named: dict[str, torch.nn.Parameter],
-                         scaler: torch.amp.GradScaler, checkpoint_tensors: dict[str, torch.Tensor],
-                         path: Path) -> Path:
+@dataclass(frozen=True)
+class OptimizerState:
+    """What AdamW and the loss scaler know at one step, taken from the live optimizer so it can travel
+    with the weights (a StyleForge LoRA to its save node) and be written beside them later."""
+
+    tensors: dict[str, torch.Tensor]  # '<parameter name>/<key>' -> moment
+    steps: list[float]
+    scaler: dict
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer, named: dict[str, torch.nn.Parameter],
+                    scaler: torch.amp.GradScaler) -> OptimizerState:
     """Every per-parameter state tensor under '<parameter name>/<key>' (a parameter that never had a
-    gradient has none, as in the optimizer); the step count, the fingerprint of the checkpoint it
-    belongs to and the loss scaler's state in the metadata."""
+    gradient has none, as in the optimizer), the step count and the loss scaler's state."""
     tensors, steps = {}, set()
     for name, param in named.items():
         for key, value in optimizer.state.get(param, {}).items():
             if key == STEP:
                 steps.add(float(value))
             else:
-                tensors[f"{name}/{key}"] = value
+                tensors[f"{name}/{key}"] = value.detach().to("cpu", copy=True)
+    return OptimizerState(tensors, sorted(steps), scaler.state_dict())
+
+
+def save_optimizer_state(state: OptimizerState, checkpoint_tensors: dict[str, torch.Tensor], path: Path) -> Path:
+    """`state` with the fingerprint of the checkpoint it belongs to, as that checkpoint's tensors will
+    be read back (`checkpoint_tensors`)."""
     metadata = {"format": FORMAT, "checkpoint": tensors_fingerprint(checkpoint_tensors),
-                "optimizer_steps": json.dumps(sorted(steps)), "scaler": json.dumps(scaler.state_dict())}
-    return atomic_save_safetensors(tensors, path, metadata)
+                "optimizer_steps": json.dumps(state.steps), "scaler": json.dumps(state.scaler)}
+    return atomic_save_safetensors(state.tensors, path, metadata)
 
 
 def restore_optimizer_state(optimizer: torch.optim.Optimizer, named: dict[str, torch.nn.Parameter],
