@@ -9,7 +9,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from . import comfy_adapter as host
+from . import host
 from .training_kit.files import atomic_write
 
 SHIPPED = Path(__file__).parent / "example_inputs"
@@ -19,7 +19,7 @@ INPUT_SUBFOLDER = "inst_styleforge"
 def install_example_inputs() -> int:
     """Copy every shipped example missing from input/inst_styleforge/ (temp file, then rename);
     returns how many were copied. A read-only input folder is logged, never fatal."""
-    target = host.input_directory() / INPUT_SUBFOLDER
+    target = host.files.input_directory() / INPUT_SUBFOLDER
     copied = 0
     try:
         for source in sorted(p for p in SHIPPED.rglob("*") if p.is_file()):

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
     base = str(args.base_dir.resolve()) if args.base_dir else None
     package = bootstrap.load_package(str(args.comfyui.resolve()), str(PACKAGE_DIR), base, args.cpu)
-    host = importlib.import_module(f"{package.__name__}.comfy_adapter")
+    host = importlib.import_module(f"{package.__name__}.host")
+    files = importlib.import_module(f"{package.__name__}.training_kit.files")
     manifest = importlib.import_module(f"{package.__name__}.batch.manifest")
     pool = importlib.import_module(f"{package.__name__}.batch.pool")
 
@@ -49,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             return None
         if Path(name).is_file():
             return str(Path(name).resolve())
-        return str(host.model_file_path(folder, name, flag, "Give a file name listed there, or a path to the file."))
+        return str(files.model_file_path(folder, name, flag, "Give a file name listed there, or a path to the file."))
 
     try:  # what the user gave is checked before Ray starts
-        jobs = manifest.read_manifest(args.manifest, host.input_directory())
+        jobs = manifest.read_manifest(args.manifest, host.files.input_directory())
         setup = pool.Setup(str(args.comfyui.resolve()), str(PACKAGE_DIR),
                            model("checkpoints", args.checkpoint, "--checkpoint"),
                            model("clip_vision", args.clip_vision, "--clip-vision"), base, args.cpu)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .. import comfy_adapter as host
+from .. import host
 from ..inst_core.embedding_export import save_embedding
 from ..inst_core.style import ImageFeatures
 from ..inst_core.style_file import STYLE_FOLDER, load_style
@@ -41,8 +41,8 @@ class Models:
     @classmethod
     def load(cls, checkpoint: Path, clip_vision: Path | None) -> Models:
         with torch.inference_mode():
-            model, clip, vae = host.load_checkpoint(checkpoint)
-            vision = host.load_clip_vision(clip_vision) if clip_vision else None
+            model, clip, vae = host.models.load_checkpoint(checkpoint)
+            vision = host.models.load_clip_vision(clip_vision) if clip_vision else None
         return cls(model, clip, vae, vision)
 
 
@@ -67,7 +67,7 @@ def output_files(job: Job, out: Path) -> list[Path]:
 
 
 def _painting(job: Job) -> torch.Tensor:
-    return read_image(host.input_directory() / job.inputs["painting"])
+    return read_image(host.files.input_directory() / job.inputs["painting"])
 
 
 def _inst_config(job: Job) -> InSTTrainingConfig:
@@ -125,7 +125,7 @@ def _run_inst(models: Models, job: Job, out: Path):
     style_path, embedding_path = output_files(job, out)
     result = train_style(models.model, models.clip, models.vae, models.clip_vision, [painting], _inst_config(job),
                          save_to=style_path)
-    features = ImageFeatures.from_clip_vision_output(host.clip_vision_encode(models.clip_vision, painting))
+    features = ImageFeatures.from_clip_vision_output(host.images.clip_vision_encode(models.clip_vision, painting))
     save_embedding(result.trained, features, embedding_path)
     return result
 

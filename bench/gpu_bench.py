@@ -119,11 +119,11 @@ def _timed(train, steps: int) -> dict:
     import statistics
 
     from common import StepClock
-    from inst_styleforge import comfy_adapter as host
+    from inst_styleforge import host
 
     clock = StepClock()
     t0 = time.perf_counter()
-    result = train(host.StepProgress(steps))
+    result = train(host.progress.StepProgress(steps))
     step_times = clock.step_seconds(skip=2) or clock.step_seconds(skip=0)
     return {"seconds": time.perf_counter() - t0, "eval_after": result.eval_after,
             "s_per_step": round(statistics.median(step_times), 4) if step_times else None}

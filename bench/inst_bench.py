@@ -49,37 +49,38 @@ def load(size: int, model_name: str):
 
 
 def measure_trainer(size: int, steps: int, model_name: str) -> None:
-    from inst_styleforge import comfy_adapter as host
+    from inst_styleforge import host
     from inst_styleforge.inst_core.training import InSTTrainingConfig, train_style
 
     model, clip, vae, vision, image = load(size, model_name)
     clock = common.StepClock()
     config = InSTTrainingConfig(steps=steps + WARMUP, resolution=size, gradient_checkpointing="off")
     with torch.inference_mode():
-        train_style(model, clip, vae, vision, [image], config, host.StepProgress(steps + WARMUP))
+        train_style(model, clip, vae, vision, [image], config, host.progress.StepProgress(steps + WARMUP))
     common.report("trainer", clock.step_seconds(WARMUP))
 
 
 def measure_floor(size: int, steps: int, model_name: str) -> None:
-    from inst_styleforge import comfy_adapter as host
+    from inst_styleforge import host
     from inst_styleforge.inst_core.style_prompt import StylePrompt
     from inst_styleforge.training_kit.diffusion_loss import prediction_error
 
     model, clip, vae, _, image = load(size, model_name)
     with torch.inference_mode(False), torch.no_grad():
-        latent = host.latent_to_model_space(model, vae.encode(image).float())
+        latent = host.diffusion.latent_to_model_space(model, vae.encode(image).float())
     times = []
-    with host.training_context(model, clip):
+    with host.trainable.training_context(model, clip):
         prompt = StylePrompt(clip, "*", "*", 1)
         token = torch.randn(1, 768, requires_grad=True)
         generator = torch.Generator().manual_seed(0)
         for _ in range(steps + WARMUP):
             t0 = common.time.perf_counter()
-            cond, pooled = host.encode_tokens_for_training(clip, prompt.tokens({"l": token}))
-            sigma = host.sigma_at(model, torch.randint(0, 1000, (1,), generator=generator))
+            cond, pooled = host.text.encode_tokens_for_training(clip, prompt.tokens({"l": token}))
+            sigma = host.diffusion.sigma_at(model, torch.randint(0, 1000, (1,), generator=generator))
             noise = torch.randn(latent.shape, generator=generator)
-            x = host.noised(model, latent, noise, sigma)
-            denoised = host.predict_denoised(model, x, sigma, host.model_inputs(model, cond, pooled, latent))
+            x = host.diffusion.noised(model, latent, noise, sigma)
+            inputs = host.diffusion.model_inputs(model, cond, pooled, latent)
+            denoised = host.diffusion.predict_denoised(model, x, sigma, inputs)
             prediction_error(model, denoised, latent, sigma).pow(2).mean().backward()
             assert token.grad is not None and token.grad.abs().sum() > 0
             token.grad = None

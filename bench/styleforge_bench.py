@@ -90,18 +90,19 @@ def run_floor(host, model, clip, vae, size: int, steps: int, clock: StepClock) -
     ref, aux = _images(size)
     generator = torch.Generator().manual_seed(0)
     with torch.inference_mode():
-        latents = host.latent_to_model_space(model, host.vae_encode(vae, torch.cat([ref, aux])).float())
-    with torch.inference_mode(False), torch.enable_grad(), host.training_context(model, clip):
+        encoded = host.images.vae_encode(vae, torch.cat([ref, aux])).float()
+        latents = host.diffusion.latent_to_model_space(model, encoded)
+    with torch.inference_mode(False), torch.enable_grad(), host.trainable.training_context(model, clip):
         latents = latents.clone()
         cond, pooled = (t.detach().clone() if t is not None else None
-                        for t in host.encode_tokens_for_training(clip, host.tokenize(clip, "zwx style")))
+                        for t in host.text.encode_tokens_for_training(clip, host.text.tokenize(clip, "zwx style")))
         for _ in range(steps):
             picks = [int(torch.randint(0, IMAGES_PER_SET, (1,), generator=generator)) + k * IMAGES_PER_SET
                      for k in (0, 1)]
             x = latents[picks].clone().requires_grad_(True)
-            timesteps = torch.randint(0, host.num_timesteps(model), (2,), generator=generator)
+            timesteps = torch.randint(0, host.diffusion.num_timesteps(model), (2,), generator=generator)
             noise = torch.randn(x.shape, generator=generator)
-            prediction_mse(model, x, noise, host.sigma_at(model, timesteps), cond.expand(2, -1, -1),
+            prediction_mse(model, x, noise, host.diffusion.sigma_at(model, timesteps), cond.expand(2, -1, -1),
                            pooled).mean().backward()
             clock(0, steps, None)
     return 2
@@ -116,7 +117,7 @@ def run_styleforge(host, model, clip, vae, size: int, steps: int, clock: StepClo
     config = training.StyleForgeConfig(steps=steps, resolution=size, rank=RANK, alpha=RANK, precision="fp32",
                                        **options)
     with torch.inference_mode():
-        training.train_styleforge(model, clip, vae, sets, config, host.StepProgress(steps))
+        training.train_styleforge(model, clip, vae, sets, config, host.progress.StepProgress(steps))
     return 2
 
 
@@ -128,10 +129,10 @@ def run_trainlora(host, model, clip, vae, size: int, steps: int, clock: StepCloc
     from comfy_extras.nodes_train import TrainLoraNode
 
     ref, aux = _images(size)
-    attention = host.memory_efficient_attention(model) if fused_attention else contextlib.nullcontext()
+    attention = host.trainable.memory_efficient_attention(model) if fused_attention else contextlib.nullcontext()
     with torch.inference_mode(), attention:
-        latents = host.vae_encode(vae, torch.cat([ref, aux]))
-        positive = host.encode_tokens(clip, host.tokenize(clip, "zwx style"))
+        latents = host.images.vae_encode(vae, torch.cat([ref, aux]))
+        positive = host.text.encode_tokens(clip, host.text.tokenize(clip, "zwx style"))
         TrainLoraNode.execute(
             model=[model], latents=[{"samples": latents[i:i + 1]} for i in range(len(latents))],
             positive=[positive], batch_size=[batch_size], grad_accumulation_steps=[1], steps=[steps],
@@ -151,7 +152,7 @@ def worker(runner: str, size: int, steps: int, warmup: int, ckpt: Path, threads:
         torch.set_num_threads(threads)
 
     import_package()
-    import inst_styleforge.comfy_adapter as host
+    import inst_styleforge.host as host
 
     model, clip, vae = _load(ckpt)
     loaded_mb = common.status_mb("VmRSS")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import comfy_adapter as host
+from .. import host
 from ..training_kit.errors import InputError
 from .adain import adain
 
@@ -48,8 +48,8 @@ def check_strength(strength: float) -> None:
 
 def check_conditioning(model, conditioning: list, input_name: str) -> None:
     """Refuse text features of another model family (e.g. SD2's 1024-wide CLIP-H into an SD1.5 UNet)."""
-    width = host.unet_context_width(model)
-    for found in host.conditioning_widths(conditioning):
+    width = host.models.unet_context_width(model)
+    for found in host.text.conditioning_widths(conditioning):
         if found != width:
             raise InputError(input_name, f"has {found}-wide text features but the model expects {width}: "
                              "it was made by another model family's CLIP.",
@@ -59,12 +59,12 @@ def check_conditioning(model, conditioning: list, input_name: str) -> None:
 def self_consistent_plan(model, strength: float, steps: int, scheduler: str) -> InversionPlan:
     """ComfyUI's own denoise semantics: the last `steps` of a schedule of int(steps / strength)."""
     total = max(steps, int(steps / strength))
-    sigmas = host.sigma_schedule(model, scheduler, total)[-(steps + 1):]
+    sigmas = host.sampling.sigma_schedule(model, scheduler, total)[-(steps + 1):]
     return InversionPlan(float(sigmas[0]), sigmas)
 
 
 def parity_plan(model, strength: float) -> InversionPlan:
-    timestep_sigmas = host.timestep_sigmas(model)
+    timestep_sigmas = host.diffusion.timestep_sigmas(model)
     num_timesteps = timestep_sigmas.shape[0]
     t_enc = min(int(strength * num_timesteps), num_timesteps - 1)
     stride = num_timesteps // PARITY_DDIM_STEPS
@@ -80,16 +80,18 @@ def inverted_noise(model, positive: list, content: torch.Tensor, plan: Inversion
                    batch_index=None) -> torch.Tensor:
     """Noise in model space whose use by a sampler starting at plan.sigmas[0] reproduces InST's
     inverted latent for this content."""
-    noise = host.random_noise(content, seed, batch_index)
-    predicted = host.predicted_noise(model, positive, content, noise, plan.sigma_noise, seed)
+    noise = host.sampling.random_noise(content, seed, batch_index)
+    # the noise the model predicts at sigma_n (no guidance): (x - denoised) / sigma in VE terms
+    x, denoised = host.sampling.denoise_once(model, positive, content, noise, plan.sigma_noise, seed)
+    predicted = (x - denoised) / plan.sigma_noise
     sigma0 = float(plan.sigmas[0])
     # The start, in VP terms sqrt(abar_n) z + sqrt(1 - abar_n) eps_hat, read at sigma0 (the official
     # sampler reads it there even when sigma_n differs), is r z + r sigma_n eps_hat in VE terms with
     # r = alpha_n / alpha_0; r is 1 when the plan is self-consistent. The sampler adds z itself and
     # multiplies its noise by `scale`.
     ratio = (1 + sigma0**2) ** 0.5 / (1 + plan.sigma_noise**2) ** 0.5
-    scale = (1 + sigma0**2) ** 0.5 if host.starts_at_max_sigma(model, sigma0) else sigma0
-    z = host.latent_to_model_space(model, content.float())
+    scale = (1 + sigma0**2) ** 0.5 if host.sampling.starts_at_max_sigma(model, sigma0) else sigma0
+    z = host.diffusion.latent_to_model_space(model, content.float())
     return ((ratio - 1) * z + plan.sigma_noise * ratio * predicted) / scale
 
 
@@ -102,23 +104,24 @@ def style_transfer(model, positive: list, negative: list, content: dict, strengt
     check_conditioning(model, negative, "negative")
     if mode not in MODES:
         raise InputError("mode", f"'{mode}' is not one of {list(MODES)}.")
-    samples = host.latent_samples(content)
+    samples = host.sampling.latent_samples(content)
     if style is not None:
-        samples = adain(samples, host.latent_samples(style))
+        samples = adain(samples, host.sampling.latent_samples(style))
     if strength == 0:
-        return host.latent_with_samples(content, samples)
+        return host.sampling.latent_with_samples(content, samples)
     if mode == PAPER_PARITY:
         plan, cfg, sampler_name = parity_plan(model, strength), PARITY_CFG, PARITY_SAMPLER
     else:
         plan = self_consistent_plan(model, strength, steps, scheduler)
-    noise = inverted_noise(model, positive, samples, plan, seed, host.latent_batch_index(content))
-    out = host.sample_from(model, positive, negative, samples, noise, plan.sigmas, cfg, sampler_name, seed)
+    noise = inverted_noise(model, positive, samples, plan, seed, host.sampling.latent_batch_index(content))
+    out = host.sampling.sample_from(model, positive, negative, samples, noise, plan.sigmas, cfg, sampler_name, seed)
     if plan.rescale_output != 1.0:
-        out = host.latent_from_model_space(model, host.latent_to_model_space(model, out) * plan.rescale_output)
-    return host.latent_with_samples(content, out)
+        rescaled = host.diffusion.latent_to_model_space(model, out) * plan.rescale_output
+        out = host.diffusion.latent_from_model_space(model, rescaled)
+    return host.sampling.latent_with_samples(content, out)
 
 
-def predicted_noise_source(model, positive: list, sigmas: torch.Tensor, seed: int) -> host.NoiseSource:
+def predicted_noise_source(model, positive: list, sigmas: torch.Tensor, seed: int) -> host.sampling.NoiseSource:
     """A ComfyUI NOISE (SamplerCustomAdvanced's noise input) that yields the inverted noise, so users
     keep their own sampler, scheduler, guider and CFG. `sigmas` must be the schedule the sampler
     gets: the inversion happens at its first sigma."""
@@ -127,5 +130,5 @@ def predicted_noise_source(model, positive: list, sigmas: torch.Tensor, seed: in
                          "Connect a scheduler's SIGMAS (e.g. BasicScheduler with denoise = strength).")
     check_conditioning(model, positive, "positive")
     plan = InversionPlan(float(sigmas[0]), sigmas.cpu())
-    return host.NoiseSource(seed, lambda samples, batch_index: inverted_noise(model, positive, samples, plan, seed,
-                                                                             batch_index))
+    return host.sampling.NoiseSource(
+        seed, lambda samples, batch_index: inverted_noise(model, positive, samples, plan, seed, batch_index))

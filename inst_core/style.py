@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import comfy_adapter as host
+from .. import host
 from ..training_kit.errors import InputError
 from .style_encoder import StyleEncoder
 
@@ -62,7 +62,7 @@ class ImageFeatures:
 
     @classmethod
     def from_clip_vision_output(cls, output) -> ImageFeatures:
-        embed, patch_tokens = host.clip_vision_embeddings(output)
+        embed, patch_tokens = host.images.clip_vision_embeddings(output)
         embed = embed.float()
         return cls(embed / embed.norm(dim=-1, keepdim=True), patch_tokens.float())
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import comfy_adapter as host
+from .. import host
 from ..training_kit.errors import InputError
 
 
@@ -23,14 +23,14 @@ class StylePrompt:
             raise InputError("text", f"has no '{placeholder}', so there is nowhere to put the style.",
                              f"Write '{placeholder}' where the style goes, e.g. 'a portrait in the style of "
                              f"{placeholder}'.")
-        self.tokens_template = host.tokenize(clip, text.replace(placeholder, " ".join([placeholder] * n_vectors)))
+        self.tokens_template = host.text.tokenize(clip, text.replace(placeholder, " ".join([placeholder] * n_vectors)))
         self.slots: dict[str, list[tuple[int, int]]] = {}
         for key in self.tokens_template:
-            ids = host.token_ids(clip, key, placeholder)
+            ids = host.text.token_ids(clip, key, placeholder)
             if len(ids) != 1:
                 raise InputError("placeholder", f"'{placeholder}' is {len(ids)} tokens for text encoder '{key}'.",
                                  "Use a placeholder the tokenizer keeps whole, such as '*'.")
-            self.slots[key] = host.token_slots(self.tokens_template, key, ids[0])
+            self.slots[key] = host.text.token_slots(self.tokens_template, key, ids[0])
             if len(self.slots[key]) % n_vectors or not self.slots[key]:
                 raise InputError("text", f"'{placeholder}' is glued to other characters, so the tokenizer "
                                  "does not see it alone.", f"Put spaces around '{placeholder}'.")
@@ -40,4 +40,4 @@ class StylePrompt:
         """Token lists with the placeholders replaced by rows of `vectors[key]` ((n_vectors, width))."""
         embeddings = {key: [vectors[key][n % self.n_vectors] for n in range(len(slots))]
                       for key, slots in self.slots.items()}
-        return host.with_token_embeddings(self.tokens_template, self.slots, embeddings)
+        return host.text.with_token_embeddings(self.tokens_template, self.slots, embeddings)

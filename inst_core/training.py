@@ -17,12 +17,13 @@ from pathlib import Path
 
 import torch
 
-from .. import comfy_adapter as host
+from .. import host
 from ..training_kit.diffusion_loss import draw_timesteps_and_noise, prediction_mse
 from ..training_kit.errors import InputError, require_finite_loss
 from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.images import SampleSize, exact_size, image_sha256, require_image, resize_exact
 from ..training_kit.memory import clear_out_of_memory, gradient_checkpointing_on
+from ..training_kit.model_checks import require_matching_clip, require_stable_diffusion
 from ..training_kit.optimizer_state import (
     optimizer_state,
     restore_optimizer_state,
@@ -87,19 +88,19 @@ def prepare_paintings(model, vae, clip_vision, paintings: list[torch.Tensor], re
             hashes.append(image_sha256(image))
             sizes.append(exact_size(image, resolution, resolution))
             both = torch.cat([image, image.flip(2)])
-            latent = host.vae_encode(vae, resize_exact(both, resolution, resolution))
-            latents.append(host.latent_to_model_space(model, latent.float()))
-            pair = ImageFeatures.from_clip_vision_output(host.clip_vision_encode(clip_vision, both))  # one call
+            latent = host.images.vae_encode(vae, resize_exact(both, resolution, resolution))
+            latents.append(host.diffusion.latent_to_model_space(model, latent.float()))
+            pair = ImageFeatures.from_clip_vision_output(host.images.clip_vision_encode(clip_vision, both))  # one call
             features.append(tuple(ImageFeatures(pair.embed[i:i + 1], pair.patch_tokens[i:i + 1]) for i in (0, 1)))
-        device = host.compute_device(model)
+        device = host.models.compute_device(model)
         features = [tuple(ImageFeatures(f.embed.to(device), f.patch_tokens.to(device)) for f in pair)
                     for pair in features]
         return Paintings(torch.stack(latents).to(device), features, hashes, sizes)
 
 
 def new_style(model, clip, paintings: Paintings, config: InSTTrainingConfig) -> InSTStyle:
-    family = host.require_stable_diffusion(model)
-    widths = host.require_matching_clip(model, clip)
+    family = require_stable_diffusion(model)
+    widths = require_matching_clip(model, clip)
     first = paintings.features[0][0]
     patch_tokens = config.attend_to == CONTEXT_PATCH_TOKENS
     spec = StyleSpec(family=family, token_widths=widths, image_dim=first.embed.shape[-1], context=config.attend_to,
@@ -108,7 +109,7 @@ def new_style(model, clip, paintings: Paintings, config: InSTTrainingConfig) -> 
                      dim_head=config.dim_head, dropout=config.dropout)
     with global_rng_kept():
         torch.manual_seed(config.seed)
-        return InSTStyle(spec).to(host.compute_device(model))
+        return InSTStyle(spec).to(host.models.compute_device(model))
 
 
 def continued_style(model, clip, paintings: Paintings, config: InSTTrainingConfig,
@@ -119,11 +120,11 @@ def continued_style(model, clip, paintings: Paintings, config: InSTTrainingConfi
     if not done:
         raise InputError(CONTINUE_INPUT, "was not trained by this package's InST trainer (no step count in its "
                          "file), so there is no run to continue.", "Pick a style this trainer saved, or [none].")
-    if saved.spec.family != host.require_stable_diffusion(model):
+    if saved.spec.family != require_stable_diffusion(model):
         raise InputError(CONTINUE_INPUT, f"was trained on a {saved.spec.family} model, but the model connected "
-                         f"is {host.require_stable_diffusion(model)}.", "Continue it on the model it was trained "
+                         f"is {require_stable_diffusion(model)}.", "Continue it on the model it was trained "
                          "on, or pick [none].")
-    saved.check_text_encoders(host.require_matching_clip(model, clip), "clip")
+    saved.check_text_encoders(require_matching_clip(model, clip), "clip")
     saved.check_features(paintings.features[0][0], "clip_vision")
     if done >= config.steps:
         raise InputError("steps", f"is {config.steps}, but '{CONTINUE_INPUT}' has already been trained for {done} "
@@ -131,7 +132,7 @@ def continued_style(model, clip, paintings: Paintings, config: InSTTrainingConfi
     config = replace(config, attend_to=saved.spec.context, vectors_per_token=saved.spec.n_vectors,
                      attention_heads=saved.spec.attention_heads, dim_head=saved.spec.dim_head,
                      dropout=saved.spec.dropout)
-    style = InSTStyle(replace(saved.spec, training={})).to(host.compute_device(model))
+    style = InSTStyle(replace(saved.spec, training={})).to(host.models.compute_device(model))
     style.load_state_dict(saved.state_dict())
     return style.requires_grad_(True), config, done
 
@@ -143,7 +144,7 @@ def style_conditioning(clip, style: InSTStyle, prompt: StylePrompt, features: Im
     vectors = style(features)
     conds, pooled = [], []
     for i in range(next(iter(vectors.values())).shape[0]):
-        cond, pool = host.encode_tokens_for_training(clip, prompt.tokens({k: v[i] for k, v in vectors.items()}))
+        cond, pool = host.text.encode_tokens_for_training(clip, prompt.tokens({k: v[i] for k, v in vectors.items()}))
         conds.append(cond)
         pooled.append(pool)
     return torch.cat(conds).to(device), torch.cat(pooled).to(device) if pooled[0] is not None else None
@@ -154,7 +155,7 @@ def denoising_loss(model, clip, style: InSTStyle, prompt: StylePrompt, latents: 
                    noise: torch.Tensor) -> torch.Tensor:
     """Mean squared error of the model's prediction, conditioned on the style token, per batch item."""
     cond, pooled = style_conditioning(clip, style, prompt, features, latents.device)
-    return prediction_mse(model, latents, noise, host.sigma_at(model, timesteps), cond, pooled, sizes)
+    return prediction_mse(model, latents, noise, host.diffusion.sigma_at(model, timesteps), cond, pooled, sizes)
 
 
 @torch.no_grad()
@@ -168,7 +169,7 @@ def evaluation_loss(model, clip, style: InSTStyle, prompt: StylePrompt, painting
         if index not in conditioning:
             conditioning[index] = style_conditioning(clip, style, prompt, features, latents.device)
         cond, pooled = conditioning[index]
-        return prediction_mse(model, latents, noise, host.sigma_at(model, timesteps), cond, pooled, sizes)
+        return prediction_mse(model, latents, noise, host.diffusion.sigma_at(model, timesteps), cond, pooled, sizes)
 
     was_training = style.training
     style.eval()
@@ -193,7 +194,7 @@ def validator(model, clip, vae, clip_vision, style: InSTStyle, paintings: Painti
 
     def condition(text: str) -> list:
         vectors = style.vectors(paintings.batch([0], [0])[1])
-        return host.encode_tokens(clip, style_prompts[text].tokens({k: v[0] for k, v in vectors.items()}))
+        return host.text.encode_tokens(clip, style_prompts[text].tokens({k: v[0] for k, v in vectors.items()}))
 
     if settings.clip_vision is None:
         settings = replace(settings, clip_vision=clip_vision)
@@ -209,20 +210,20 @@ def check_config(config: InSTTrainingConfig) -> None:
 
 
 def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], config: InSTTrainingConfig,
-                progress_bar: host.StepProgress | None = None, validation: ValidationSettings | None = None,
+                progress_bar: host.progress.StepProgress | None = None, validation: ValidationSettings | None = None,
                 save_to: Path | None = None, continue_from: InSTStyle | None = None) -> TrainingResult[InSTStyle]:
     """Train (or continue `continue_from` up to `config.steps` steps in all) and, with `save_to`, save
     the style there with AdamW's state beside it, so a later run can continue it exactly."""
     check_config(config)
-    device = host.compute_device(model)
-    precision = training_precision(device, config.precision, host.compute_dtype(model))
-    host.require_stable_diffusion(model)
-    host.require_matching_clip(model, clip)
+    device = host.models.compute_device(model)
+    precision = training_precision(device, config.precision, host.models.compute_dtype(model))
+    require_stable_diffusion(model)
+    require_matching_clip(model, clip)
     checkpointing = gradient_checkpointing_on(config.gradient_checkpointing, config.resolution)
     data = prepare_paintings(model, vae, clip_vision, paintings, config.resolution)
     with (clear_out_of_memory(config.resolution, config.batch_size, checkpointing, precision.name,
                               "nothing was saved."),
-          host.training_context(model, clip, checkpointing)):
+          host.trainable.training_context(model, clip, checkpointing)):
         start_step = 0
         if continue_from is None:
             style = new_style(model, clip, data, config)

@@ -2,11 +2,12 @@
 
 from comfy_api.latest import io, ui
 
-from .. import comfy_adapter as host
+from .. import host
 from ..inst_core.embedding_export import embedding_name, save_embedding
 from ..inst_core.style import DEFAULT_PLACEHOLDER
 from ..inst_core.style_prompt import StylePrompt
 from ..training_kit.files import inside
+from ..training_kit.model_checks import text_encoder_widths
 from .categories import INST
 from .inst_painting_features import painting_features
 from .inst_types import InSTStyleType
@@ -47,11 +48,11 @@ class StyleConditioning(io.ComfyNode):
     @classmethod
     def execute(cls, clip, style, text, placeholder, clip_vision_output=None, painting=None,
                 clip_vision=None) -> io.NodeOutput:
-        style.check_text_encoders(host.text_encoder_widths(clip))
+        style.check_text_encoders(text_encoder_widths(clip))
         features = painting_features(style, clip_vision_output, painting, clip_vision)
         prompt = StylePrompt(clip, text, placeholder, style.spec.n_vectors)
         vectors = {key: v[0] for key, v in style.vectors(features).items()}
-        return io.NodeOutput(host.encode_tokens(clip, prompt.tokens(vectors)))
+        return io.NodeOutput(host.text.encode_tokens(clip, prompt.tokens(vectors)))
 
 
 class ExportEmbedding(io.ComfyNode):
@@ -77,7 +78,7 @@ class ExportEmbedding(io.ComfyNode):
     def execute(cls, style, name, clip_vision_output=None, painting=None, clip_vision=None) -> io.NodeOutput:
         relative = embedding_name(name, "name")
         features = painting_features(style, clip_vision_output, painting, clip_vision)
-        folder = host.model_folder(EMBEDDINGS_FOLDER)
+        folder = host.files.model_folder(EMBEDDINGS_FOLDER)
         save_embedding(style, features, inside(folder, relative, "name"))
         word = f"embedding:{relative.with_suffix('').as_posix()}"
         return io.NodeOutput(word, ui=ui.PreviewText(word))

@@ -2,18 +2,18 @@
 
 from comfy_api.latest import io, ui
 
-from .. import comfy_adapter as host
+from .. import host
 from ..inst_core.official_import import import_official_style
 from ..inst_core.style_file import STYLE_FOLDER, load_style, save_style
-from ..training_kit.files import path_in
+from ..training_kit.files import model_file_path, path_in
 from .categories import INST
 from .inst_types import InSTStyleType
 
-host.register_model_folder(STYLE_FOLDER, {".safetensors", ".pt"})
+host.files.register_model_folder(STYLE_FOLDER, {".safetensors", ".pt"})
 
 
 def _files(suffix: str) -> list[str]:
-    return [name for name in host.model_files(STYLE_FOLDER) if name.endswith(suffix)]
+    return [name for name in host.files.model_files(STYLE_FOLDER) if name.endswith(suffix)]
 
 
 class LoadStyle(io.ComfyNode):
@@ -30,7 +30,7 @@ class LoadStyle(io.ComfyNode):
 
     @classmethod
     def execute(cls, style_name) -> io.NodeOutput:
-        return io.NodeOutput(load_style(host.model_file_path(STYLE_FOLDER, style_name, "style_name")))
+        return io.NodeOutput(load_style(model_file_path(STYLE_FOLDER, style_name, "style_name")))
 
 
 class SaveStyle(io.ComfyNode):
@@ -52,7 +52,7 @@ class SaveStyle(io.ComfyNode):
 
     @classmethod
     def execute(cls, style, filename) -> io.NodeOutput:
-        folder = host.model_folder(STYLE_FOLDER)
+        folder = host.files.model_folder(STYLE_FOLDER)
         path = save_style(style, path_in(folder, filename, "filename"))
         return io.NodeOutput(ui=ui.PreviewText(f"saved {path.relative_to(folder)}"))
 
@@ -73,5 +73,5 @@ class ImportOfficialStyle(io.ComfyNode):
 
     @classmethod
     def execute(cls, official_file) -> io.NodeOutput:
-        return io.NodeOutput(import_official_style(host.model_file_path(STYLE_FOLDER, official_file,
+        return io.NodeOutput(import_official_style(model_file_path(STYLE_FOLDER, official_file,
                                                                         "official_file")))

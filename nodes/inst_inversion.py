@@ -2,7 +2,7 @@
 
 from comfy_api.latest import io
 
-from .. import comfy_adapter as host
+from .. import host
 from ..inst_core.adain import adain
 from ..inst_core.inversion import MODES, SELF_CONSISTENT, predicted_noise_source, style_transfer
 from .categories import INST
@@ -55,9 +55,9 @@ class StyleTransfer(io.ComfyNode):
                              tooltip="Sampling steps after the inversion (ignored in paper_parity: its grid)."),
                 io.Float.Input("cfg", default=10.0, min=0.0, max=100.0, step=0.1,
                                tooltip="Classifier-free guidance (paper: 10; fixed to 10 in paper_parity)."),
-                io.Combo.Input("sampler_name", options=host.sampler_names(), default="euler",
+                io.Combo.Input("sampler_name", options=host.sampling.sampler_names(), default="euler",
                                tooltip="Sampler (euler = DDIM with eta 0)."),
-                io.Combo.Input("scheduler", options=host.scheduler_names(), default="normal",
+                io.Combo.Input("scheduler", options=host.sampling.scheduler_names(), default="normal",
                                tooltip="Scheduler of the sampling sigmas."),
                 io.Int.Input("seed", default=0, min=0, max=2**64 - 1, control_after_generate=True,
                              tooltip="Seed of the noise used for the inversion."),
@@ -95,5 +95,5 @@ class LatentAdaIN(io.ComfyNode):
 
     @classmethod
     def execute(cls, content, style) -> io.NodeOutput:
-        samples = adain(host.latent_samples(content), host.latent_samples(style))
-        return io.NodeOutput(host.latent_with_samples(content, samples))
+        samples = adain(host.sampling.latent_samples(content), host.sampling.latent_samples(style))
+        return io.NodeOutput(host.sampling.latent_with_samples(content, samples))

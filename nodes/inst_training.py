@@ -8,11 +8,11 @@ import logging
 
 from comfy_api.latest import io
 
-from .. import comfy_adapter as host
+from .. import host
 from ..inst_core.style import CONTEXTS
 from ..inst_core.style_file import STYLE_FOLDER, load_style
 from ..inst_core.training import CONTINUE_INPUT, InSTTrainingConfig, train_style
-from ..training_kit.files import path_in
+from ..training_kit.files import model_file_path, path_in
 from ..training_kit.memory import CHECKPOINTING_TOOLTIP, GRADIENT_CHECKPOINTING
 from ..training_kit.precision import PRECISION_TOOLTIP, PRECISIONS
 from .categories import INST
@@ -25,7 +25,7 @@ NO_CONTINUE = "[none]"
 
 
 def _saved_styles() -> list[str]:
-    return [name for name in host.model_files(STYLE_FOLDER) if name.endswith(".safetensors")]
+    return [name for name in host.files.model_files(STYLE_FOLDER) if name.endswith(".safetensors")]
 
 
 class TrainStyle(io.ComfyNode):
@@ -73,15 +73,15 @@ class TrainStyle(io.ComfyNode):
     def execute(cls, model, clip, vae, clip_vision, painting, filename, options=None, validation=None,
                 **settings) -> io.NodeOutput:
         """`settings` and `options` are training inputs, named as InSTTrainingConfig's fields."""
-        target = path_in(host.model_folder(STYLE_FOLDER), filename, "filename") if filename.strip() else None
+        target = path_in(host.files.model_folder(STYLE_FOLDER), filename, "filename") if filename.strip() else None
         options = dict(options or {})
         continue_from = options.pop(CONTINUE_INPUT, NO_CONTINUE)
         saved = None
         if continue_from != NO_CONTINUE:
-            saved = load_style(host.model_file_path(STYLE_FOLDER, continue_from, CONTINUE_INPUT), CONTINUE_INPUT)
+            saved = load_style(model_file_path(STYLE_FOLDER, continue_from, CONTINUE_INPUT), CONTINUE_INPUT)
         config = InSTTrainingConfig(**settings, **options)
         paintings = [painting[i:i + 1] for i in range(painting.shape[0])]
-        bar = host.StepProgress(config.steps)
+        bar = host.progress.StepProgress(config.steps)
         result = train_style(model, clip, vae, clip_vision, paintings, config, bar, validation, target, saved)
         for note in result.notes:
             logging.info("InST: %s", note)

@@ -2,7 +2,7 @@
 
 from comfy_api.latest import io, ui
 
-from .. import comfy_adapter as host
+from .. import host
 from ..styleforge_core.lora_file import LORA_FOLDER, SAVE_DTYPES, save_lora
 from ..training_kit.files import path_in
 from .categories import STYLEFORGE
@@ -33,6 +33,6 @@ class SaveStyleForgeLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, lora, filename, precision) -> io.NodeOutput:
-        folder = host.model_folder(LORA_FOLDER)
+        folder = host.files.model_folder(LORA_FOLDER)
         path = save_lora(lora, path_in(folder, filename, "filename"), precision)
         return io.NodeOutput(ui=ui.PreviewText(f"saved {path.relative_to(folder)} ({lora.steps} steps)"))

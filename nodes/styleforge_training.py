@@ -10,7 +10,7 @@ import logging
 
 from comfy_api.latest import io
 
-from .. import comfy_adapter as host
+from .. import host
 from ..styleforge_core.lora_file import LORA_FOLDER, load_lora
 from ..styleforge_core.training import (
     PASSES,
@@ -21,7 +21,7 @@ from ..styleforge_core.training import (
     TrainingSets,
     train_styleforge,
 )
-from ..training_kit.files import path_in
+from ..training_kit.files import model_file_path, path_in
 from ..training_kit.memory import CHECKPOINTING_TOOLTIP, GRADIENT_CHECKPOINTING
 from ..training_kit.precision import PRECISION_TOOLTIP, PRECISIONS
 from .categories import STYLEFORGE
@@ -103,15 +103,15 @@ def train(cls: type[io.ComfyNode], model, clip, vae, sets: TrainingSets, options
     config = dataclasses.replace(config, token=config.token.strip(), background_token=config.background_token.strip())
     checkpoint = None
     if config.checkpoint_every:
-        checkpoint = path_in(host.model_folder(LORA_FOLDER), checkpoint_name, "checkpoint_name")
+        checkpoint = path_in(host.files.model_folder(LORA_FOLDER), checkpoint_name, "checkpoint_name")
     resume = None
     if resume_from != NO_RESUME:
-        resume = load_lora(host.model_file_path(LORA_FOLDER, resume_from, RESUME_INPUT), RESUME_INPUT)
-    bar = host.StepProgress(config.steps)
+        resume = load_lora(model_file_path(LORA_FOLDER, resume_from, RESUME_INPUT), RESUME_INPUT)
+    bar = host.progress.StepProgress(config.steps)
     result = train_styleforge(model, clip, vae, sets, config, bar, checkpoint, resume, validation)
     for note in result.notes:
         logging.info("StyleForge: %s", note)
-    trained_model, trained_clip = host.apply_lora(model, clip, result.trained.tensors)
+    trained_model, trained_clip = host.lora.apply_lora(model, clip, result.trained.tensors)
     curve, shown = finished(cls, result, f"StyleForge {config.method} loss", bar)
     return io.NodeOutput(trained_model, trained_clip, result.trained, curve, ui=shown)
 
@@ -230,7 +230,8 @@ class StyleForgeOptions(io.ComfyNode):
                                      "written atomically, so Cancel leaves the last one intact."),
                 io.String.Input("checkpoint_name", default=OPTION_DEFAULTS["checkpoint_name"],
                                 tooltip="Checkpoint file name under models/loras (replaced at each checkpoint)."),
-                io.Combo.Input(RESUME_INPUT, options=[NO_RESUME, *host.model_files(LORA_FOLDER)], default=NO_RESUME,
+                io.Combo.Input(RESUME_INPUT, options=[NO_RESUME, *host.files.model_files(LORA_FOLDER)],
+                               default=NO_RESUME,
                                tooltip="Continue a StyleForge LoRA from models/loras: its step count, rank and "
                                        "alpha come from its metadata, and AdamW's state from the .optimizer file "
                                        "beside it."),

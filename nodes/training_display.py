@@ -6,13 +6,14 @@ from pathlib import Path
 
 from comfy_api.latest import io, ui
 
-from .. import comfy_adapter as host
+from .. import host
+from ..training_kit.images import to_pil
 from ..training_kit.loss_curve import loss_curve_image
 from ..training_kit.result import TrainingResult
 
 
 def finished(cls: type[io.ComfyNode], result: TrainingResult, title: str,
-             progress_bar: host.StepProgress) -> tuple:
+             progress_bar: host.progress.StepProgress) -> tuple:
     """(the loss-curve IMAGE, the node's ui) for a finished run; leaves the summary on the node."""
     validation = result.validation
     scores = validation.scores() if validation is not None else []
@@ -20,7 +21,7 @@ def finished(cls: type[io.ComfyNode], result: TrainingResult, title: str,
     curve = loss_curve_image(result.losses, f"{title} ({summary})", scores, result.start_step)
     shown = ui.PreviewImage(curve, cls=cls).as_dict()
     if validation is not None:
-        validation.save_curve(host.to_pil(curve))
+        validation.save_curve(to_pil(curve))
         summary += "; " + validation.summary()
         shown["images"] += [ui.SavedResult(path.name, "" if path.parent == Path(".") else path.parent.as_posix(),
                                            io.FolderType.output) for path in validation.rounds[-1].files]

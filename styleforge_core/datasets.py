@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from PIL import UnidentifiedImageError
 
-from .. import comfy_adapter as host
+from .. import host
 from ..training_kit.errors import InputError
 from ..training_kit.files import inside
 from ..training_kit.images import image_sha256, read_image, require_image
@@ -69,7 +69,7 @@ def _caption(path: Path) -> str:
 
 
 def _folder(folder: str, input_name: str) -> Path:
-    root = host.input_directory()
+    root = host.files.input_directory()
     relative = folder.strip().replace("\\", "/").strip("/")
     path = inside(root, Path(relative), input_name)
     if not path.is_dir():
@@ -101,7 +101,7 @@ def load_folder(folder: str, input_name: str = "folder") -> ImageSet:
         left_out = left_out_text(tuple(skipped), tuple(refused))
         raise InputError(input_name, f"folder '{folder}' has no usable images{f' ({left_out})' if left_out else ''}.",
                          "Add PNG, JPEG or WebP images to it.")
-    return ImageSet(tuple(images), tuple(captions), f"input/{path.relative_to(host.input_directory())}",
+    return ImageSet(tuple(images), tuple(captions), f"input/{path.relative_to(host.files.input_directory())}",
                     tuple(skipped), tuple(refused))
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import comfy_adapter as host
+from .. import host
+from ..training_kit.model_checks import text_encoder_widths
 
 UNET_ROOT = "diffusion_model."
 UNET_BLOCKS = ("diffusion_model.input_blocks.", "diffusion_model.middle_block.", "diffusion_model.output_blocks.")
@@ -33,7 +34,7 @@ def _unet_lora_names(model) -> dict[str, str]:
     """Module path inside the model -> kohya name. Kohya writes the diffusers-style block names
     (`lora_unet_down_blocks_0_...`); ComfyUI also accepts its own (`lora_unet_input_blocks_1_...`),
     which is the fallback for layers diffusers has no name for."""
-    key_map = host.unet_lora_key_map(model)
+    key_map = host.lora.unet_lora_key_map(model)
     native = {f"lora_unet_{k[len(UNET_ROOT):-len(WEIGHT)].replace('.', '_')}"
               for k in key_map.values() if k.startswith(UNET_ROOT)}
     diffusers_style = {n: k for n, k in key_map.items() if n.startswith("lora_unet_") and n not in native}
@@ -45,8 +46,8 @@ def _unet_lora_names(model) -> dict[str, str]:
 def _text_encoder_lora_names(clip) -> dict[str, str]:
     """Module path inside the text encoder -> kohya name (`lora_te_` for one text encoder,
     `lora_te1_`/`lora_te2_` for SDXL's two), for the encoder layers' attention and MLP linears."""
-    layers = {n: k for n, k in host.text_encoder_lora_key_map(clip).items() if "_text_model_encoder_layers_" in n}
-    prefixes = ("lora_te1_", "lora_te2_") if len(host.text_encoder_widths(clip)) > 1 else ("lora_te_",)
+    layers = {n: k for n, k in host.lora.text_encoder_lora_key_map(clip).items() if "_text_model_encoder_layers_" in n}
+    prefixes = ("lora_te1_", "lora_te2_") if len(text_encoder_widths(clip)) > 1 else ("lora_te_",)
     return {key[:-len(WEIGHT)]: name for key, name in _kohya_names(layers, prefixes).items()}
 
 
@@ -62,9 +63,9 @@ def _is_unet_lora_layer(path: str, layer: torch.nn.Module, include_conv: bool) -
 def lora_targets(model, clip, include_conv: bool, include_text_encoder: bool) -> dict[str, torch.nn.Module]:
     """kohya name -> the ComfyUI layer a LoRA adapter wraps."""
     unet_names = _unet_lora_names(model)
-    targets = {unet_names[path]: layer for path, layer in host.unet_layers(model)
+    targets = {unet_names[path]: layer for path, layer in host.lora.unet_layers(model)
                if path in unet_names and _is_unet_lora_layer(path, layer, include_conv)}
     if include_text_encoder:
         for path, name in _text_encoder_lora_names(clip).items():
-            targets[name] = host.text_encoder_layer(clip, path)
+            targets[name] = host.lora.text_encoder_layer(clip, path)
     return targets

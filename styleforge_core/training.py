@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 
-from .. import comfy_adapter as host
+from .. import host
 from ..training_kit.diffusion_loss import draw_timesteps_and_noise, min_snr_weights, prediction_mse
 from ..training_kit.errors import InputError, require_finite_loss
 from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.images import SampleSize, cropped, square_crop
 from ..training_kit.memory import clear_out_of_memory, gradient_checkpointing_on
+from ..training_kit.model_checks import require_matching_clip, require_stable_diffusion
 from ..training_kit.optimizer_state import optimizer_state, restore_optimizer_state, state_path
 from ..training_kit.precision import TRAIN_IN_FP32, Precision, training_precision
 from ..training_kit.progress import TrainingProgress
@@ -205,8 +206,8 @@ def encode_set(model, vae, images: ImageSet, prompt: str, config: StyleForgeConf
                 prompts.append(bound_prompt(prompt, caption))
     # outside inference mode, so the cached latents can enter autograd
     with torch.inference_mode(False), torch.no_grad():
-        latents = host.vae_encode(vae, torch.cat(views)).float()
-        latents = host.latent_to_model_space(model, latents).to(host.compute_device(model))
+        latents = host.images.vae_encode(vae, torch.cat(views)).float()
+        latents = host.diffusion.latent_to_model_space(model, latents).to(host.models.compute_device(model))
     return EncodedSet(latents, prompts, sizes, len(views) // len(images))
 
 
@@ -220,7 +221,7 @@ class TextConditioner:
 
     def _encode(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.no_grad() if self.frozen else contextlib.nullcontext():
-            cond, pooled = host.encode_tokens_for_training(self.clip, host.tokenize(self.clip, prompt))
+            cond, pooled = host.text.encode_tokens_for_training(self.clip, host.text.tokenize(self.clip, prompt))
         return cond.to(self.device), pooled.to(self.device) if pooled is not None else None
 
     def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -268,7 +269,7 @@ def prediction_errors(model, conditioner: TextConditioner, draws: list[Draw], ga
     latents = torch.cat([d.latents for d in draws])
     timesteps = torch.cat([d.timesteps for d in draws])
     cond, pooled = conditioner([p for d in draws for p in d.prompts])
-    sigma = host.sigma_at(model, timesteps)
+    sigma = host.diffusion.sigma_at(model, timesteps)
     errors = prediction_mse(model, latents, torch.cat([d.noise for d in draws]), sigma, cond, pooled,
                             [size for d in draws for size in d.sizes])
     if gamma:
@@ -360,7 +361,7 @@ def validator(model, clip, vae, sets: TrainingSets, components: list[Component],
     prompts = settings.prompts or tuple(component.prompt for component in components)
 
     def condition(text: str) -> list:
-        return host.encode_tokens(clip, host.tokenize(clip, text))
+        return host.text.encode_tokens(clip, host.text.tokenize(clip, text))
 
     references = [*sets.style.images, *(sets.backgrounds.images if config.method == "Multi" else ())]
     return Validator(settings, prompts, model, clip, vae, tuple(components[0].images.latents.shape[1:]), condition,
@@ -428,22 +429,22 @@ def accumulate_gradients(model, conditioner: TextConditioner, precision: Precisi
 
 
 def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeConfig,
-                     progress_bar: host.StepProgress | None = None, checkpoint_path: Path | None = None,
+                     progress_bar: host.progress.StepProgress | None = None, checkpoint_path: Path | None = None,
                      resume: StyleForgeLoRA | None = None,
                      validation: ValidationSettings | None = None) -> TrainingResult[StyleForgeLoRA]:
     check_inputs(config, sets)
-    family = host.require_stable_diffusion(model)
-    host.require_matching_clip(model, clip)
+    family = require_stable_diffusion(model)
+    require_matching_clip(model, clip)
     config = resumed_config(config, resume, family)
     start_step = resume.steps if resume is not None else 0
-    device = host.compute_device(model)
-    precision = training_precision(device, config.precision, host.compute_dtype(model))
+    device = host.models.compute_device(model)
+    precision = training_precision(device, config.precision, host.models.compute_dtype(model))
     components, aux_set = prepare_components(model, vae, sets, config, torch.Generator().manual_seed(config.seed))
     conditioner = TextConditioner(clip, device, frozen=not config.train_text_encoder)
     checkpointing = gradient_checkpointing_on(config.gradient_checkpointing, config.resolution)
     with (clear_out_of_memory(config.resolution, config.batch_size, checkpointing, precision.name,
                               "the last checkpoint (if any) is kept."),
-          host.training_context(model, clip, checkpointing)):
+          host.trainable.training_context(model, clip, checkpointing)):
         targets = lora_targets(model, clip, config.include_conv, config.train_text_encoder)
         network = LoRANetwork(targets, config.rank, config.alpha, config.seed)
         if resume is not None:

@@ -27,7 +27,7 @@ def _raw_output_and_targets(model, clip, x0: torch.Tensor, noise: torch.Tensor):
 
 @pytest.mark.parametrize(("family", "target"), [("sd15", "epsilon"), ("sd2_v", "v")])
 def test_training_loss_is_the_mse_against_the_published_target(pkg, request, family, target):
-    from inst_styleforge import comfy_adapter as host
+    from inst_styleforge import host
     from inst_styleforge.training_kit.diffusion_loss import prediction_mse
 
     model, clip, _ = request.getfixturevalue(family)
@@ -38,9 +38,9 @@ def test_training_loss_is_the_mse_against_the_published_target(pkg, request, fam
         raw, epsilon, v = _raw_output_and_targets(model, clip, x0, noise)
         expected = (raw - {"epsilon": epsilon, "v": v}[target]).pow(2).flatten(1).mean(1)
         other = (raw - {"epsilon": v, "v": epsilon}[target]).pow(2).flatten(1).mean(1)
-        cond, pooled = host.encode_tokens_for_training(clip, host.tokenize(clip, "a watercolor fox"))
-        ours = prediction_mse(model, x0, noise, host.sigma_at(model, TIMESTEPS),
+        cond, pooled = host.text.encode_tokens_for_training(clip, host.text.tokenize(clip, "a watercolor fox"))
+        ours = prediction_mse(model, x0, noise, host.diffusion.sigma_at(model, TIMESTEPS),
                               cond.expand(len(TIMESTEPS), -1, -1), pooled)
-    assert host.is_v_prediction(model) == (target == "v")
+    assert host.diffusion.is_v_prediction(model) == (target == "v")
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6)
     assert not torch.allclose(ours, other, rtol=1e-2)  # the two targets are told apart

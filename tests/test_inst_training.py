@@ -106,7 +106,7 @@ def test_fp16_autocast_scales_the_loss_so_gradients_fp16_would_flush_to_zero_sur
     """InST's loss under fp16 autocast, shrunk until its gradients fall below fp16's smallest number:
     backward alone flushes every encoder gradient to zero; through the precision's scaler (the one
     train_style steps with) they survive, pointing where the same loss's fp32 gradients point."""
-    import inst_styleforge.comfy_adapter as host
+    import inst_styleforge.host as host
     from inst_styleforge.inst_core.style_prompt import StylePrompt
     from inst_styleforge.training_kit.precision import Precision
 
@@ -115,7 +115,7 @@ def test_fp16_autocast_scales_the_loss_so_gradients_fp16_would_flush_to_zero_sur
     shrink = 1e-4  # measured: from 1e-3 of this loss down, fp16 backward flushes every encoder gradient
     with torch.inference_mode():
         data = inst.prepare_paintings(model, vae, clip_vision, [painting_tensor()], FAST["resolution"])
-    with torch.inference_mode(), host.training_context(model, clip):
+    with torch.inference_mode(), host.trainable.training_context(model, clip):
         style = inst.new_style(model, clip, data, config).eval()  # no dropout: the three runs see one function
         prompt = StylePrompt(clip, "*", "*", 1)
         latents, features, sizes = data.batch([0], [0])

@@ -25,7 +25,7 @@ def published_files() -> list[str]:
 def test_the_package_holds_what_runs_and_nothing_only_development_uses():
     files = published_files()
     assert not [f for f in files if f.startswith(DEV_ONLY)]
-    for needed in ("__init__.py", "comfy_adapter.py", "shipped_inputs.py", "LICENSE", "README.md", "pyproject.toml",
+    for needed in ("__init__.py", "host/__init__.py", "shipped_inputs.py", "LICENSE", "README.md", "pyproject.toml",
                    "nodes/__init__.py", "training_kit/validation.py", "example_inputs/painting.jpg"):
         assert needed in files, needed
     assert len([f for f in files if f.startswith("example_workflows/") and f.endswith(".json")]) == 4
@@ -47,3 +47,41 @@ def test_registry_fields_are_filled_in():
     assert comfy["Icon"].endswith("/main/docs/icon.png") and (REPO_ROOT / "docs" / "icon.png").exists()
     assert project["project"]["urls"]["Repository"].startswith("https://github.com/")
     assert (REPO_ROOT / "LICENSE").read_text().startswith("                    GNU GENERAL PUBLIC LICENSE")
+
+
+# What each part of the package may import from the others: each layer only the ones below it (the
+# host seam nothing of the package; the two methods not each other).
+ALLOWED_IMPORTS = {
+    "host": set(),
+    "training_kit": {"host"},
+    "inst_core": {"host", "training_kit"},
+    "styleforge_core": {"host", "training_kit"},
+    "batch": {"host", "training_kit", "inst_core", "styleforge_core"},
+    "nodes": {"host", "training_kit", "inst_core", "styleforge_core"},
+}
+
+
+def _package_parts_imported(path) -> set[str]:
+    """The package's top-level parts that the module at `path` (relative to the repository) imports."""
+    tree = ast.parse((REPO_ROOT / path).read_text())
+    folder = path.parent.parts
+    parts = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = folder[:len(folder) - (node.level - 1)]
+            target = [*base, *(node.module.split(".") if node.module else [])]
+            names = [target[0]] if target else [alias.name for alias in node.names]
+            parts.update(names)
+    return parts
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    from pathlib import Path
+
+    for part, allowed in ALLOWED_IMPORTS.items():
+        modules = sorted((REPO_ROOT / part).rglob("*.py"))
+        assert modules, part
+        for module in modules:
+            path = Path(module.relative_to(REPO_ROOT))
+            imported = _package_parts_imported(path) & set(ALLOWED_IMPORTS) - {part}
+            assert imported <= allowed, f"{path} imports {sorted(imported - allowed)}"

@@ -27,7 +27,7 @@ def input_folder(pkg):
     import uuid
 
     name = f"styleforge_test_{uuid.uuid4().hex[:8]}"
-    folder = pkg.comfy_adapter.input_directory() / name
+    folder = pkg.host.files.input_directory() / name
     folder.mkdir(parents=True)
     yield folder, name
     shutil.rmtree(folder)

@@ -79,7 +79,7 @@ def test_each_step_backpropagates_the_mean_over_micro_batches_of_styleref_mse_pl
     computed independently (the kit's prediction MSE on each micro-batch's two draws, one autograd call):
     accumulation averages, Multi's components take turns and each brings its own lambda, a batch trains
     on all its samples, and one batch or separate passes give the same gradients."""
-    import inst_styleforge.comfy_adapter as host
+    import inst_styleforge.host as host
     from inst_styleforge.styleforge_core.lora import LoRANetwork
     from inst_styleforge.styleforge_core.lora_targets import lora_targets
     from inst_styleforge.training_kit.diffusion_loss import prediction_mse
@@ -94,14 +94,14 @@ def test_each_step_backpropagates_the_mean_over_micro_batches_of_styleref_mse_pl
         components, aux_set = training.prepare_components(model, vae, styleforge_sets if config.method == "Multi"
                                                           else sets, config, torch.Generator().manual_seed(0))
     by_name = dict(zip(("styleref", "backgrounds"), components))
-    with torch.inference_mode(), host.training_context(model, clip):
+    with torch.inference_mode(), host.trainable.training_context(model, clip):
         targets = lora_targets(model, clip, include_conv=False, include_text_encoder=False)
         network = LoRANetwork(targets, config.rank, config.alpha, seed=0)
         for adapter in network.adapters.values():
             torch.nn.init.normal_(adapter.up.weight, std=0.01)  # non-zero, so every weight gets a gradient
         params = list(network.parameters())
         with network.attached(targets):
-            conditioner = training.TextConditioner(clip, host.compute_device(model), frozen=True)
+            conditioner = training.TextConditioner(clip, host.models.compute_device(model), frozen=True)
             precision = Precision("cpu", None)
             step = training.accumulate_gradients(model, conditioner, precision, precision.grad_scaler(), components,
                                                  aux_set, config, step=case["step"])
@@ -112,7 +112,7 @@ def test_each_step_backpropagates_the_mean_over_micro_batches_of_styleref_mse_pl
                 assert len(d.prompts) == config.batch_size
                 with torch.no_grad():
                     cond, pooled = conditioner(d.prompts)
-                return prediction_mse(model, d.latents, d.noise, host.sigma_at(model, d.timesteps), cond,
+                return prediction_mse(model, d.latents, d.noise, host.diffusion.sigma_at(model, d.timesteps), cond,
                                       pooled).mean()
 
             refs = [mse(by_name[name].images, micro, training.STYLEREF_STREAM)
@@ -152,23 +152,23 @@ def test_hooked_adapters_compute_what_stock_lora_loading_merges(pkg, sd15):
     random (non-zero) adapters on linears, convolutions and the text encoder, both give the same outputs:
     the UNet (fp32 weights on the CPU) to float rounding; the text encoder, whose weights this checkpoint
     keeps in fp16, up to the fp16 rounding of the merged weights (well under 5% of the adapters' effect)."""
-    import inst_styleforge.comfy_adapter as host
+    import inst_styleforge.host as host
     from inst_styleforge.styleforge_core.lora import LoRANetwork
     from inst_styleforge.styleforge_core.lora_targets import lora_targets
 
     model, clip, vae = sd15
     latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
-    sigma = host.sigma_at(model, torch.tensor([500]))
+    sigma = host.diffusion.sigma_at(model, torch.tensor([500]))
 
     def text(c):
-        return host.encode_tokens_for_training(c, host.tokenize(c, "zwx style"))
+        return host.text.encode_tokens_for_training(c, host.text.tokenize(c, "zwx style"))
 
     def prediction(m, cond, pooled):
-        x = host.noised(m, latent, noise, sigma)
-        return host.predict_denoised(m, x, sigma, host.model_inputs(m, cond, pooled, latent))
+        x = host.diffusion.noised(m, latent, noise, sigma)
+        return host.diffusion.predict_denoised(m, x, sigma, host.diffusion.model_inputs(m, cond, pooled, latent))
 
-    with torch.inference_mode(), host.training_context(model, clip), torch.no_grad():
+    with torch.inference_mode(), host.trainable.training_context(model, clip), torch.no_grad():
         targets = lora_targets(model, clip, include_conv=True, include_text_encoder=True)
         network = LoRANetwork(targets, rank=4, alpha=2.0, seed=0)
         for adapter in network.adapters.values():
@@ -180,8 +180,9 @@ def test_hooked_adapters_compute_what_stock_lora_loading_merges(pkg, sd15):
         state = network.kohya_state()
     assert any("_proj_in." in k for k in state) and any("_conv1." in k for k in state), "convolutions adapted"
     with torch.inference_mode():
-        merged_model, merged_clip = host.apply_lora(model, clip, state)
-    with torch.inference_mode(), host.training_context(merged_model, merged_clip), torch.no_grad():  # loads patches
+        merged_model, merged_clip = host.lora.apply_lora(model, clip, state)
+    with (torch.inference_mode(), host.trainable.training_context(merged_model, merged_clip),  # loads patches
+          torch.no_grad()):
         merged = text(merged_clip)[0], prediction(merged_model, cond, pooled)
     effects = [(h - b).abs().max() for h, b in zip(hooked, base)]
     assert min(effects) > 1e-3, "the adapters change both outputs"

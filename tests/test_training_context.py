@@ -1,4 +1,4 @@
-"""comfy_adapter.training_context, which both trainers train inside: the UNet computes what it computes
+"""host.trainable.training_context, which both trainers train inside: the UNet computes what it computes
 when sampling, without storing attention matrices for backward, and every option it sets is restored."""
 
 import torch
@@ -8,18 +8,18 @@ LATENT_SIDE = 16  # 128 px: 256 tokens in the UNet's attention
 
 def _prediction(host, model, cond, latent):
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
-    sigma = host.sigma_at(model, torch.tensor([500]))
-    x = host.noised(model, latent, noise, sigma)
-    return host.predict_denoised(model, x, sigma, host.model_inputs(model, cond, None, latent))
+    sigma = host.diffusion.sigma_at(model, torch.tensor([500]))
+    x = host.diffusion.noised(model, latent, noise, sigma)
+    return host.diffusion.predict_denoised(model, x, sigma, host.diffusion.model_inputs(model, cond, None, latent))
 
 
 def test_training_attention_gives_the_sampling_prediction_without_storing_attention_matrices(pkg, sd15):
-    import inst_styleforge.comfy_adapter as host
+    import inst_styleforge.host as host
 
     model, clip, _ = sd15
     latent = torch.randn(1, 4, LATENT_SIDE, LATENT_SIDE, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        cond, _ = host.encode_tokens_for_training(clip, host.tokenize(clip, "zwx style"))
+        cond, _ = host.text.encode_tokens_for_training(clip, host.text.tokenize(clip, "zwx style"))
         sampling = _prediction(host, model, cond, latent)
     tokens = LATENT_SIDE * LATENT_SIDE
     saved_shapes = []
@@ -28,7 +28,7 @@ def test_training_attention_gives_the_sampling_prediction_without_storing_attent
         saved_shapes.append(tuple(tensor.shape))
         return tensor
 
-    with torch.inference_mode(), host.training_context(model, clip):
+    with torch.inference_mode(), host.trainable.training_context(model, clip):
         x = latent.clone().requires_grad_(True)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             training = _prediction(host, model, cond.clone(), x)
@@ -43,12 +43,12 @@ def test_training_attention_gives_the_sampling_prediction_without_storing_attent
 def test_gradient_checkpointing_keeps_a_fraction_of_the_activations_and_gives_the_same_gradients(pkg, sd15):
     """With checkpointing on, autograd keeps only what the checkpointed UNet layers take in, and the
     backward recomputes the rest: the same input gradient as keeping everything."""
-    import inst_styleforge.comfy_adapter as host
+    import inst_styleforge.host as host
 
     model, clip, _ = sd15
     latent = torch.randn(1, 4, LATENT_SIDE, LATENT_SIDE, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        cond, _ = host.encode_tokens_for_training(clip, host.tokenize(clip, "zwx style"))
+        cond, _ = host.text.encode_tokens_for_training(clip, host.text.tokenize(clip, "zwx style"))
 
     def saved_bytes_and_gradient(checkpointing: bool) -> tuple[int, torch.Tensor]:
         storages = {}
@@ -57,7 +57,7 @@ def test_gradient_checkpointing_keeps_a_fraction_of_the_activations_and_gives_th
             storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
             return tensor
 
-        with torch.inference_mode(), host.training_context(model, clip, gradient_checkpointing=checkpointing):
+        with torch.inference_mode(), host.trainable.training_context(model, clip, gradient_checkpointing=checkpointing):
             x = latent.clone().requires_grad_(True)
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 prediction = _prediction(host, model, cond.clone(), x)
@@ -71,31 +71,31 @@ def test_gradient_checkpointing_keeps_a_fraction_of_the_activations_and_gives_th
 
 
 def test_training_context_restores_the_attention_options_and_keeps_a_users_override(pkg, sd15):
-    import inst_styleforge.comfy_adapter as host
+    import inst_styleforge.host as host
 
     model, clip, _ = sd15
     options = model.model_options.setdefault("transformer_options", {})
     before = dict(options)
-    with torch.inference_mode(), host.training_context(model, clip):
+    with torch.inference_mode(), host.trainable.training_context(model, clip):
         pass
     assert options == before
 
     def users_attention(func, *args, **kwargs):
         return func(*args, **kwargs)
 
-    options[host.ATTENTION_OVERRIDE] = users_attention
+    options[host.trainable.ATTENTION_OVERRIDE] = users_attention
     try:
-        with torch.inference_mode(), host.training_context(model, clip):
-            assert options[host.ATTENTION_OVERRIDE] is users_attention
-        assert options[host.ATTENTION_OVERRIDE] is users_attention
+        with torch.inference_mode(), host.trainable.training_context(model, clip):
+            assert options[host.trainable.ATTENTION_OVERRIDE] is users_attention
+        assert options[host.trainable.ATTENTION_OVERRIDE] is users_attention
     finally:
-        del options[host.ATTENTION_OVERRIDE]
+        del options[host.trainable.ATTENTION_OVERRIDE]
 
 
 def test_a_text_encoder_stored_in_fp16_keeps_no_cast_copy_of_its_weights_for_backward(pkg, sd15):
     """ComfyUI keeps the text encoder in fp16 and casts each weight to fp32 in every forward (on the
     CPU); training must not keep those copies alive until backward."""
-    import inst_styleforge.comfy_adapter as host
+    import inst_styleforge.host as host
     from inst_styleforge.inst_core.style_prompt import StylePrompt
 
     _, clip, _ = sd15
@@ -110,10 +110,10 @@ def test_a_text_encoder_stored_in_fp16_keeps_no_cast_copy_of_its_weights_for_bac
         saved_bytes.append(tensor.numel() * tensor.element_size())
         return tensor
 
-    with torch.inference_mode(), host.training_context(None, clip):
+    with torch.inference_mode(), host.trainable.training_context(None, clip):
         token = torch.randn(1, 768, requires_grad=True)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            cond, _ = host.encode_tokens_for_training(clip, StylePrompt(clip, "*", "*", 1).tokens({"l": token}))
+            cond, _ = host.text.encode_tokens_for_training(clip, StylePrompt(clip, "*", "*", 1).tokens({"l": token}))
         cond.float().square().mean().backward()
     assert token.grad is not None and token.grad.abs().sum() > 0
     new_bytes = sum(saved_bytes) - sum(m.weight.numel() * 2 for m in linears)  # the stored weights are not new
@@ -122,10 +122,10 @@ def test_a_text_encoder_stored_in_fp16_keeps_no_cast_copy_of_its_weights_for_bac
 
 
 def test_the_cast_linear_gives_comfyuis_own_output_and_input_gradient(pkg, sd15):
-    import inst_styleforge.comfy_adapter as host
+    import inst_styleforge.host as host
 
     _, clip, _ = sd15
-    with torch.inference_mode(), host.training_context(None, clip):
+    with torch.inference_mode(), host.trainable.training_context(None, clip):
         layer = clip.cond_stage_model.clip_l.transformer.text_model.encoder.layers[0].mlp.fc1
         assert layer.weight.dtype == torch.float16 and "forward" in vars(layer), "the training forward is set"
         x = torch.randn(2, 5, layer.in_features, generator=torch.Generator().manual_seed(0))
@@ -194,7 +194,7 @@ def test_training_encodes_images_a_few_pixels_at_a_time_to_the_latents_of_one_ca
     """On the CPU ComfyUI would encode a whole image set in one VAE call, whose activations set a
     training run's peak above its steps' at 512 px: training caps each call at VAE_ENCODE_PIXELS, and
     the latents are those of one call."""
-    import inst_styleforge.comfy_adapter as host
+    import inst_styleforge.host as host
 
     _, _, vae = sd15
     images = torch.rand(3, 512, 512, 3, generator=torch.Generator().manual_seed(0))
@@ -209,7 +209,7 @@ def test_training_encodes_images_a_few_pixels_at_a_time_to_the_latents_of_one_ca
 
     monkeypatch.setattr(vae, "encode", counted)
     with torch.inference_mode():
-        capped = host.vae_encode(vae, images), host.vae_encode(vae, small)
+        capped = host.images.vae_encode(vae, images), host.images.vae_encode(vae, small)
     assert calls == [1, 1, 1, 6]  # 512 px: one per call; 128 px: 16 fit in a call
     for one_call, in_parts in zip(whole, capped):
         torch.testing.assert_close(in_parts, one_call, rtol=1e-4, atol=1e-4)

@@ -5,5 +5,5 @@ precision (`precision`), the fixed evaluation set (`evaluation`), progress with 
 and Cancel (`progress`), the result type (`result`), the finite-loss check and the one error type
 users see (`errors`), atomic writes and safetensors reads (`files`), image checks and resizes
 (`images`) and the loss-curve image (`loss_curve`). Everything ComfyUI-specific goes through
-`..comfy_adapter`.
+`..host`.
 """

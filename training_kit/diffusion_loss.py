@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import comfy_adapter as host
+from .. import host
 from .images import SampleSize
 
 
@@ -18,7 +18,7 @@ def draw_timesteps_and_noise(model, shape: torch.Size, generator: torch.Generato
                              noise_offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """A timestep per sample and noise of `shape`; `noise_offset` adds a per-channel constant (as in
     "noise offset" fine-tuning, which helps very dark or bright images)."""
-    timesteps = torch.randint(0, host.num_timesteps(model), (shape[0],), generator=generator)
+    timesteps = torch.randint(0, host.diffusion.num_timesteps(model), (shape[0],), generator=generator)
     noise = torch.randn(shape, generator=generator)
     if noise_offset:
         noise = noise + noise_offset * torch.randn((*shape[:2], 1, 1), generator=generator)
@@ -30,7 +30,7 @@ def prediction_error(model, denoised: torch.Tensor, latent: torch.Tensor, sigma:
 
     ComfyUI's denoised estimate is affine in the raw model output, so the raw error is the x0 error
     divided by d(denoised)/d(output); for epsilon models that slope is -sigma."""
-    slope = host.denoised_from_output(model, sigma, torch.ones_like(latent), torch.zeros_like(latent))
+    slope = host.diffusion.denoised_from_output(model, sigma, torch.ones_like(latent), torch.zeros_like(latent))
     return (denoised - latent) / slope
 
 
@@ -38,8 +38,9 @@ def prediction_mse(model, latent: torch.Tensor, noise: torch.Tensor, sigma: torc
                    pooled: torch.Tensor | None, sizes: list[SampleSize] | None = None) -> torch.Tensor:
     """Per-sample mean squared error of the model's prediction at noise level `sigma`; `sizes` is each
     sample's geometry, for SDXL's size conditioning."""
-    x = host.noised(model, latent, noise, sigma)
-    denoised = host.predict_denoised(model, x, sigma, host.model_inputs(model, cond, pooled, latent, sizes))
+    x = host.diffusion.noised(model, latent, noise, sigma)
+    inputs = host.diffusion.model_inputs(model, cond, pooled, latent, sizes)
+    denoised = host.diffusion.predict_denoised(model, x, sigma, inputs)
     return prediction_error(model, denoised, latent, sigma).float().pow(2).flatten(1).mean(1)
 
 
@@ -48,4 +49,4 @@ def min_snr_weights(model, sigma: torch.Tensor, gamma: float) -> torch.Tensor:
     sigma space, and v-prediction's target carries an extra SNR + 1."""
     snr = sigma.float().pow(-2)
     clipped = snr.clamp(max=gamma)
-    return clipped / (snr + 1) if host.is_v_prediction(model) else clipped / snr
+    return clipped / (snr + 1) if host.diffusion.is_v_prediction(model) else clipped / snr

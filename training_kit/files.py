@@ -14,7 +14,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .. import host
 from .errors import InputError
+
+PICK_FROM_LIST = "Pick a file from the list, or refresh the page after adding one."
 
 _NAME_PART = re.compile(r"^[\w][\w .+-]*$")
 
@@ -79,3 +82,11 @@ def read_safetensors(path: Path, input_name: str, fix: str,
             return {key: file.get_tensor(key) for key in file.keys()}, file.metadata() or {}
     except Exception as error:  # safetensors reports damaged headers with its own exception types
         raise InputError(input_name, f"'{path.name}' is not a readable safetensors file ({error}).", fix) from None
+
+
+def model_file_path(folder: str, filename: str, input_name: str, fix: str = PICK_FROM_LIST) -> Path:
+    """The file `filename` of ComfyUI's model folder `folder`, chosen on input `input_name`."""
+    path = host.files.model_file(folder, filename)
+    if path is None:
+        raise InputError(input_name, f"'{filename}' is not in models/{folder}.", fix)
+    return path

@@ -105,3 +105,14 @@ def read_image(path: Path) -> torch.Tensor:
             image.alpha_composite(rgba)
         array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array.copy())[None]
+
+
+def from_pil(image: Image.Image) -> torch.Tensor:
+    """IMAGE (1, H, W, 3) in [0, 1] of an RGB picture."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """The first picture of an IMAGE, as 8-bit RGB."""
+    array = (image[0, ..., :3].clamp(0, 1) * 255).round().byte().cpu().numpy()
+    return Image.fromarray(array)

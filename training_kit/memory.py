@@ -8,7 +8,7 @@ import contextlib
 import traceback
 from collections.abc import Iterator
 
-from .. import comfy_adapter as host
+from .. import host
 from .errors import InputError
 
 GRADIENT_CHECKPOINTING = ("auto", "on", "off")
@@ -39,10 +39,10 @@ def clear_out_of_memory(resolution: int, batch_size: int, checkpointing: bool, p
         yield
         return
     except Exception as error:
-        if not host.is_out_of_memory(error):
+        if not host.memory.is_out_of_memory(error):
             raise
         traceback.clear_frames(error.__traceback__)  # the failed step's activations
-    host.free_memory_after_out_of_memory()
+    host.memory.free_memory_after_out_of_memory()
     state = "on" if checkpointing else "off"
     raise InputError("resolution", f"training at {resolution} px, batch_size {batch_size}, gradient_checkpointing "
                      f"{state}, precision {precision} does not fit in memory; {kept}",

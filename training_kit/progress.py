@@ -4,7 +4,7 @@ ComfyUI whether the user pressed it)."""
 
 from __future__ import annotations
 
-from .. import comfy_adapter as host
+from .. import host
 from .validation import Validator
 
 
@@ -12,7 +12,7 @@ class TrainingProgress:
     """`bar` is the node's progress bar (None outside the server: no display, no Cancel);
     `validator` runs the validation rounds (None: no validation)."""
 
-    def __init__(self, bar: host.StepProgress | None, steps: int, validator: Validator | None):
+    def __init__(self, bar: host.progress.StepProgress | None, steps: int, validator: Validator | None):
         self.bar, self.steps, self.validator = bar, steps, validator
 
     def start(self, step: int) -> None:

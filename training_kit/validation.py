@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .. import comfy_adapter as host
+from .. import host
 from .files import atomic_write, path_in
+from .images import from_pil, to_pil
 from .seeds import global_rng_kept
 
 PREFIX_INPUT = "filename_prefix"
@@ -74,7 +75,7 @@ def _unit_embeddings(clip_vision, images: list[torch.Tensor]) -> torch.Tensor:
     embeds: list[torch.Tensor | None] = [None] * len(images)
     for indices in by_shape.values():
         batch = torch.cat([images[i] for i in indices])
-        encoded = host.clip_vision_embeddings(host.clip_vision_encode(clip_vision, batch))[0].float()
+        encoded = host.images.clip_vision_embeddings(host.images.clip_vision_encode(clip_vision, batch))[0].float()
         for row, index in enumerate(indices):
             embeds[index] = encoded[row:row + 1]
     return torch.nn.functional.normalize(torch.cat(embeds), dim=-1)
@@ -87,7 +88,7 @@ class Validator:
     def __init__(self, settings: ValidationSettings, prompts: tuple[str, ...], model, clip, vae,
                  latent_shape: tuple[int, ...], condition: Callable[[str], list], references: list[torch.Tensor],
                  last_step: int):
-        output = host.output_directory()
+        output = host.files.output_directory()
         target = path_in(output, settings.filename_prefix, PREFIX_INPUT, suffix=".png")
         base = target.name[: -len(".png")]
         self.run_name = target.parent / f"{base}_{_next_run(target.parent, base):05}"
@@ -109,22 +110,23 @@ class Validator:
         with global_rng_kept(), torch.no_grad():
             for k, prompt in enumerate(self.prompts):
                 positive = self.condition(prompt)
-                image = host.txt2img(self.model, self.clip, self.vae, positive, self.latent_shape,
-                                     self.settings.seed + k, self.settings.steps, self.settings.cfg, SAMPLER)
+                image = to_pil(host.sampling.txt2img(self.model, self.clip, self.vae, positive, self.latent_shape,
+                                     self.settings.seed + k, self.settings.steps, self.settings.cfg,
+                                             SAMPLER))
                 path = self.run_name.parent / f"{self.run_name.name}_step{step:06}_{k + 1}.png"
                 save_png(image, path)
                 images.append(image)
                 files.append(path.relative_to(self.output))
             score = self._score(images)
         if step < self.last_step:  # the last round has no training after it
-            host.load_for_training(self.model, self.clip)
+            host.trainable.load_for_training(self.model, self.clip)
         self.rounds.append(ValidationRound(step, images, files, score))
         return self.rounds[-1]
 
     def _score(self, images: list[Image.Image]) -> float | None:
         if self.references is None:
             return None
-        generated = _unit_embeddings(self.clip_vision, [host.from_pil(image) for image in images])
+        generated = _unit_embeddings(self.clip_vision, [from_pil(image) for image in images])
         return float((generated @ self.references.T).mean())
 
     def scores(self) -> list[tuple[int, float]]:

@@ -1,0 +1,73 @@
+"""The diffusion model's own parameterisation: latent space, noise levels, its inputs and outputs."""
+
+from __future__ import annotations
+
+import comfy.model_sampling
+import torch
+
+
+def latent_to_model_space(model, latent: torch.Tensor) -> torch.Tensor:
+    """VAE latent -> the space the UNet works in (e.g. x 0.18215 for SD1.x)."""
+    return model.model.process_latent_in(latent)
+
+
+def latent_from_model_space(model, latent: torch.Tensor) -> torch.Tensor:
+    return model.model.process_latent_out(latent)
+
+
+def num_timesteps(model) -> int:
+    return int(model.model.model_sampling.sigmas.shape[0])
+
+
+def sigma_at(model, timesteps: torch.Tensor) -> torch.Tensor:
+    """Noise level of integer training timesteps (0 .. num_timesteps-1) in ComfyUI's sigma space."""
+    sigmas = model.model.model_sampling.sigmas
+    return sigmas[timesteps.to(sigmas.device).long()]
+
+
+def noised(model, latent: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    return model.model.model_sampling.noise_scaling(sigma, noise, latent)
+
+
+def _size_kwargs(original: tuple[int, int], crop_top_left: tuple[int, int], target: tuple[int, int]) -> dict:
+    """SDXL's size conditioning under the names ComfyUI's SDXL.encode_adm reads (width/height: the original)."""
+    (height, width), (crop_h, crop_w), (target_height, target_width) = original, crop_top_left, target
+    return {"height": height, "width": width, "crop_h": crop_h, "crop_w": crop_w, "target_height": target_height,
+            "target_width": target_width}
+
+
+def model_inputs(model, cond: torch.Tensor, pooled: torch.Tensor | None, latent: torch.Tensor,
+                 sizes: list | None = None) -> dict:
+    """Keyword inputs of `apply_model` for this family: cross-attention, and SDXL's pooled output with
+    each sample's size conditioning (`sizes`: objects with `original`, `crop_top_left` and `target`
+    (height, width) pairs; without them, the latent's own size and no crop, which is what stock
+    sampling passes). Families without size conditioning ignore `sizes`."""
+    side = (latent.shape[-2] * 8, latent.shape[-1] * 8)
+    geometry = [(side, (0, 0), side)] * latent.shape[0] if sizes is None else [
+        (size.original, size.crop_top_left, size.target) for size in sizes]
+    groups = [slice(None)] if len(set(geometry)) == 1 else [slice(i, i + 1) for i in range(latent.shape[0])]
+    inputs = []
+    for rows in groups:
+        conds = model.model.extra_conds(cross_attn=cond[rows], pooled_output=None if pooled is None else pooled[rows],
+                                        noise=latent[rows], device=latent.device, **_size_kwargs(*geometry[rows][0]))
+        inputs.append({name: c.cond for name, c in conds.items()})
+    return {name: torch.cat([i[name] for i in inputs]) for name in inputs[0]}
+
+
+def predict_denoised(model, x: torch.Tensor, sigma: torch.Tensor, inputs: dict) -> torch.Tensor:
+    options = model.model_options.get("transformer_options", {})
+    return model.model.apply_model(x, sigma, transformer_options=dict(options), **inputs)
+
+
+def denoised_from_output(model, sigma: torch.Tensor, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The denoised estimate ComfyUI derives from a raw model output (epsilon, v, ...) at `x`."""
+    return model.model.model_sampling.calculate_denoised(sigma, output, x)
+
+
+def is_v_prediction(model) -> bool:
+    return isinstance(model.model.model_sampling, comfy.model_sampling.V_PREDICTION)
+
+
+def timestep_sigmas(model) -> torch.Tensor:
+    """Sigma of every discrete training timestep (index t), as a CPU tensor."""
+    return model.get_model_object("model_sampling").sigmas.float().cpu()
