@@ -5,6 +5,7 @@ CLIP_VISION_OUTPUT, NOISE) goes through these modules, and nothing else does (IM
 touches one module here. The node API (`comfy_api.latest`) is public and used directly by `nodes/`.
 The seam imports nothing from the layers above it."""
 
-from . import diffusion, files, images, lora, memory, models, progress, sampling, text, trainable
+from . import diffusion, files, images, lora, memory, models, progress, sampling, text, trainable, version
 
-__all__ = ["diffusion", "files", "images", "lora", "memory", "models", "progress", "sampling", "text", "trainable"]
+__all__ = ["diffusion", "files", "images", "lora", "memory", "models", "progress", "sampling", "text", "trainable",
+           "version"]

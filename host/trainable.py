@@ -16,6 +16,7 @@ import torch
 import torch.utils.checkpoint
 
 from . import memory
+from .version import HostMismatch
 
 # ComfyUI attention functions whose autograd graph keeps the full attention matrix.
 MATRIX_ATTENTION = ("attention_sub_quad", "attention_split", "attention_basic")
@@ -24,16 +25,33 @@ MATRIX_ATTENTION = ("attention_sub_quad", "attention_split", "attention_basic")
 ATTENTION_OVERRIDE = "optimized_attention_override"  # transformer_options key read by comfy's wrap_attn
 
 
-class _PatchedForwards:
+class TrainingPatches:
     """Instance forwards set for training, and what each module had before (usually nothing: the
-    class's forward; possibly another extension's instance forward), put back by `restore`."""
+    class's forward; possibly another extension's instance forward), put back by `restore`. Each
+    kind of patch notes when it runs, so a ComfyUI that no longer calls a layer's forward (a fused
+    or compiled path) is caught before training rather than failing or wasting memory in it."""
 
     def __init__(self):
         self.previous: list[tuple[torch.nn.Module, object]] = []
+        self.ran: dict[str, bool] = {}  # kind of patch -> whether one of its forwards has run
 
-    def set(self, module: torch.nn.Module, forward) -> None:
+    def set(self, module: torch.nn.Module, forward, kind: str) -> None:
         self.previous.append((module, vars(module).get("forward")))
-        module.forward = forward
+        self.ran.setdefault(kind, False)
+
+        def noted(*args, **kwargs):
+            self.ran[kind] = True
+            return forward(*args, **kwargs)
+
+        module.forward = noted
+
+    def require_ran(self) -> None:
+        """After the models have run once (the evaluation before training): every kind of patch ran."""
+        skipped = [kind for kind, ran in self.ran.items() if not ran]
+        if skipped:
+            raise HostMismatch(f"the model ran without calling the forward these trainers set on its "
+                               f"{' and '.join(skipped)}, so they cannot train through it.",
+                               "Train on a ComfyUI in the tested range.")
 
     def restore(self) -> None:
         for module, previous in reversed(self.previous):
@@ -44,7 +62,7 @@ class _PatchedForwards:
         self.previous.clear()
 
 
-def _out_of_place_clip_layer(layer, patches: _PatchedForwards) -> None:
+def _out_of_place_clip_layer(layer, patches: TrainingPatches) -> None:
     """ComfyUI's CLIPLayer adds its residuals in place, which autograd cannot differentiate through.
     Its attention is the fused one when the host picked one that keeps the attention matrix for
     backward (ComfyUI's CPU default for text encoders is basic attention): the same values."""
@@ -54,7 +72,7 @@ def _out_of_place_clip_layer(layer, patches: _PatchedForwards) -> None:
         x = x + layer.self_attn(layer.layer_norm1(x), mask, optimized_attention)
         return x + layer.mlp(layer.layer_norm2(x))
 
-    patches.set(layer, forward)
+    patches.set(layer, forward, "text encoder layers (CLIPLayer)")
 
 
 class _LinearCastInForward(torch.autograd.Function):
@@ -91,7 +109,7 @@ def _plain_cast_linear(layer: torch.nn.Module) -> bool:
             and type(layer).forward_comfy_cast_weights is plain_cast)
 
 
-def _cast_linears(module: torch.nn.Module, patches: _PatchedForwards) -> None:
+def _cast_linears(module: torch.nn.Module, patches: TrainingPatches) -> None:
     """Give `module`'s plain cast Linear layers a forward that keeps only the stored weight for
     backward. A layer that gets patch functions later (ComfyUI's low-VRAM offload) uses its own."""
     for layer in module.modules():
@@ -101,7 +119,7 @@ def _cast_linears(module: torch.nn.Module, patches: _PatchedForwards) -> None:
                     return own(x)
                 return _LinearCastInForward.linear(layer, x)
 
-            patches.set(layer, forward)
+            patches.set(layer, forward, "text encoder's cast Linear layers")
 
 
 def _make_autograd_ready(module: torch.nn.Module) -> None:
@@ -127,7 +145,7 @@ def _options_copied(values):
     return tuple(dict(v) if isinstance(v, dict) else v for v in values)
 
 
-def _checkpoint_forward(module: torch.nn.Module, patches: _PatchedForwards) -> None:
+def _checkpoint_forward(module: torch.nn.Module, patches: TrainingPatches) -> None:
     """Recompute the layer's activations in backward instead of keeping them (less memory, one more
     forward). The forward and its recompute each start from the options dicts as they were at the
     call: ComfyUI moves `transformer_options` on (block, transformer index) as the UNet's forward goes,
@@ -143,10 +161,10 @@ def _checkpoint_forward(module: torch.nn.Module, patches: _PatchedForwards) -> N
         return torch.utils.checkpoint.checkpoint(run, *_options_copied(args), use_reentrant=False,
                                                  **_options_copied(kwargs))
 
-    patches.set(module, checkpointed)
+    patches.set(module, checkpointed, "UNet layers (gradient checkpointing)")
 
 
-def _checkpoint_unet(unet: torch.nn.Module, patches: _PatchedForwards) -> None:
+def _checkpoint_unet(unet: torch.nn.Module, patches: TrainingPatches) -> None:
     """Checkpoint every layer of every UNet block. The layers, not the blocks: ComfyUI's UNet runs a
     block by calling its layers one by one (`forward_timestep_embed`), never the block's forward.
     Some UNets (KOALA) have no middle block."""
@@ -178,21 +196,59 @@ def memory_efficient_attention(model) -> Iterator[None]:
         del options[ATTENTION_OVERRIDE]
 
 
+def _require_static_loading(patcher) -> None:
+    """ComfyUI 0.38's dynamic VRAM (comfy-aimdo, on by default on NVIDIA) keeps weights in host memory
+    and streams each layer's into a reused GPU buffer per forward: a full load no longer makes them
+    resident, and a weight saved for backward may be overwritten by the next layer's."""
+    is_dynamic = getattr(patcher, "is_dynamic", None)
+    if callable(is_dynamic) and is_dynamic():
+        raise HostMismatch("it loads this model with dynamic VRAM, which streams the weights to the GPU layer by "
+                           "layer; these trainers need them resident for backward.",
+                           "Start ComfyUI with --disable-dynamic-vram to train (generation works either way).")
+
+
+def _require_materialised(patcher) -> None:
+    """Every weight holds its values as an ordinary tensor: not created empty or on the meta device to
+    be loaded on demand, and not a quantized tensor type, whose layers these trainers cannot adapt."""
+    for name, tensor in [*patcher.model.named_parameters(), *patcher.model.named_buffers()]:
+        if tensor.is_meta or (tensor.numel() == 0 and tensor.dim() > 1):
+            raise HostMismatch(f"weight {name} is not loaded ({'meta' if tensor.is_meta else 'empty'}); ComfyUI "
+                               "loads it only when a layer runs.", "Start ComfyUI with --disable-dynamic-vram.")
+        if type(tensor) not in (torch.Tensor, torch.nn.Parameter):
+            raise HostMismatch(f"weight {name} is a {type(tensor).__name__}, not an ordinary tensor (a quantized "
+                               "model?).", "Load the model unquantized (an fp16, bf16 or fp32 checkpoint).")
+
+
+def _require_resident(patcher) -> None:
+    """After the full load, every weight is on the device the model computes on."""
+    device = torch.device(patcher.load_device)
+    for name, param in patcher.model.named_parameters():
+        if param.device.type != device.type or (device.index is not None and param.device.index != device.index):
+            raise HostMismatch(f"after a full load, weight {name} is on {param.device}, not on {device} where the "
+                               "model computes.", "Start ComfyUI with --disable-dynamic-vram, or --highvram.")
+
+
 def load_for_training(model=None, clip=None) -> None:
     """The frozen models fully on the compute device with ordinary (non-inference) weights, every other
     model unloaded (`memory_required=1e20`: ComfyUI's model management does not know how much memory
     training's activations take). `training_context` does this on entry; a validation round calls it
-    again, since its sampling, decoding and scoring may have offloaded part of the models to make room."""
+    again, since its sampling, decoding and scoring may have offloaded part of the models to make room.
+    A host that would not give that (weights streamed, lazily loaded, quantized or left elsewhere)
+    raises HostMismatch before anything changes."""
     patchers = [p for p in (model, clip.patcher if clip is not None else None) if p is not None]
+    for patcher in patchers:
+        _require_static_loading(patcher)
+        _require_materialised(patcher)
     with torch.inference_mode(False):
         comfy.model_management.load_models_gpu(patchers, memory_required=1e20, force_full_load=True)
         for patcher in patchers:
+            _require_resident(patcher)
             _make_autograd_ready(patcher.model)
             patcher.model.requires_grad_(False)
 
 
 @contextlib.contextmanager
-def training_context(model=None, clip=None, gradient_checkpointing: bool = False) -> Iterator[None]:
+def training_context(model=None, clip=None, gradient_checkpointing: bool = False) -> Iterator[TrainingPatches]:
     """Load the frozen models for autograd: full load on the compute device, ordinary (non-inference)
     weights, gradients enabled, out-of-place CLIP layers so gradients can cross the text encoder, and
     attention that does not store its matrix.
@@ -204,8 +260,10 @@ def training_context(model=None, clip=None, gradient_checkpointing: bool = False
     back. Kept: the autograd-ready weights (the same values as ordinary tensors; sampling uses them as
     it used the originals). On entry every other model is unloaded from the compute device
     (`load_for_training`): a trainer that runs out of memory mid-run loses the run, while an unloaded
-    model is only reloaded by the next node that needs it."""
-    patches = _PatchedForwards()
+    model is only reloaded by the next node that needs it.
+
+    Yields the patches, whose `require_ran` a trainer calls once the models have run."""
+    patches = TrainingPatches()
     with torch.inference_mode(False), torch.enable_grad(), contextlib.ExitStack() as restore:
         restore.callback(memory.hand_back_memory)  # last, after everything else is restored
         load_for_training(model, clip)
@@ -219,4 +277,4 @@ def training_context(model=None, clip=None, gradient_checkpointing: bool = False
             restore.enter_context(memory_efficient_attention(model))
             if gradient_checkpointing:
                 _checkpoint_unet(model.model.diffusion_model, patches)
-        yield
+        yield patches

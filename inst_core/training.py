@@ -19,17 +19,13 @@ import torch
 
 from .. import host
 from ..training_kit.diffusion_loss import draw_timesteps_and_noise, prediction_mse
-from ..training_kit.errors import InputError, require_finite_loss
+from ..training_kit.errors import InputError
 from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.images import SampleSize, exact_size, image_sha256, require_image, resize_exact
-from ..training_kit.memory import clear_out_of_memory, gradient_checkpointing_on
+from ..training_kit.loop import Backward, LossStop, Resume, Run, StepLoss, train, training_session
+from ..training_kit.memory import gradient_checkpointing_on
 from ..training_kit.model_checks import require_matching_clip, require_stable_diffusion
-from ..training_kit.optimizer_state import (
-    optimizer_state,
-    restore_optimizer_state,
-    save_optimizer_state,
-    state_path,
-)
+from ..training_kit.optimizer_state import save_optimizer_state, state_path
 from ..training_kit.precision import TRAIN_IN_FP32, training_precision
 from ..training_kit.progress import TrainingProgress
 from ..training_kit.result import TrainingResult
@@ -41,7 +37,8 @@ from .style_prompt import StylePrompt
 
 FLIP_PROBABILITY = 0.5
 CONTINUE_INPUT = "continue_from"
-DATA_STREAM, DROPOUT_STREAM = 0, 1  # independent random streams of a step: its draws, the encoder's dropout
+DATA_STREAM, DROPOUT_STREAM = 0, 1
+NOTHING_SAVED = "nothing was saved."  # independent random streams of a step: its draws, the encoder's dropout
 
 
 @dataclass(frozen=True)
@@ -221,60 +218,51 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
     require_matching_clip(model, clip)
     checkpointing = gradient_checkpointing_on(config.gradient_checkpointing, config.resolution)
     data = prepare_paintings(model, vae, clip_vision, paintings, config.resolution)
-    with (clear_out_of_memory(config.resolution, config.batch_size, checkpointing, precision.name,
-                              "nothing was saved."),
-          host.trainable.training_context(model, clip, checkpointing)):
-        start_step = 0
+    with training_session(model, clip, config.resolution, config.batch_size, checkpointing, precision,
+                          NOTHING_SAVED) as patches:
+        start_step, resume = 0, None
         if continue_from is None:
             style = new_style(model, clip, data, config)
         else:
             style, config, start_step = continued_style(model, clip, data, config, continue_from)
+            resume = Resume(continue_from.state_dict(), continue_from.path, CONTINUE_INPUT)
         prompt = StylePrompt(clip, config.template.format(config.placeholder), config.placeholder,
                              config.vectors_per_token)
         checks = None if validation is None else validator(model, clip, vae, clip_vision, style, data, paintings,
                                                             config, validation)
-        eval_before = evaluation_loss(model, clip, style, prompt, data)
-        optimizer = torch.optim.AdamW(style.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-        scaler = precision.grad_scaler()
-        named = dict(style.named_parameters())
-        notes = []
-        if continue_from is not None:
-            restored = continue_from.path is not None and restore_optimizer_state(
-                optimizer, named, scaler, continue_from.state_dict(), state_path(continue_from.path), CONTINUE_INPUT)
-            notes.append(f"continued at step {start_step}; " + ("optimizer state restored" if restored else
-                         "no optimizer state beside the file for it: AdamW's moments restart at zero"))
-        progress = TrainingProgress(progress_bar, config.steps, checks)
-        progress.start(start_step)
-        losses: list[float] = []
+
+        def step(number: int, backward: Backward) -> StepLoss:
+            generator = torch.Generator().manual_seed(step_seed(config.seed, number, 0, DATA_STREAM))
+            torch.manual_seed(step_seed(config.seed, number, 0, DROPOUT_STREAM))
+            b = config.batch_size
+            indices = torch.randint(0, len(data.hashes), (b,), generator=generator).tolist()
+            flips = ((torch.rand(b, generator=generator) < FLIP_PROBABILITY).long().tolist()
+                     if config.random_flip else [0] * b)
+            latents, features, sizes = data.batch(indices, flips)
+            timesteps, noise = draw_timesteps_and_noise(model, latents.shape, generator)
+            with precision.autocast():
+                loss = denoising_loss(model, clip, style, prompt, latents, features, sizes, timesteps,
+                                      noise.to(device)).mean()
+            backward(loss)
+            return StepLoss(loss.item())
+
         style.train()
-        with global_rng_kept():
-            for step in range(start_step + 1, config.steps + 1):
-                generator = torch.Generator().manual_seed(step_seed(config.seed, step, 0, DATA_STREAM))
-                torch.manual_seed(step_seed(config.seed, step, 0, DROPOUT_STREAM))
-                b = config.batch_size
-                indices = torch.randint(0, len(data.hashes), (b,), generator=generator).tolist()
-                flips = ((torch.rand(b, generator=generator) < FLIP_PROBABILITY).long().tolist()
-                         if config.random_flip else [0] * b)
-                latents, features, sizes = data.batch(indices, flips)
-                timesteps, noise = draw_timesteps_and_noise(model, latents.shape, generator)
-                with precision.autocast():
-                    loss = denoising_loss(model, clip, style, prompt, latents, features, sizes, timesteps,
-                                          noise.to(device)).mean()
-                losses.append(loss.item())
-                require_finite_loss(losses[-1], step, "learning_rate", "nothing was saved.",
-                                    f"Lower the learning rate, or {TRAIN_IN_FP32}.")
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                progress.update(step, losses[-1])
-        eval_after = evaluation_loss(model, clip, style, prompt, data)
-        training = {**asdict(config), "painting_sha256": data.hashes, "eval_loss_before": eval_before,
-                    "eval_loss_after": eval_after}
+        outcome = train(Run(
+            torch.optim.AdamW(style.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay),
+            dict(style.named_parameters()), step, lambda: evaluation_loss(model, clip, style, prompt, data),
+            config.steps, start_step, precision, TrainingProgress(progress_bar, config.steps, checks), patches,
+            LossStop("learning_rate", NOTHING_SAVED, f"Lower the learning rate, or {TRAIN_IN_FP32}."),
+            resume=resume))
+        training = {**asdict(config), "painting_sha256": data.hashes, "eval_loss_before": outcome.eval_before,
+                    "eval_loss_after": outcome.eval_after}
         style.spec = StyleSpec(**{**asdict(style.spec), "training": training})
         if save_to is not None:
-            save_optimizer_state(optimizer_state(optimizer, named, scaler), style.state_dict(), state_path(save_to))
+            save_optimizer_state(outcome.optimizer, style.state_dict(), state_path(save_to))
             save_style(style, save_to)
+    notes = [] if continue_from is None else [
+        f"continued at step {start_step}; " + ("optimizer state restored" if outcome.optimizer_restored else
+                                               "no optimizer state beside the file for it: AdamW's moments restart "
+                                               "at zero")]
     style.requires_grad_(False)
-    return TrainingResult(style.cpu().eval(), losses, eval_before, eval_after, start_step=start_step, notes=notes,
-                          validation=checks)
+    return TrainingResult(style.cpu().eval(), [s.loss for s in outcome.losses], outcome.eval_before,
+                          outcome.eval_after, start_step=start_step, notes=notes, validation=checks)

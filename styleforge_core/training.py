@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,12 +24,13 @@ import torch
 
 from .. import host
 from ..training_kit.diffusion_loss import draw_timesteps_and_noise, min_snr_weights, prediction_mse
-from ..training_kit.errors import InputError, require_finite_loss
+from ..training_kit.errors import InputError
 from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.images import SampleSize, cropped, square_crop
-from ..training_kit.memory import clear_out_of_memory, gradient_checkpointing_on
+from ..training_kit.loop import Backward, LossStop, Resume, Run, StepLoss, train, training_session
+from ..training_kit.memory import gradient_checkpointing_on
 from ..training_kit.model_checks import require_matching_clip, require_stable_diffusion
-from ..training_kit.optimizer_state import optimizer_state, restore_optimizer_state, state_path
+from ..training_kit.optimizer_state import OptimizerState
 from ..training_kit.precision import TRAIN_IN_FP32, Precision, training_precision
 from ..training_kit.progress import TrainingProgress
 from ..training_kit.result import TrainingResult
@@ -53,6 +53,7 @@ SEPARATE_PASSES_FROM = 512
 WEIGHT_DECAY = 0.01
 CHECKPOINT_PRECISION = "fp32"  # resume continues from exactly the trained weights
 RESUME_INPUT = "resume_from"
+CHECKPOINT_KEPT = "the last checkpoint (if any) is kept."
 STYLEREF_STREAM, AUX_STREAM = 0, 1  # independent random streams of a step's two draws
 
 
@@ -382,50 +383,42 @@ def _notes(config: StyleForgeConfig, sets: TrainingSets, start_step: int, second
     return notes
 
 
-@dataclass
-class StepLoss:
-    """One optimizer step's loss and its two terms, averaged over its micro-batches."""
-
-    loss: float
-    styleref: float
-    aux: float
-
-
-def accumulate_gradients(model, conditioner: TextConditioner, precision: Precision, scaler: torch.amp.GradScaler,
-                         components: list[Component], aux_set: EncodedSet | None, config: StyleForgeConfig,
-                         step: int) -> StepLoss:
-    """Backward the dual loss of `grad_accumulation` micro-batches (Multi alternates its components
-    micro-batch by micro-batch): loss = MSE_ref + lambda * MSE_aux, each term on its own draw."""
+def accumulate_gradients(model, conditioner: TextConditioner, precision: Precision, components: list[Component],
+                         aux_set: EncodedSet | None, config: StyleForgeConfig, step: int,
+                         backward: Backward) -> StepLoss:
+    """One optimizer step of StyleForge: for each of `grad_accumulation` micro-batches, draw StyleRef
+    samples and Aux samples and backpropagate loss = MSE_ref + lambda * MSE_aux (each term on its own
+    draw; Multi alternates its components micro-batch by micro-batch). Returns the mean loss."""
     def mse(draws: list[Draw]) -> list[torch.Tensor]:
         with precision.autocast():
             return [errors.mean() for errors in prediction_errors(model, conditioner, draws, config.min_snr_gamma)]
 
-    def backward(loss: torch.Tensor) -> None:
-        scaler.scale(loss / config.grad_accumulation).backward()
+    def accumulate(loss: torch.Tensor) -> None:  # the step's gradient is the mean over its micro-batches
+        backward(loss / config.grad_accumulation)
 
     micro_losses = []
     for micro in range(config.grad_accumulation):
         component = components[((step - 1) * config.grad_accumulation + micro) % len(components)]
+        lam = component.aux_weight
         ref = draw(model, component.images, config, step_seed(config.seed, step, micro, STYLEREF_STREAM))
         aux = (draw(model, aux_set, config, step_seed(config.seed, step, micro, AUX_STREAM))
-               if aux_set is not None and component.aux_weight else None)
+               if aux_set is not None and lam else None)
         if aux is None:  # no Aux set, or lambda = 0
             (mse_ref,) = mse([ref])
             mse_aux = torch.zeros_like(mse_ref)
-        elif config.separate_passes:  # StyleRef's gradient first, which frees its activations
+            accumulate(mse_ref)
+        elif config.separate_passes:  # StyleRef's backward first frees its activations before Aux's forward
             (mse_ref,) = mse([ref])
-            backward(mse_ref)
-            mse_ref, (mse_aux,) = mse_ref.detach(), mse([aux])
+            accumulate(mse_ref)
+            (mse_aux,) = mse([aux])
+            accumulate(lam * mse_aux)
         else:  # both samples in one UNet batch
             mse_ref, mse_aux = mse([ref, aux])
-        loss = mse_ref + component.aux_weight * mse_aux
-        micro_losses.append(StepLoss(loss.item(), mse_ref.item(), mse_aux.item()))
-        require_finite_loss(micro_losses[-1].loss, step, "unet_lr", "the last checkpoint (if any) is kept.",
-                            f"Lower unet_lr / text_encoder_lr, or {TRAIN_IN_FP32}.")
-        backward(loss)
-    n = len(micro_losses)
-    return StepLoss(sum(m.loss for m in micro_losses) / n, sum(m.styleref for m in micro_losses) / n,
-                    sum(m.aux for m in micro_losses) / n)
+            accumulate(mse_ref + lam * mse_aux)
+        loss = mse_ref.detach() + lam * mse_aux.detach()
+        micro_losses.append((loss.item(), mse_ref.item(), mse_aux.item()))
+    loss, styleref, aux_term = (sum(values) / len(micro_losses) for values in zip(*micro_losses))
+    return StepLoss(loss, {"StyleRef": styleref, "Aux": aux_term})
 
 
 def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeConfig,
@@ -442,49 +435,35 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
     components, aux_set = prepare_components(model, vae, sets, config, torch.Generator().manual_seed(config.seed))
     conditioner = TextConditioner(clip, device, frozen=not config.train_text_encoder)
     checkpointing = gradient_checkpointing_on(config.gradient_checkpointing, config.resolution)
-    with (clear_out_of_memory(config.resolution, config.batch_size, checkpointing, precision.name,
-                              "the last checkpoint (if any) is kept."),
-          host.trainable.training_context(model, clip, checkpointing)):
+    with training_session(model, clip, config.resolution, config.batch_size, checkpointing, precision,
+                          CHECKPOINT_KEPT) as patches:
         targets = lora_targets(model, clip, config.include_conv, config.train_text_encoder)
         network = LoRANetwork(targets, config.rank, config.alpha, config.seed)
         if resume is not None:
             network.load_kohya_state(resume.tensors, RESUME_INPUT)
-        optimizer = torch.optim.AdamW(network.parameter_groups(config.unet_lr, config.text_encoder_lr),
-                                      weight_decay=WEIGHT_DECAY)
-        base_lrs = [group["lr"] for group in optimizer.param_groups]
-        scaler = precision.grad_scaler()
-        named = dict(network.named_parameters())
-        optimizer_restored = resume is not None and resume.path is not None and restore_optimizer_state(
-            optimizer, named, scaler, resume.tensors, state_path(resume.path), RESUME_INPUT)
         checks = None if validation is None else validator(model, clip, vae, sets, components, config, validation)
-        progress = TrainingProgress(progress_bar, config.steps, checks)
 
-        def snapshot(step: int) -> StyleForgeLoRA:
-            return StyleForgeLoRA(network.kohya_state(), lora_metadata(config, family, sets, step),
-                                  optimizer=optimizer_state(optimizer, named, scaler))
+        def snapshot(step: int, optimizer: OptimizerState) -> StyleForgeLoRA:
+            return StyleForgeLoRA(network.kohya_state(), lora_metadata(config, family, sets, step), optimizer=optimizer)
 
-        log: list[StepLoss] = []
+        run = Run(torch.optim.AdamW(network.parameter_groups(config.unet_lr, config.text_encoder_lr),
+                                    weight_decay=WEIGHT_DECAY),
+                  dict(network.named_parameters()),
+                  lambda step, backward: accumulate_gradients(model, conditioner, precision, components, aux_set,
+                                                              config, step, backward),
+                  lambda: evaluation_loss(model, conditioner, components), config.steps, start_step, precision,
+                  TrainingProgress(progress_bar, config.steps, checks), patches,
+                  LossStop("unet_lr", CHECKPOINT_KEPT, f"Lower unet_lr / text_encoder_lr, or {TRAIN_IN_FP32}."),
+                  lr_factor=lambda step: lr_factor(config, step),
+                  checkpoint=None if checkpoint_path is None else lambda step, optimizer: save_lora(
+                      snapshot(step, optimizer), checkpoint_path, CHECKPOINT_PRECISION),
+                  checkpoint_every=config.checkpoint_every,
+                  resume=None if resume is None else Resume(resume.tensors, resume.path, RESUME_INPUT))
         with network.attached(targets):
-            eval_before = evaluation_loss(model, conditioner, components)
-            progress.start(start_step)
-            training_seconds = 0.0  # the steps alone: checkpoints and validation rounds are not counted
-            for step in range(start_step + 1, config.steps + 1):
-                t0 = time.perf_counter()
-                for group, base_lr in zip(optimizer.param_groups, base_lrs):
-                    group["lr"] = base_lr * lr_factor(config, step)
-                log.append(accumulate_gradients(model, conditioner, precision, scaler, components, aux_set, config,
-                                                step))
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                training_seconds += time.perf_counter() - t0
-                if checkpoint_path is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
-                    save_lora(snapshot(step), checkpoint_path, CHECKPOINT_PRECISION)
-                progress.update(step, log[-1].loss, {"StyleRef": log[-1].styleref, "Aux": log[-1].aux})
-            seconds_per_step = training_seconds / max(1, config.steps - start_step)
-            eval_after = evaluation_loss(model, conditioner, components)
-        lora = snapshot(config.steps)
-    lora.metadata.update(eval_loss_before=eval_before, eval_loss_after=eval_after)
-    terms = {"StyleRef": [s.styleref for s in log], "Aux": [s.aux for s in log]}
-    return TrainingResult(lora, [s.loss for s in log], eval_before, eval_after, terms, start_step,
-                          _notes(config, sets, start_step, seconds_per_step, optimizer_restored), checks)
+            outcome = train(run)
+        lora = snapshot(config.steps, outcome.optimizer)
+    lora.metadata.update(eval_loss_before=outcome.eval_before, eval_loss_after=outcome.eval_after)
+    terms = {name: [s.terms[name] for s in outcome.losses] for name in ("StyleRef", "Aux")}
+    notes = _notes(config, sets, start_step, outcome.seconds_per_step, outcome.optimizer_restored)
+    return TrainingResult(lora, [s.loss for s in outcome.losses], outcome.eval_before, outcome.eval_after, terms,
+                          start_step, notes, checks)

@@ -99,6 +99,12 @@ def sd15(tiny_models):
     return _load_checkpoint(tiny_models["tiny_sd15_taesd"])
 
 
+@pytest.fixture
+def fresh_sd15(tiny_models):
+    """The tiny SD1.5 loaded anew, for a test that changes the models (the session's stay as loaded)."""
+    return _load_checkpoint(tiny_models["tiny_sd15_taesd"])
+
+
 @pytest.fixture(scope="session")
 def sd2_v(tiny_models):
     """The tiny SD2 768-v (v-prediction), in-process."""

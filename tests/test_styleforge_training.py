@@ -103,8 +103,8 @@ def test_each_step_backpropagates_the_mean_over_micro_batches_of_styleref_mse_pl
         with network.attached(targets):
             conditioner = training.TextConditioner(clip, host.models.compute_device(model), frozen=True)
             precision = Precision("cpu", None)
-            step = training.accumulate_gradients(model, conditioner, precision, precision.grad_scaler(), components,
-                                                 aux_set, config, step=case["step"])
+            step = training.accumulate_gradients(model, conditioner, precision, components, aux_set, config,
+                                                 case["step"], lambda loss: loss.backward())
             ours = [p.grad.clone() for p in params]
 
             def mse(images, micro: int, stream: int) -> torch.Tensor:
@@ -120,8 +120,8 @@ def test_each_step_backpropagates_the_mean_over_micro_batches_of_styleref_mse_pl
             auxes = [mse(aux_set, micro, training.AUX_STREAM) for micro in range(len(case["order"]))]
             losses = [ref + LAMBDA[name] * aux for ref, aux, name in zip(refs, auxes, case["order"])]
             expected = torch.autograd.grad(torch.stack(losses).mean(), params)
-    assert step.styleref == pytest.approx(torch.stack(refs).mean().item(), rel=1e-5)
-    assert step.aux == pytest.approx(torch.stack(auxes).mean().item(), rel=1e-5)
+    assert step.terms["StyleRef"] == pytest.approx(torch.stack(refs).mean().item(), rel=1e-5)
+    assert step.terms["Aux"] == pytest.approx(torch.stack(auxes).mean().item(), rel=1e-5)
     assert step.loss == pytest.approx(torch.stack(losses).mean().item(), rel=1e-5)
     for got, want in zip(ours, expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
