@@ -26,7 +26,7 @@ from ..training_kit.loop import Backward, LossStop, Resume, Run, StepLoss, train
 from ..training_kit.memory import gradient_checkpointing_on
 from ..training_kit.model_checks import require_matching_clip, require_stable_diffusion
 from ..training_kit.optimizer_state import save_optimizer_state, state_path
-from ..training_kit.precision import TRAIN_IN_FP32, training_precision
+from ..training_kit.precision import TRAIN_IN_FP32, Precision, training_precision
 from ..training_kit.progress import TrainingProgress
 from ..training_kit.result import TrainingResult
 from ..training_kit.seeds import global_rng_kept, step_seed
@@ -206,6 +206,24 @@ def check_config(config: InSTTrainingConfig) -> None:
         raise InputError("template", f"'{config.template}' has no '{{}}' for the placeholder.", "Use e.g. '{}'.")
 
 
+def training_step(model, clip, style: InSTStyle, prompt: StylePrompt, data: Paintings, config: InSTTrainingConfig,
+                  precision: Precision, step: int, backward: Backward) -> StepLoss:
+    """One InST step: draw paintings (flipped with p=0.5), timesteps and noise from the step's own
+    seeds, and backpropagate the MSE of the prediction conditioned on each painting's style token."""
+    generator = torch.Generator().manual_seed(step_seed(config.seed, step, 0, DATA_STREAM))
+    torch.manual_seed(step_seed(config.seed, step, 0, DROPOUT_STREAM))
+    b = config.batch_size
+    indices = torch.randint(0, len(data.hashes), (b,), generator=generator).tolist()
+    flips = (torch.rand(b, generator=generator) < FLIP_PROBABILITY).long().tolist() if config.random_flip else [0] * b
+    latents, features, sizes = data.batch(indices, flips)
+    timesteps, noise = draw_timesteps_and_noise(model, latents.shape, generator)
+    with precision.autocast():
+        loss = denoising_loss(model, clip, style, prompt, latents, features, sizes, timesteps,
+                              noise.to(latents.device)).mean()
+    backward(loss)
+    return StepLoss(loss.item())
+
+
 def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], config: InSTTrainingConfig,
                 progress_bar: host.progress.StepProgress | None = None, validation: ValidationSettings | None = None,
                 save_to: Path | None = None, continue_from: InSTStyle | None = None) -> TrainingResult[InSTStyle]:
@@ -230,26 +248,12 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
                              config.vectors_per_token)
         checks = None if validation is None else validator(model, clip, vae, clip_vision, style, data, paintings,
                                                             config, validation)
-
-        def step(number: int, backward: Backward) -> StepLoss:
-            generator = torch.Generator().manual_seed(step_seed(config.seed, number, 0, DATA_STREAM))
-            torch.manual_seed(step_seed(config.seed, number, 0, DROPOUT_STREAM))
-            b = config.batch_size
-            indices = torch.randint(0, len(data.hashes), (b,), generator=generator).tolist()
-            flips = ((torch.rand(b, generator=generator) < FLIP_PROBABILITY).long().tolist()
-                     if config.random_flip else [0] * b)
-            latents, features, sizes = data.batch(indices, flips)
-            timesteps, noise = draw_timesteps_and_noise(model, latents.shape, generator)
-            with precision.autocast():
-                loss = denoising_loss(model, clip, style, prompt, latents, features, sizes, timesteps,
-                                      noise.to(device)).mean()
-            backward(loss)
-            return StepLoss(loss.item())
-
         style.train()
         outcome = train(Run(
             torch.optim.AdamW(style.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay),
-            dict(style.named_parameters()), step, lambda: evaluation_loss(model, clip, style, prompt, data),
+            dict(style.named_parameters()),
+            lambda step, backward: training_step(model, clip, style, prompt, data, config, precision, step, backward),
+            lambda: evaluation_loss(model, clip, style, prompt, data),
             config.steps, start_step, precision, TrainingProgress(progress_bar, config.steps, checks), patches,
             LossStop("learning_rate", NOTHING_SAVED, f"Lower the learning rate, or {TRAIN_IN_FP32}."),
             resume=resume))

@@ -1,0 +1,31 @@
+"""Every training input of the trainer and options nodes reaches the trainer's config under its own
+name: each is a field of the config, or one of the inputs the node itself consumes (models, data,
+file names, resume). A renamed field or input fails here, not in a user's run."""
+
+import dataclasses
+
+import pytest
+
+# Inputs a node consumes itself rather than passing to the config.
+NODE_ONLY = {"model", "clip", "vae", "clip_vision", "painting", "filename", "options", "validation",
+             "style_images", "aux", "people", "backgrounds", "checkpoint_name", "resume_from", "continue_from"}
+
+
+@pytest.fixture(scope="module")
+def nodes(pkg):
+    from inst_styleforge.inst_core.training import InSTTrainingConfig
+    from inst_styleforge.nodes.inst_training import InSTOptions, TrainStyle
+    from inst_styleforge.nodes.styleforge_training import StyleForgeOptions, TrainMultiStyleForge, TrainStyleForge
+    from inst_styleforge.styleforge_core.training import StyleForgeConfig
+
+    return {InSTTrainingConfig: (TrainStyle, InSTOptions),
+            StyleForgeConfig: (TrainStyleForge, TrainMultiStyleForge, StyleForgeOptions)}
+
+
+def test_every_trainer_input_is_a_config_field_or_used_by_the_node(nodes):
+    for config, node_classes in nodes.items():
+        fields = {f.name for f in dataclasses.fields(config)}
+        for node in node_classes:
+            inputs = {i.id for i in node.define_schema().inputs}
+            unknown = inputs - fields - NODE_ONLY
+            assert not unknown, f"{node.__name__}: {sorted(unknown)} are not fields of {config.__name__}"
