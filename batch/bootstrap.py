@@ -15,9 +15,11 @@ from pathlib import Path
 PACKAGE_NAME = "inst_styleforge"
 
 
-def import_comfy(comfy_dir: str, base_dir: str | None = None, cpu: bool = False) -> None:
-    """ComfyUI importable from `comfy_dir`, its flags set before it picks a device and its folders.
-    `base_dir` holds models/, input/ and output/ when they are not in `comfy_dir`."""
+def comfy_flags(comfy_dir: str, base_dir: str | None = None, cpu: bool = False) -> None:
+    """ComfyUI importable from `comfy_dir`, its flags set before anything of it reads them: the device
+    (`comfy.model_management` picks one when first imported) and the folders (`folder_paths` reads
+    them when first imported). `base_dir` holds models/, input/ and output/ when they are not in
+    `comfy_dir`."""
     if comfy_dir not in sys.path:
         sys.path.insert(0, comfy_dir)
     from comfy.cli_args import args
@@ -25,14 +27,20 @@ def import_comfy(comfy_dir: str, base_dir: str | None = None, cpu: bool = False)
     args.cpu = args.cpu or cpu
     if base_dir:
         args.base_directory = base_dir
-    import comfy.model_management  # noqa: F401  (device selection and folders happen here, after the flags)
+
+
+def import_comfy(comfy_dir: str, base_dir: str | None = None, cpu: bool = False) -> None:
+    """ComfyUI with its flags set (`comfy_flags`) and its device picked."""
+    comfy_flags(comfy_dir, base_dir, cpu)
+    import comfy.model_management  # noqa: F401  (device selection happens here, after the flags)
 
 
 def load_package(comfy_dir: str, package_dir: str, base_dir: str | None = None, cpu: bool = False):
-    """The package module, importing ComfyUI from `comfy_dir` first (once per process)."""
+    """The package module (once per process), with ComfyUI's flags set first; ComfyUI's model code
+    loads when the package first uses it."""
     if PACKAGE_NAME in sys.modules:
         return sys.modules[PACKAGE_NAME]
-    import_comfy(comfy_dir, base_dir, cpu)
+    comfy_flags(comfy_dir, base_dir, cpu)
     spec = importlib.util.spec_from_file_location(PACKAGE_NAME, Path(package_dir) / "__init__.py",
                                                   submodule_search_locations=[package_dir])
     module = importlib.util.module_from_spec(spec)

@@ -40,10 +40,9 @@ def main(argv: list[str] | None = None) -> int:
 
     base = str(args.base_dir.resolve()) if args.base_dir else None
     package = bootstrap.load_package(str(args.comfyui.resolve()), str(PACKAGE_DIR), base, args.cpu)
-    host = importlib.import_module(f"{package.__name__}.host")
+    host = importlib.import_module(f"{package.__name__}.host")  # its modules load on use: files only, here
     files = importlib.import_module(f"{package.__name__}.training_kit.files")
     manifest = importlib.import_module(f"{package.__name__}.batch.manifest")
-    pool = importlib.import_module(f"{package.__name__}.batch.pool")
 
     def model(folder: str, name: str | None, flag: str) -> str | None:
         if name is None:
@@ -54,15 +53,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # what the user gave is checked before Ray starts
         jobs = manifest.read_manifest(args.manifest, host.files.input_directory())
-        setup = pool.Setup(str(args.comfyui.resolve()), str(PACKAGE_DIR),
-                           model("checkpoints", args.checkpoint, "--checkpoint"),
-                           model("clip_vision", args.clip_vision, "--clip-vision"), base, args.cpu)
+        checkpoint = model("checkpoints", args.checkpoint, "--checkpoint")
+        clip_vision = model("clip_vision", args.clip_vision, "--clip-vision")
     except OSError as error:
         print(f"batch: --manifest: cannot read {args.manifest} ({error.strerror}).", file=sys.stderr)
         return USAGE_ERROR
     except ValueError as error:  # a malformed JSON manifest, an unknown model (InputError)
         print(f"batch: {error}", file=sys.stderr)
         return USAGE_ERROR
+    pool = importlib.import_module(f"{package.__name__}.batch.pool")  # Ray, torch and ComfyUI's model code
+    setup = pool.Setup(str(args.comfyui.resolve()), str(PACKAGE_DIR), checkpoint, clip_vision, base, args.cpu)
     pool.connect(setup, args.address)
     trainers = pool.TrainerPool(setup, args.workers, args.gpus_per_worker, args.cpus_per_worker)
     try:

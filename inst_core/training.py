@@ -193,10 +193,12 @@ def validator(model, clip, vae, clip_vision, style: InSTStyle, paintings: Painti
         vectors = style.vectors(paintings.batch([0], [0])[1])
         return host.text.encode_tokens(clip, style_prompts[text].tokens({k: v[0] for k, v in vectors.items()}))
 
-    if settings.clip_vision is None:
+    references = painting_images
+    if settings.clip_vision is None or settings.clip_vision is clip_vision:  # the paintings' embeddings are known
         settings = replace(settings, clip_vision=clip_vision)
+        references = torch.cat([features[0].embed for features in paintings.features])
     return Validator(settings, prompts, model, clip, vae, tuple(paintings.latents.shape[2:]), condition,
-                     painting_images, config.steps)
+                     references, config.steps)
 
 
 def check_config(config: InSTTrainingConfig) -> None:

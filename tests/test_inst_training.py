@@ -122,24 +122,23 @@ def test_fp16_autocast_scales_the_loss_so_gradients_fp16_would_flush_to_zero_sur
         noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))
         optimizer = torch.optim.SGD(style.parameters(), lr=0.0)
 
-        def gradients(precision: Precision, scaled: bool, factor: float = shrink) -> torch.Tensor:
-            optimizer.zero_grad(set_to_none=False)
+        def loss_of(precision: Precision) -> torch.Tensor:
             with precision.autocast():
-                loss = inst.denoising_loss(model, clip, style, prompt, latents, features, sizes, torch.tensor([500]),
-                                           noise).mean() * factor
-            scaler = precision.grad_scaler()
-            if scaled:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
+                return inst.denoising_loss(model, clip, style, prompt, latents, features, sizes, torch.tensor([500]),
+                                           noise).mean() * shrink
+
+        def gradients(backward) -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=False)
+            backward()
             return torch.cat([p.grad.flatten() for p in style.parameters()])
 
         fp16 = Precision("cpu", torch.float16)
         assert fp16.grad_scaler().is_enabled() and not Precision("cpu", None).grad_scaler().is_enabled()
-        flushed = gradients(fp16, scaled=False)
-        scaled = gradients(fp16, scaled=True)
-        reference = gradients(Precision("cpu", None), scaled=False)  # fp32: nothing flushes
+        scaler = fp16.grad_scaler()
+        loss = loss_of(fp16)  # one forward, backpropagated as it is and through the scaler
+        flushed = gradients(lambda: loss.backward(retain_graph=True))
+        scaled = gradients(lambda: (scaler.scale(loss).backward(), scaler.unscale_(optimizer)))
+        reference = gradients(lambda: loss_of(Precision("cpu", None)).backward())  # fp32: nothing flushes
     assert flushed.abs().max() == 0, "without scaling, fp16 loses every gradient"
     assert reference.abs().max() > 0
     # fp16 rounds the backward differently from fp32, so the direction is compared, not every bit

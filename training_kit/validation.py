@@ -83,11 +83,12 @@ def _unit_embeddings(clip_vision, images: list[torch.Tensor]) -> torch.Tensor:
 
 class Validator:
     """Runs the rounds of one training run. `condition(prompt)` gives the CONDITIONING of a prompt
-    with the weights as they are now; `references` are the training images the score compares to."""
+    with the weights as they are now; `references` are the training images the score compares to,
+    or their CLIP image embeddings by the scoring CLIP vision when the trainer already has them."""
 
     def __init__(self, settings: ValidationSettings, prompts: tuple[str, ...], model, clip, vae,
-                 latent_shape: tuple[int, ...], condition: Callable[[str], list], references: list[torch.Tensor],
-                 last_step: int):
+                 latent_shape: tuple[int, ...], condition: Callable[[str], list],
+                 references: list[torch.Tensor] | torch.Tensor, last_step: int):
         output = host.files.output_directory()
         target = path_in(output, settings.filename_prefix, PREFIX_INPUT, suffix=".png")
         base = target.name[: -len(".png")]
@@ -96,7 +97,11 @@ class Validator:
         self.model, self.clip, self.vae, self.latent_shape = model, clip, vae, latent_shape
         self.condition, self.last_step = condition, last_step
         self.clip_vision = settings.clip_vision
-        self.references = _unit_embeddings(self.clip_vision, references) if self.clip_vision is not None else None
+        self.references = None
+        if isinstance(references, torch.Tensor):
+            self.references = torch.nn.functional.normalize(references.float(), dim=-1).cpu()
+        elif self.clip_vision is not None:
+            self.references = _unit_embeddings(self.clip_vision, references)
         self.rounds: list[ValidationRound] = []
 
     def due(self, step: int) -> bool:
@@ -127,7 +132,7 @@ class Validator:
         if self.references is None:
             return None
         generated = _unit_embeddings(self.clip_vision, [from_pil(image) for image in images])
-        return float((generated @ self.references.T).mean())
+        return float((generated @ self.references.to(generated.device).T).mean())
 
     def scores(self) -> list[tuple[int, float]]:
         return [(r.step, r.score) for r in self.rounds if r.score is not None]
