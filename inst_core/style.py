@@ -3,6 +3,7 @@ tokenizer keys them), what they were built for, and the image features they read
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,14 +44,63 @@ class StyleSpec:
         return {"format": "inst-style", "format_version": FORMAT_VERSION, "spec": spec}
 
     @classmethod
-    def from_metadata(cls, metadata: dict[str, str], source: str) -> StyleSpec:
+    def from_metadata(cls, metadata: dict[str, str], source: str, input_name: str = "style_name") -> StyleSpec:
+        """The spec a style file states, every field checked for its type and range: a file is read
+        as untrusted input (an error names `input_name`), and nothing is built from it unchecked."""
+        fix = "Pick a file saved by the InST trainer or Save InST Style."
         if metadata.get("format") != "inst-style" or "spec" not in metadata:
-            raise InputError("style_name", f"'{source}' is not an InST style file (no inst-style metadata).",
-                             "Pick a file saved by the InST trainer or Save InST Style.")
-        spec = json.loads(metadata["spec"])
-        if metadata.get("format_version") == "1":  # version 1 called the attention heads "heads"
+            raise InputError(input_name, f"'{source}' is not an InST style file (no inst-style metadata).", fix)
+        try:
+            spec = json.loads(metadata["spec"])
+        except json.JSONDecodeError as error:
+            raise InputError(input_name, f"'{source}' has a spec that is not valid JSON ({error.msg}).", fix) from None
+        if not isinstance(spec, dict):
+            raise InputError(input_name, f"'{source}' has a spec that is not a JSON object.", fix)
+        if metadata.get("format_version") == "1" and "heads" in spec:  # version 1 called the heads "heads"
             spec["attention_heads"] = spec.pop("heads")
+        problem = _spec_problem(spec)
+        if problem:
+            raise InputError(input_name, f"'{source}' has an invalid spec: {problem}.", fix)
         return cls(**spec)
+
+
+# The largest value a style file may state for each size (the largest real models' widths are 4096
+# for text tokens and 1280 for image embeddings): a spec is checked against these before anything is
+# built from it, so a file cannot make the loader allocate more than a real style needs.
+MAX_WIDTH = 8192
+MAX_VECTORS = 64
+MAX_HEADS = 128
+
+
+def _is_int(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _spec_problem(spec: dict) -> str | None:
+    """What is wrong with a spec read from a file, or None."""
+    fields = {f.name for f in dataclasses.fields(StyleSpec)}
+    required = {f.name for f in dataclasses.fields(StyleSpec)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if set(spec) - fields:
+        return f"unknown field(s) {sorted(set(spec) - fields)}"
+    if required - set(spec):
+        return f"missing field(s) {sorted(required - set(spec))}"
+    widths = spec["token_widths"]
+    checks = {
+        "family": isinstance(spec["family"], str),
+        "token_widths": isinstance(widths, dict) and 0 < len(widths) <= 4 and all(
+            isinstance(k, str) and _is_int(v, 1, MAX_WIDTH) for k, v in widths.items()),
+        "image_dim": _is_int(spec["image_dim"], 1, MAX_WIDTH),
+        "context": spec.get("context", CONTEXT_IMAGE_EMBED) in CONTEXTS,
+        "context_dim": spec.get("context_dim") is None or _is_int(spec["context_dim"], 1, MAX_WIDTH),
+        "n_vectors": _is_int(spec.get("n_vectors", 1), 1, MAX_VECTORS),
+        "attention_heads": _is_int(spec.get("attention_heads", 1), 1, MAX_HEADS),
+        "dim_head": _is_int(spec.get("dim_head", 1), 1, MAX_WIDTH),
+        "dropout": isinstance(spec.get("dropout", 0.0), (int, float)) and 0 <= spec.get("dropout", 0.0) < 1,
+        "training": isinstance(spec.get("training", {}), dict),
+    }
+    wrong = [name for name, ok in checks.items() if not ok]
+    return f"field(s) {wrong} have the wrong type or an out-of-range value" if wrong else None
 
 
 @dataclass
