@@ -13,6 +13,7 @@ from torch import nn
 
 from .. import host
 from ..training_kit.errors import InputError
+from ..training_kit.files import int_in_range
 from .style_encoder import StyleEncoder
 
 # What the encoder attends over: the paper's projected image embedding alone, or also CLIP vision's
@@ -72,10 +73,6 @@ MAX_VECTORS = 64
 MAX_HEADS = 128
 
 
-def _is_int(value, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
 def _spec_problem(spec: dict) -> str | None:
     """What is wrong with a spec read from a file, or None."""
     fields = {f.name for f in dataclasses.fields(StyleSpec)}
@@ -89,13 +86,13 @@ def _spec_problem(spec: dict) -> str | None:
     checks = {
         "family": isinstance(spec["family"], str),
         "token_widths": isinstance(widths, dict) and 0 < len(widths) <= 4 and all(
-            isinstance(k, str) and _is_int(v, 1, MAX_WIDTH) for k, v in widths.items()),
-        "image_dim": _is_int(spec["image_dim"], 1, MAX_WIDTH),
+            isinstance(k, str) and int_in_range(v, 1, MAX_WIDTH) for k, v in widths.items()),
+        "image_dim": int_in_range(spec["image_dim"], 1, MAX_WIDTH),
         "context": spec.get("context", CONTEXT_IMAGE_EMBED) in CONTEXTS,
-        "context_dim": spec.get("context_dim") is None or _is_int(spec["context_dim"], 1, MAX_WIDTH),
-        "n_vectors": _is_int(spec.get("n_vectors", 1), 1, MAX_VECTORS),
-        "attention_heads": _is_int(spec.get("attention_heads", 1), 1, MAX_HEADS),
-        "dim_head": _is_int(spec.get("dim_head", 1), 1, MAX_WIDTH),
+        "context_dim": spec.get("context_dim") is None or int_in_range(spec["context_dim"], 1, MAX_WIDTH),
+        "n_vectors": int_in_range(spec.get("n_vectors", 1), 1, MAX_VECTORS),
+        "attention_heads": int_in_range(spec.get("attention_heads", 1), 1, MAX_HEADS),
+        "dim_head": int_in_range(spec.get("dim_head", 1), 1, MAX_WIDTH),
         "dropout": isinstance(spec.get("dropout", 0.0), (int, float)) and 0 <= spec.get("dropout", 0.0) < 1,
         "training": isinstance(spec.get("training", {}), dict),
     }

@@ -124,6 +124,13 @@ class LoRANetwork(nn.Module):
             missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
             raise InputError(input_name, f"does not fit this model's layers (missing {missing[:3]}, unexpected "
                              f"{extra[:3]}).", "Resume only from a StyleForge LoRA of the same model.")
+        for name, adapter in self.adapters.items():
+            for key, weight in ((name + DOWN, adapter.down.weight), (name + UP, adapter.up.weight)):
+                if state[key].shape != weight.shape:
+                    raise InputError(input_name, f"holds {key} of shape {tuple(state[key].shape)}, but rank "
+                                     f"{self.rank} on this layer needs {tuple(weight.shape)}.",
+                                     "The file is damaged or its rank is wrong; resume from a LoRA this trainer "
+                                     "saved, or pick [none].")
         with torch.no_grad():
             for name, adapter in self.adapters.items():
                 adapter.down.weight.copy_(state[name + DOWN])

@@ -14,10 +14,12 @@ from pathlib import Path
 import torch
 
 from ..training_kit.errors import InputError
-from ..training_kit.files import atomic_save_safetensors, read_safetensors
+from ..training_kit.files import atomic_save_safetensors, int_in_range, read_safetensors
 from ..training_kit.optimizer_state import OptimizerState, save_optimizer_state, state_path
 
+METHODS = ("Single", "Multi")
 LORA_FOLDER = "loras"
+MAX_RANK = 4096
 FORMAT = "styleforge-lora-1"
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -73,7 +75,27 @@ def load_lora(path: Path, input_name: str) -> StyleForgeLoRA:
     if metadata.get("format") != FORMAT:
         raise InputError(input_name, f"'{path.name}' is not a StyleForge LoRA (its step count and settings are "
                          "unknown).", "Resume only from a file this trainer saved, or pick [none].")
-    return StyleForgeLoRA({k: v.float() for k, v in tensors.items()}, _from_strings(metadata), path)
+    settings = _from_strings(metadata)
+    wrong = _wrong_settings(settings)
+    if wrong:
+        raise InputError(input_name, f"'{path.name}' has missing or invalid metadata {wrong}, which resuming needs.",
+                         "Resume only from a file this trainer saved, or pick [none].")
+    return StyleForgeLoRA({k: v.float() for k, v in tensors.items()}, settings, path)
+
+
+def _wrong_settings(metadata: dict) -> list[str]:
+    """The metadata fields a resume reads that are missing or of the wrong type (the file is untrusted)."""
+    alpha = metadata.get("alpha")
+    checks = {
+        "method": metadata.get("method") in METHODS,
+        "base_model_family": isinstance(metadata.get("base_model_family"), str),
+        "steps": int_in_range(metadata.get("steps"), 0, 10**9),
+        "rank": int_in_range(metadata.get("rank"), 1, MAX_RANK),
+        "alpha": isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and 0 <= alpha <= 1e6,
+        "include_conv": isinstance(metadata.get("include_conv"), bool),
+        "train_text_encoder": isinstance(metadata.get("train_text_encoder"), bool),
+    }
+    return [name for name, ok in checks.items() if not ok]
 
 
 def require_family(lora: StyleForgeLoRA, family: str, input_name: str) -> None:

@@ -38,10 +38,9 @@ from ..training_kit.seeds import step_seed
 from ..training_kit.validation import ValidationSettings, Validator
 from .datasets import ImageSet, bound_prompt
 from .lora import LoRANetwork
-from .lora_file import StyleForgeLoRA, require_family, save_lora
+from .lora_file import METHODS, StyleForgeLoRA, require_family, save_lora
 from .lora_targets import lora_targets
 
-METHODS = ("Single", "Multi")
 SCHEDULES = ("constant", "cosine")
 # How a step's StyleRef and Aux samples go through the UNet: "one batch", or "separate" (one forward
 # and backward each: the same gradients, the activations of one sample at a time). From
@@ -326,6 +325,10 @@ def resumed_config(config: StyleForgeConfig, resume: StyleForgeLoRA | None, fami
     if resume is None:
         return config
     require_family(resume, family, RESUME_INPUT)
+    if resume.metadata["method"] != config.method:
+        raise InputError(RESUME_INPUT, f"is a {resume.metadata['method']}-StyleForge LoRA, but this is the "
+                         f"{config.method}-StyleForge trainer.", "Resume it with the trainer that made it, or pick "
+                         "[none] to start a new one.")
     if resume.steps >= config.steps:
         raise InputError("steps", f"is {config.steps}, but '{RESUME_INPUT}' has already been trained for "
                          f"{resume.steps} steps.", f"Set steps above {resume.steps} to continue training.")

@@ -147,3 +147,46 @@ def test_nan_loss_stops_training_with_a_clear_message(sf, sd15, sets):
     config = training.StyleForgeConfig(**{**FAST, "steps": 6, "unet_lr": 1e30})
     with torch.inference_mode(), pytest.raises(InputError, match="'unet_lr'.*loss became"):
         training.train_styleforge(model, clip, vae, training.TrainingSets(sets.style, sets.aux), config)
+
+
+def test_lora_files_that_lie_are_refused_by_name_before_training(sf, sd15, sets, tmp_path):
+    """resume_from is untrusted: metadata of the wrong type or missing, tensors shaped otherwise than
+    the rank says, or a LoRA of the other method each give an InputError on resume_from."""
+    _, training, InputError = sf
+    from inst_styleforge.styleforge_core.lora_file import load_lora, save_lora
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    model, clip, vae = sd15
+    two_sets = training.TrainingSets(sets.style, sets.aux)
+    with torch.inference_mode():
+        trained = training.train_styleforge(model, clip, vae, two_sets, training.StyleForgeConfig(**FAST)).trained
+    good = save_lora(trained, tmp_path / "good.safetensors", "fp32")
+    with safe_open(str(good), framework="pt") as file:
+        header = file.metadata()
+
+    def lying(tensors=None, **metadata) -> object:
+        path = tmp_path / "lying.safetensors"
+        values = {k: v for k, v in {**header, **metadata}.items() if v is not None}
+        save_file(tensors or load_file(good), str(path), metadata=values)
+        return path
+
+    def resume(path, method="Single"):
+        config = training.StyleForgeConfig(**{**FAST, "steps": 2, "method": method})
+        sets_for = two_sets if method == "Single" else training.TrainingSets(sets.style, sets.aux, sets.backgrounds)
+        with torch.inference_mode():
+            training.train_styleforge(model, clip, vae, sets_for, config, resume=load_lora(path, "resume_from"))
+
+    for metadata, wrong in (({"steps": "abc"}, "['steps']"), ({"train_text_encoder": None}, "['train_text_encoder']"),
+                            ({"base_model_family": None}, "['base_model_family']")):
+        with pytest.raises(InputError, match=rf"^Input 'resume_from': 'lying.safetensors' has missing or invalid "
+                                             rf"metadata \[{wrong[2:-2]!r}\]"):
+            load_lora(lying(**metadata), "resume_from")
+    down = next(k for k in load_file(good) if k.endswith(".lora_down.weight"))
+    transposed = {**load_file(good), down: load_file(good)[down].T.contiguous()}
+    for path in (lying(transposed), lying(rank="64")):
+        with pytest.raises(InputError, match=r"^Input 'resume_from': holds lora_.* of shape .* but rank"):
+            resume(path)
+    with pytest.raises(InputError, match="^Input 'resume_from': is a Single-StyleForge LoRA, but this is the "
+                                         "Multi-StyleForge trainer"):
+        resume(good, method="Multi")

@@ -84,6 +84,11 @@ def read_safetensors(path: Path, input_name: str, fix: str,
         raise InputError(input_name, f"'{path.name}' is not a readable safetensors file ({error}).", fix) from None
 
 
+def int_in_range(value, low: int, high: int) -> bool:
+    """Whether a value read from a file's metadata is an integer (not a bool) in [low, high]."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 def model_file_path(folder: str, filename: str, input_name: str, fix: str = PICK_FROM_LIST) -> Path:
     """The file `filename` of ComfyUI's model folder `folder`, chosen on input `input_name`."""
     path = host.files.model_file(folder, filename)
