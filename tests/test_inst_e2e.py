@@ -2,6 +2,7 @@
 SD2 v-prediction, SDXL), cancel, bad inputs."""
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -93,10 +94,27 @@ def test_cancel_mid_training_leaves_no_file_and_the_server_keeps_serving(comfy_s
     ({"filename": "../../escape"}, "Input 'filename': '../../escape' is not a plain file name"),
     ({"resolution": 68}, "Input 'resolution': 68 is not a multiple of 8"),
     ({"precision": "bf16"}, "Input 'precision': bf16 autocast is for GPUs"),
+    ({"filename": "tests/" + "x" * 240}, "is too long to save (240 bytes in one name"),
 ])
 def test_bad_trainer_inputs_are_named(comfy_server, painting_file, change, message):
     result = comfy_server.run(inst_training(painting_file, **{"steps": 1, "filename": "tests/never", **change}))
     assert message in _error_message(result)
+
+
+def test_a_save_target_that_is_a_folder_or_cannot_be_written_is_refused_before_training(comfy_server, painting_file):
+    folder = BASE_DIR / "models" / "inst_styles" / "tests"
+    (folder / "a_folder.safetensors").mkdir(parents=True, exist_ok=True)
+    result = comfy_server.run(inst_training(painting_file, steps=1, filename="tests/a_folder"))
+    assert "Input 'filename': 'tests/a_folder' is a folder in" in _error_message(result)
+    locked = folder / "locked"
+    locked.mkdir(exist_ok=True)
+    subprocess.run(["chattr", "+i", str(locked)], check=True)  # not even root can create files in it
+    try:
+        result = comfy_server.run(inst_training(painting_file, steps=1, filename="tests/locked/style"))
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=True)
+    assert f"Input 'filename': cannot write to {locked} (Operation not permitted)." in _error_message(result)
+    assert not list(locked.iterdir())
 
 
 def test_one_pixel_painting_is_refused(comfy_server):

@@ -20,6 +20,10 @@ from .errors import InputError
 PICK_FROM_LIST = "Pick a file from the list, or refresh the page after adding one."
 
 _NAME_PART = re.compile(r"^[\w][\w .+-]*$")
+# File systems take 255 bytes per name; the temporary name of an atomic write adds about 15 to the
+# file's name (and the suffix is added to the last part), so a typed part is limited below that.
+MAX_NAME_PART_BYTES = 200
+MAX_NAME_BYTES = 1000
 
 
 def safe_relative_name(name: str, input_name: str, suffix: str = ".safetensors") -> Path:
@@ -34,6 +38,11 @@ def safe_relative_name(name: str, input_name: str, suffix: str = ".safetensors")
     if not name or name.startswith("/") or any(p in ("", ".", "..") or not _NAME_PART.match(p) for p in parts):
         raise InputError(input_name, f"'{name}' is not a plain file name.",
                          "Use letters, digits, spaces, '-', '_' or '.', and '/' only between sub-folder names.")
+    longest = max(len(p.encode()) for p in parts)
+    if longest > MAX_NAME_PART_BYTES or len(name.encode()) > MAX_NAME_BYTES:
+        raise InputError(input_name, f"'{name[:40]}...' is too long to save ({longest} bytes in one name, "
+                         f"{len(name.encode())} in all).", f"Use names of at most {MAX_NAME_PART_BYTES} bytes "
+                         f"between '/' and {MAX_NAME_BYTES} in all.")
     return Path(*parts[:-1], parts[-1] + suffix)
 
 
@@ -46,8 +55,26 @@ def inside(folder: Path, relative: Path, input_name: str = "filename") -> Path:
 
 def path_in(folder: Path, name: str, input_name: str, suffix: str = ".safetensors") -> Path:
     """Where a user-typed name saves: a plain relative name (checked as typed), still inside `folder`
-    once resolved (symlinks included)."""
-    return inside(folder, safe_relative_name(name, input_name, suffix), input_name)
+    once resolved (symlinks included), not a folder, in a folder this process can write to. Checked
+    when the node starts, so a run never trains to the end and then cannot save."""
+    target = inside(folder, safe_relative_name(name, input_name, suffix), input_name)
+    if target.is_dir():
+        raise InputError(input_name, f"'{name}' is a folder in {folder}.", "Pick a file name.")
+    require_writable(target.parent, input_name)
+    return target
+
+
+def require_writable(folder: Path, input_name: str) -> None:
+    """`folder` exists (created if needed) and a file can be created in it: permissions, a read-only
+    or immutable folder, or a full table of files show here, by a probe file removed at once."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise InputError(input_name, f"cannot write to {folder} ({error.strerror}).",
+                         "Pick another name, or make the folder writable.") from None
 
 
 @contextlib.contextmanager
