@@ -63,9 +63,17 @@ def left_out_text(skipped: tuple[str, ...], refused: tuple[str, ...]) -> str:
     return "; ".join(parts)
 
 
-def _caption(path: Path) -> str:
+def _caption(path: Path, root: Path) -> str:
     caption_file = path.with_suffix(CAPTION_SUFFIX)
-    return caption_file.read_text(encoding="utf-8", errors="replace").strip() if caption_file.is_file() else ""
+    if not caption_file.is_file() or not _within(root, caption_file):
+        return ""
+    return caption_file.read_text(encoding="utf-8", errors="replace").strip()
+
+
+def _within(root: Path, file: Path) -> bool:
+    """Whether `file`, links followed, is inside `root`: what is read from ComfyUI's input folder stays
+    there, for files as for folders (`inside`)."""
+    return root in file.resolve().parents
 
 
 def _folder(folder: str, input_name: str) -> Path:
@@ -80,11 +88,16 @@ def _folder(folder: str, input_name: str) -> Path:
 
 def load_folder(folder: str, input_name: str = "folder") -> ImageSet:
     """Every readable image directly in `folder` (relative to ComfyUI's input directory), sorted by
-    name, with the caption from a .txt file of the same name when there is one."""
+    name, with the caption from a .txt file of the same name when there is one. A file that links
+    outside the input directory is refused and counted, as a folder that does is refused."""
     path = _folder(folder, input_name)
+    root = host.files.input_directory().resolve()
     images, captions, skipped, refused = [], [], [], []
     for file in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
         if file.suffix.lower() == CAPTION_SUFFIX:
+            continue
+        if not _within(root, file):
+            refused.append(f"'{file.name}': links outside ComfyUI's input folder")
             continue
         try:
             image = read_image(file)
@@ -96,7 +109,7 @@ def load_folder(folder: str, input_name: str = "folder") -> ImageSet:
         except InputError as error:  # readable, but too small (or otherwise unusable): say why
             refused.append(str(error).removeprefix("Input "))
             continue
-        captions.append(_caption(file))
+        captions.append(_caption(file, root))
     if not images:
         left_out = left_out_text(tuple(skipped), tuple(refused))
         raise InputError(input_name, f"folder '{folder}' has no usable images{f' ({left_out})' if left_out else ''}.",

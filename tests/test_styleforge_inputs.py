@@ -190,3 +190,20 @@ def test_lora_files_that_lie_are_refused_by_name_before_training(sf, sd15, sets,
     with pytest.raises(InputError, match="^Input 'resume_from': is a Single-StyleForge LoRA, but this is the "
                                          "Multi-StyleForge trainer"):
         resume(good, method="Multi")
+
+
+def test_image_files_linked_from_outside_the_input_folder_are_refused_and_counted(sf, input_folder, tmp_path):
+    datasets, _, _ = sf
+    folder, name = input_folder
+    painting(1, (64, 64)).save(folder / "a.png")
+    painting(2, (64, 64)).save(tmp_path / "outside.png")
+    (tmp_path / "outside.txt").write_text("a caption from outside")
+    (folder / "b.png").symlink_to(tmp_path / "outside.png")
+    (folder / "c.png").symlink_to("/etc/passwd")
+    (folder / "a.txt").symlink_to(tmp_path / "outside.txt")
+    painting(3, (64, 64)).save(folder / "d.png")
+    (folder / "e.png").symlink_to(folder / "d.png")  # a link inside the input folder is read
+    loaded = datasets.load_folder(name)
+    assert len(loaded) == 3 and loaded.captions == ("", "", "")
+    assert loaded.refused == ("'b.png': links outside ComfyUI's input folder",
+                              "'c.png': links outside ComfyUI's input folder")
