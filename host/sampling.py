@@ -8,17 +8,16 @@ import comfy.sample
 import comfy.samplers
 import torch
 
-from . import images, text
+from . import images
 
 
-def txt2img(model, clip, vae, positive: list, latent_shape: tuple[int, ...], seed: int, steps: int, cfg: float,
-            sampler: str) -> torch.Tensor:
-    """A txt2img IMAGE (against the empty prompt, normal schedule) of the model as it is now."""
+def txt2img(model, vae, positive: list, negative: list, latent_shape: tuple[int, ...], seed: int, steps: int,
+            cfg: float, sampler: str, scheduler: str) -> torch.Tensor:
+    """A txt2img IMAGE of the model as it is now, as KSampler and VAE Decode make it."""
     with torch.no_grad():
-        negative = text.encode_tokens(clip, text.tokenize(clip, ""))
         latent = torch.zeros(1, *latent_shape)
         noise = comfy.sample.prepare_noise(latent, seed)
-        samples = comfy.sample.sample(model, noise, steps, cfg, sampler, "normal", positive, negative, latent,
+        samples = comfy.sample.sample(model, noise, steps, cfg, sampler, scheduler, positive, negative, latent,
                                       disable_pbar=True, seed=seed)
         return images.vae_decode(vae, samples)
 

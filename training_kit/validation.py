@@ -25,7 +25,9 @@ from .images import from_pil, to_pil
 from .seeds import global_rng_kept
 
 PREFIX_INPUT = "filename_prefix"
-SAMPLER = "euler"  # deterministic: a round's images depend only on the weights and the seeds
+# Each round samples against the empty prompt with a deterministic sampler (a round's images depend
+# only on the weights and the seeds) and ComfyUI's default schedule.
+SAMPLER, SCHEDULER, NEGATIVE_PROMPT = "euler", "normal", ""
 
 
 @dataclass(frozen=True)
@@ -113,11 +115,11 @@ class Validator:
         for training again, so validating does not change training."""
         images, files = [], []
         with global_rng_kept(), torch.no_grad():
+            negative = host.text.encode_tokens(self.clip, host.text.tokenize(self.clip, NEGATIVE_PROMPT))
             for k, prompt in enumerate(self.prompts):
-                positive = self.condition(prompt)
-                image = to_pil(host.sampling.txt2img(self.model, self.clip, self.vae, positive, self.latent_shape,
-                                     self.settings.seed + k, self.settings.steps, self.settings.cfg,
-                                             SAMPLER))
+                image = to_pil(host.sampling.txt2img(self.model, self.vae, self.condition(prompt), negative,
+                                                     self.latent_shape, self.settings.seed + k, self.settings.steps,
+                                                     self.settings.cfg, SAMPLER, SCHEDULER))
                 path = self.run_name.parent / f"{self.run_name.name}_step{step:06}_{k + 1}.png"
                 save_png(image, path)
                 images.append(image)
