@@ -20,8 +20,6 @@ from .version import HostMismatch
 
 # ComfyUI attention functions whose autograd graph keeps the full attention matrix.
 MATRIX_ATTENTION = ("attention_sub_quad", "attention_split", "attention_basic")
-
-
 ATTENTION_OVERRIDE = "optimized_attention_override"  # transformer_options key read by comfy's wrap_attn
 
 

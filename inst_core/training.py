@@ -37,8 +37,8 @@ from .style_prompt import StylePrompt
 
 FLIP_PROBABILITY = 0.5
 CONTINUE_INPUT = "continue_from"
-DATA_STREAM, DROPOUT_STREAM = 0, 1
-NOTHING_SAVED = "nothing was saved."  # independent random streams of a step: its draws, the encoder's dropout
+DATA_STREAM, DROPOUT_STREAM = 0, 1  # independent random streams of a step: its draws, the encoder's dropout
+NOTHING_SAVED = "nothing was saved."  # what a failed or refused run leaves (the finite-loss and memory errors say it)
 
 
 @dataclass(frozen=True)
