@@ -77,7 +77,9 @@ class _LinearCastInForward(torch.autograd.Function):
     """`linear(x, weight.to(x.dtype), bias)` for a frozen weight stored in another dtype, keeping the
     stored weight for backward instead of the cast copy. ComfyUI's cast layers (a text encoder kept
     in fp16 and run in fp32) make a new copy in every forward, and autograd would keep each copy
-    until backward: with SDXL's two text encoders, several GB per prompt batch."""
+    until backward: with SDXL's two text encoders, several GB per prompt batch. Backward multiplies in
+    the wider of the gradient's and the weight's dtypes, and on a CPU in fp32 (its fp16 matmul is
+    many times slower; the product is rounded back to the gradient's dtype)."""
 
     @staticmethod
     def forward(ctx, rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -88,7 +90,8 @@ class _LinearCastInForward(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (weight,) = ctx.saved_tensors
-        return grad @ weight.to(grad.device, grad.dtype), None, None
+        wider = torch.float32 if grad.device.type == "cpu" else torch.promote_types(grad.dtype, weight.dtype)
+        return (grad.to(wider) @ weight.to(grad.device, wider)).to(grad.dtype), None, None
 
     @classmethod
     def linear(cls, layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:

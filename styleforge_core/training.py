@@ -281,8 +281,9 @@ def prediction_errors(model, conditioner: TextConditioner, draws: list[Draw], ga
 def evaluation_loss(model, conditioner: TextConditioner, components: list[Component]) -> float:
     """StyleRef loss on the kit's fixed evaluation set: every image's first view. The weights do not
     change while it runs, so each prompt is encoded once for all its timesteps, even while the text
-    encoder trains."""
-    conditioner = TextConditioner(conditioner.clip, conditioner.device, frozen=True)
+    encoder trains (a frozen one's prompts come from the training's own cache)."""
+    if not conditioner.frozen:
+        conditioner = TextConditioner(conditioner.clip, conditioner.device, frozen=True)
     views = [component.images.first_views() for component in components]
 
     def loss(index: int, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
