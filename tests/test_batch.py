@@ -69,9 +69,13 @@ def _run(batch, rows, out, **kwargs):
     return pool.run_batch(jobs, trainers, out, **kwargs)
 
 
-# One manifest trained once for the tests that compare or rerun it: two styles and two LoRAs on two workers.
+# One manifest trained once for the tests that compare or rerun it: two styles and two LoRAs on two
+# workers, then three bad rows, each to fail alone.
 TRAINED_ROWS = ([dict(INST_ROW, name=f"style_{s}", painting=f"batch_painting_{s}.png", seed=str(s)) for s in range(2)]
                 + [dict(SF_ROW, name=f"lora_{s}", seed=str(s)) for s in range(2)])
+BAD_ROWS = [dict(INST_ROW, name="missing", painting="no_such_painting.png"),
+            dict(INST_ROW, name="wrong_number", painting="batch_painting_2.png", steps="many"),
+            dict(INST_ROW, name="tiny", painting="batch_painting_2.png", resolution="68")]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +83,7 @@ def trained(batch, tmp_path_factory):
     """(the output folder, the reports, the batch's wall seconds) of TRAINED_ROWS."""
     out = tmp_path_factory.mktemp("trained_batch")
     started = time.monotonic()
-    reports = _run(batch, TRAINED_ROWS, out)
+    reports = _run(batch, TRAINED_ROWS + BAD_ROWS, out)
     return out, reports, time.monotonic() - started
 
 
@@ -88,7 +92,7 @@ def test_styles_on_two_workers_are_the_ones_one_process_gives(trained, sd15, cli
     from inst_styleforge.inst_core.training import InSTTrainingConfig, train_style
 
     out, reports, batch_seconds = trained
-    assert [r["status"] for r in reports] == ["done"] * len(TRAINED_ROWS)
+    assert [r["status"] for r in reports[:len(TRAINED_ROWS)]] == ["done"] * len(TRAINED_ROWS)
     model, clip, vae = sd15
     for s in range(2):
         config = InSTTrainingConfig(steps=3, learning_rate=1e-3, resolution=64, seed=s)
@@ -98,8 +102,9 @@ def test_styles_on_two_workers_are_the_ones_one_process_gives(trained, sd15, cli
         assert all(torch.equal(batched[k], v) for k, v in alone.items())
         assert (out / "embeddings" / f"style_{s}.safetensors").exists()
     report = json.loads((out / "report.json").read_text())
-    assert [r["name"] for r in report] == [row["name"] for row in TRAINED_ROWS]
-    for r in report:  # each job trained (its evaluation loss moved) and timed itself within the batch's wall time
+    assert [r["row"] for r in report] == list(range(1, len(TRAINED_ROWS + BAD_ROWS) + 1))
+    assert [r["name"] for r in report[:len(TRAINED_ROWS)]] == [row["name"] for row in TRAINED_ROWS]
+    for r in report[:len(TRAINED_ROWS)]:  # each job trained (its eval loss moved), timed within the batch's
         assert r["eval_loss_after"] != r["eval_loss_before"]
         assert 0 < r["seconds"] < batch_seconds
 
@@ -123,8 +128,8 @@ def test_loras_on_two_workers_are_the_ones_one_process_gives(trained, sd15):
 def test_rerunning_a_manifest_does_no_work_and_reports_every_job_done(batch, trained):
     out, _, _ = trained
     files = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
-    again = _run(batch, TRAINED_ROWS, out)
-    assert [r["status"] for r in again] == ["skipped"] * len(TRAINED_ROWS)
+    again = _run(batch, TRAINED_ROWS + BAD_ROWS, out)
+    assert [r["status"] for r in again] == ["skipped"] * len(TRAINED_ROWS) + ["failed"] * len(BAD_ROWS)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == files
 
 
@@ -143,13 +148,11 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_finished_with_no_partia
     assert leftovers == []
 
 
-def test_a_bad_row_fails_alone_named_by_row_and_field(batch, tmp_path):
-    rows = [dict(INST_ROW, name="missing", painting="no_such_painting.png"),
-            dict(INST_ROW, name="fine", painting="batch_painting_2.png", seed="2"),
-            dict(INST_ROW, name="wrong_number", painting="batch_painting_2.png", steps="many"),
-            dict(INST_ROW, name="tiny", painting="batch_painting_2.png", resolution="68")]
-    reports = _run(batch, rows, tmp_path)
-    assert [r["status"] for r in reports] == ["failed", "done", "failed", "failed"]
-    assert "row 1, field 'painting': 'no_such_painting.png' does not exist" in reports[0]["error"]
-    assert reports[2]["error"] == "row 3, field 'steps': 'many' is not a int"
-    assert "Input 'resolution': 68 is not a multiple of 8" in reports[3]["error"]
+def test_a_bad_row_fails_alone_named_by_row_and_field(trained):
+    _, reports, _ = trained
+    first_bad = len(TRAINED_ROWS) + 1  # manifest rows count from 1
+    missing, wrong_number, tiny = reports[len(TRAINED_ROWS):]
+    assert [missing["status"], wrong_number["status"], tiny["status"]] == ["failed"] * 3
+    assert f"row {first_bad}, field 'painting': 'no_such_painting.png' does not exist" in missing["error"]
+    assert wrong_number["error"] == f"row {first_bad + 1}, field 'steps': 'many' is not a int"
+    assert "Input 'resolution': 68 is not a multiple of 8" in tiny["error"]

@@ -149,32 +149,33 @@ def test_continuing_a_saved_style_ends_where_one_longer_run_ends(inst, sd15, cli
     from inst_styleforge.inst_core.style_file import load_style
 
     model, clip, vae = sd15
-    config = dict(FAST, steps=6)
+    config = dict(FAST, steps=4)
     saved = tmp_path / "half.safetensors"
     with torch.inference_mode():
         whole = inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], inst.InSTTrainingConfig(**config))
         inst.train_style(model, clip, vae, clip_vision, [painting_tensor()],
-                         inst.InSTTrainingConfig(**dict(config, steps=3)), save_to=saved)
+                         inst.InSTTrainingConfig(**dict(config, steps=2)), save_to=saved)
         assert saved.with_suffix(".optimizer").exists()
         continued = inst.train_style(model, clip, vae, clip_vision, [painting_tensor()],
                                      inst.InSTTrainingConfig(**config), continue_from=load_style(saved))
-    assert continued.start_step == 3 and len(continued.losses) == 3
-    assert continued.losses == pytest.approx(whole.losses[3:], rel=1e-5)
+    assert continued.start_step == 2 and len(continued.losses) == 2
+    assert continued.losses == pytest.approx(whole.losses[2:], rel=1e-5)
     continued_weights = continued.trained.state_dict()
     worst = max((continued_weights[k] - v).abs().max().item() for k, v in whole.trained.state_dict().items())
     assert worst <= 1e-6, worst
-    assert continued.trained.spec.training["steps"] == 6
+    assert continued.trained.spec.training["steps"] == 4
 
 
 def test_continuing_needs_more_steps_than_the_saved_style_has(inst, sd15, clip_vision, tmp_path):
-    from inst_styleforge.inst_core.style_file import load_style
+    from inst_styleforge.inst_core.style import InSTStyle, StyleSpec
+    from inst_styleforge.inst_core.style_file import load_style, save_style
     from inst_styleforge.training_kit.errors import InputError
 
     model, clip, vae = sd15
-    saved = tmp_path / "done.safetensors"
+    saved = save_style(InSTStyle(StyleSpec(family="SD15", token_widths={"l": 768}, image_dim=768,
+                                           training={"steps": 2})), tmp_path / "done.safetensors")
     config = inst.InSTTrainingConfig(**dict(FAST, steps=2))
     with torch.inference_mode():
-        inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config, save_to=saved)
         with pytest.raises(InputError, match="Input 'steps': is 2, but 'continue_from' has already been trained"):
             inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config,
                              continue_from=load_style(saved))

@@ -9,6 +9,8 @@ import pytest
 import torch
 from frozen_weights import changed_weights, snapshot
 from images_for_tests import to_image_tensor
+from safetensors.torch import load_file
+from saved_files import file_metadata
 
 from devhost.example_inputs import painting
 
@@ -221,7 +223,7 @@ def test_a_resumed_run_ends_at_the_uninterrupted_runs_lora(sf, sd15, sets, tmp_p
     models do), so the last layer's adapters get no gradient and no AdamW state."""
     training = sf[1]
     from inst_styleforge.styleforge_core.lora_file import load_lora, save_lora
-    from inst_styleforge.training_kit.optimizer_state import state_path
+    from inst_styleforge.training_kit.optimizer_state import state_path, tensors_fingerprint
 
     model, clip, vae = sd15
     clip = clip.clone()
@@ -236,12 +238,16 @@ def test_a_resumed_run_ends_at_the_uninterrupted_runs_lora(sf, sd15, sets, tmp_p
     assert checkpoint.steps == 2 and state_path(path).exists() and not list(tmp_path.glob(".*"))
     straight = _train(training, sd15, sets, steps=4, text_encoder_lr=1e-3)
 
-    def resume(file=path):
+    def resume():
         with torch.inference_mode():
             return training.train_styleforge(model, clip, vae, sets, dataclasses.replace(config, steps=4, rank=8),
-                                             resume=load_lora(file, "resume_from"))
+                                             resume=load_lora(path, "resume_from"))
 
-    assert any("optimizer state restored" in note for note in resume(tmp_path / "finished.safetensors").notes)
+    finished_file = tmp_path / "finished.safetensors"  # keeps the state a resume restores, paired with its weights
+    kept, beside_checkpoint = (load_file(str(state_path(p))) for p in (finished_file, path))
+    assert kept.keys() == beside_checkpoint.keys() and all(torch.equal(kept[k], beside_checkpoint[k]) for k in kept)
+    read_back = load_lora(finished_file, "resume_from").tensors
+    assert file_metadata(state_path(finished_file))["checkpoint"] == tensors_fingerprint(read_back)
     resumed = resume()
     assert resumed.start_step == 2 and len(resumed.losses) == 2 and resumed.trained.steps == 4
     assert resumed.trained.metadata["rank"] == 4, "rank comes from the resumed file, not the input"

@@ -1,8 +1,8 @@
 """Validation while training, in-process on the tiny SD1.5: rounds at the right steps, images saved
 with the step in their names, CLIP-I scores, the best step, and no effect on training itself."""
 
+import contextlib
 import dataclasses
-import re
 
 import numpy as np
 import pytest
@@ -14,16 +14,23 @@ INST_FAST = dict(steps=4, resolution=64, learning_rate=1e-3)
 SF_FAST = dict(steps=4, resolution=64, unet_lr=1e-3, rank=4, alpha=4.0)
 
 
-@pytest.fixture
-def output_folder(tmp_path):
+@contextlib.contextmanager
+def outputs_in(folder):
+    """ComfyUI's output folder set to `folder` for a while."""
     import folder_paths
 
     previous = folder_paths.get_output_directory()
-    folder_paths.set_output_directory(str(tmp_path))
+    folder_paths.set_output_directory(str(folder))
     try:
-        yield tmp_path
+        yield folder
     finally:
         folder_paths.set_output_directory(previous)
+
+
+@pytest.fixture
+def output_folder(tmp_path):
+    with outputs_in(tmp_path) as folder:
+        yield folder
 
 
 @pytest.fixture(scope="module")
@@ -36,49 +43,49 @@ def kit(pkg):
     return inst, styleforge, datasets, validation
 
 
-def _files(folder, pattern):
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png") if re.search(pattern, p.name))
+# Two prompts, rounds at steps 0 and 3 of 4 and at the end: "before every n steps and at the end".
+INST_CHECKS = dict(prompts=("a house in the style of *", "*"), every=3, steps=2, filename_prefix="checks/inst")
 
 
-def test_inst_validates_before_every_n_steps_and_at_the_end_and_scores_against_the_painting(
-        kit, sd15, clip_vision, output_folder):
+@pytest.fixture(scope="module")
+def inst_runs(kit, sd15, clip_vision, tmp_path_factory):
+    """(the output folder, a run without validation, two runs validating with INST_CHECKS): one InST
+    config trained three times."""
     inst, _, _, validation = kit
     model, clip, vae = sd15
-    settings = validation.ValidationSettings(prompts=("a house in the style of *", "*"), every=3, steps=2,
-                                             filename_prefix="checks/inst")
-    with torch.inference_mode():
-        result = inst.train_style(model, clip, vae, clip_vision, [painting_tensor()],
-                                  inst.InSTTrainingConfig(**INST_FAST), validation=settings)
+    config = inst.InSTTrainingConfig(**INST_FAST)
+    with outputs_in(tmp_path_factory.mktemp("validated")) as folder, torch.inference_mode():
+        plain = inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config)
+        checked = [inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config,
+                                    validation=validation.ValidationSettings(**INST_CHECKS)) for _ in range(2)]
+    return folder, plain, checked
+
+
+def test_inst_validates_before_every_n_steps_and_at_the_end_and_scores_against_the_painting(inst_runs, clip_vision):
+    folder, _, (result, _) = inst_runs
     rounds = result.validation.rounds
     assert [r.step for r in rounds] == [0, 3, 4]
-    assert _files(output_folder, "step") == [f"checks/inst_00001_step{s:06}_{k}.png" for s in (0, 3, 4)
-                                             for k in (1, 2)]
+    assert [f.as_posix() for r in rounds for f in r.files] == [f"checks/inst_00001_step{s:06}_{k}.png"
+                                                               for s in (0, 3, 4) for k in (1, 2)]
+    assert all((folder / f).is_file() for r in rounds for f in r.files)
     # the last round's score against the painting, as computed here from its saved images
-    saved = [to_image_tensor(Image.open(output_folder / f)) for f in rounds[-1].files]
+    saved = [to_image_tensor(Image.open(folder / f)) for f in rounds[-1].files]
     assert rounds[-1].score == pytest.approx(clip_i(clip_vision, saved, [painting_tensor()]), abs=1e-5)
     assert result.validation.best().score == max(r.score for r in rounds)
-    with Image.open(output_folder / rounds[-1].files[0]) as saved:
+    with Image.open(folder / rounds[-1].files[0]) as saved:
         assert saved.size == (64, 64)
 
 
-def test_validating_changes_nothing_training_learns_and_repeats_its_images_in_new_files(
-        kit, sd15, clip_vision, output_folder):
+def test_validating_changes_nothing_training_learns_and_repeats_its_images_in_new_files(inst_runs):
     """A run without validation and two with it: the same losses and style (and so the same seed gives
     the same style); the two validated runs draw the same images with the same scores into new files."""
-    inst, _, _, validation = kit
-    model, clip, vae = sd15
-    config = inst.InSTTrainingConfig(**dict(INST_FAST, steps=1))
-    settings = validation.ValidationSettings(every=1, steps=2)
-    with torch.inference_mode():
-        plain = inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config)
-        checked = [inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config, validation=settings)
-                   for _ in range(2)]
+    _, plain, checked = inst_runs
     for run in checked:
         assert run.losses == plain.losses
         for key, value in plain.trained.state_dict().items():
             assert torch.equal(value, run.trained.state_dict()[key]), key
     first, second = (run.validation.rounds for run in checked)
-    assert [r.step for r in first] == [0, 1] and first[0].files != second[0].files
+    assert [r.step for r in second] == [0, 3, 4] and first[0].files != second[0].files
     for a, b in zip(first, second):
         assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
         assert a.score == b.score
@@ -86,9 +93,10 @@ def test_validating_changes_nothing_training_learns_and_repeats_its_images_in_ne
 
 def test_styleforge_validates_its_own_prompt_and_scores_only_with_clip_vision(kit, sd15, clip_vision, output_folder,
                                                                              styleforge_sets):
-    _, styleforge, _, validation = kit
+    _, styleforge, datasets, validation = kit
     model, clip, vae = sd15
-    sets = dataclasses.replace(styleforge_sets, backgrounds=None)
+    one_painting = datasets.from_batch(styleforge_sets.style.images[0])  # one reference to score against
+    sets = dataclasses.replace(styleforge_sets, style=one_painting, backgrounds=None)
     config = styleforge.StyleForgeConfig(**dict(SF_FAST, steps=2))
     with torch.inference_mode():
         scored = styleforge.train_styleforge(model, clip, vae, sets, config, validation=validation.ValidationSettings(
