@@ -21,6 +21,7 @@ import torch
 
 from .. import host
 from ..training_kit.errors import InputError
+from ..training_kit.model_checks import require_stable_diffusion
 from .adain import adain
 
 SELF_CONSISTENT = "self_consistent"
@@ -99,6 +100,7 @@ def style_transfer(model, positive: list, negative: list, content: dict, strengt
                    sampler_name: str, scheduler: str, seed: int, mode: str = SELF_CONSISTENT,
                    style: dict | None = None) -> dict:
     """The whole transfer: optional AdaIN, stochastic inversion, sampling. Returns a LATENT dict."""
+    require_stable_diffusion(model)  # the inversion's arithmetic is the UNet families' noise scaling
     check_strength(strength)
     check_conditioning(model, positive, "positive")
     check_conditioning(model, negative, "negative")
@@ -128,6 +130,7 @@ def predicted_noise_source(model, positive: list, sigmas: torch.Tensor, seed: in
     if sigmas.numel() < 2:
         raise InputError("sigmas", "has fewer than two values, so there is no step to sample.",
                          "Connect a scheduler's SIGMAS (e.g. BasicScheduler with denoise = strength).")
+    require_stable_diffusion(model)
     check_conditioning(model, positive, "positive")
     plan = InversionPlan(float(sigmas[0]), sigmas.cpu())
     return host.sampling.NoiseSource(

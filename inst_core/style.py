@@ -59,6 +59,12 @@ class StyleSpec:
             raise InputError(input_name, f"'{source}' has a spec that is not a JSON object.", fix)
         if metadata.get("format_version") == "1" and "heads" in spec:  # version 1 called the heads "heads"
             spec["attention_heads"] = spec.pop("heads")
+        return cls.checked(spec, source, input_name, fix)
+
+    @classmethod
+    def checked(cls, spec: dict, source: str, input_name: str, fix: str) -> StyleSpec:
+        """The spec, once every field has its type and a range a real style has (else an error on
+        `input_name`)."""
         problem = _spec_problem(spec)
         if problem:
             raise InputError(input_name, f"'{source}' has an invalid spec: {problem}.", fix)

@@ -25,15 +25,24 @@ def load_style(path: Path, input_name: str = "style_name") -> InSTStyle:
                                          "official InST embeddings.pt files with Import Official InST Style.")
     spec = StyleSpec.from_metadata(metadata, path.name, input_name)
     with torch.device("meta"):
-        expected = {name: tuple(t.shape) for name, t in InSTStyle(spec).state_dict().items()}
-    found = {name: tuple(t.shape) for name, t in tensors.items()}
-    if found != expected:
-        missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-        reshaped = sorted(n for n in set(expected) & set(found) if expected[n] != found[n])
-        raise InputError(input_name, f"'{path.name}' does not match its own spec (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}, other shapes {reshaped[:3]}).",
-                         "The file is damaged; re-train or re-save it.")
+        expected = InSTStyle(spec).state_dict()
+    require_layout(expected, tensors, f"'{path.name}' does not match its own spec", input_name,
+                   "The file is damaged; re-train or re-save it.")
     style = InSTStyle(spec)
     style.load_state_dict(tensors)
     style.path = path
     return style
+
+
+def require_layout(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], problem: str, input_name: str,
+                   fix: str) -> None:
+    """Refuse tensors whose names or shapes are not the ones a module laid out on the meta device
+    expects: checked before the module is built, so a file cannot make the loader allocate anything."""
+    expected_shapes = {name: tuple(t.shape) for name, t in expected.items()}
+    found_shapes = {name: tuple(t.shape) for name, t in found.items()}
+    if found_shapes != expected_shapes:
+        missing = sorted(set(expected_shapes) - set(found_shapes))
+        unexpected = sorted(set(found_shapes) - set(expected_shapes))
+        reshaped = sorted(n for n in set(expected_shapes) & set(found_shapes) if expected_shapes[n] != found_shapes[n])
+        raise InputError(input_name, f"{problem} (missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes "
+                         f"{reshaped[:3]}).", fix)

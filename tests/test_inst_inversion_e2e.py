@@ -121,3 +121,21 @@ def test_latent_adain_node_gives_the_content_the_style_means_and_keeps_its_layou
     torch.testing.assert_close(out.mean((2, 3)), style.mean((2, 3)), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(content.mean((2, 3)), style.mean((2, 3)), atol=1e-5)
     assert torch.corrcoef(torch.stack([out.flatten(), content.flatten()]))[0, 1] > 0.9, "the content's layout"
+
+
+def test_both_inversion_nodes_refuse_a_model_of_another_family_by_name(comfy_server):
+    """An SD3 MMDiT (flow matching) into either node: refused on 'model' before anything samples."""
+    prompt = inversion_with_sampler_custom_advanced(_content_file(), prefix="tests/never")
+    prompt["20"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sd3_unet.safetensors",
+                                                           "weight_dtype": "default"}}
+    noise_only = {**prompt, "7": {**prompt["7"], "inputs": {**prompt["7"]["inputs"], "model": ["20", 0]}}}
+    result = comfy_server.run(noise_only)
+    assert not result.ok and "Input 'model': is a SD3 model" in result.error["exception_message"]
+    for node in ("6", "7", "8", "9", "10", "11", "12"):
+        del prompt[node]
+    prompt["40"] = _transfer_node("self_consistent")
+    prompt["40"]["inputs"]["model"] = ["20", 0]
+    prompt["41"] = {"class_type": "SaveLatent", "inputs": {"samples": ["40", 0], "filename_prefix": "tests/never"}}
+    result = comfy_server.run(prompt)
+    assert not result.ok and "Input 'model': is a SD3 model" in result.error["exception_message"]
+    assert comfy_server.get("/system_stats")  # still serving

@@ -118,3 +118,24 @@ def test_a_plain_state_dict_is_refused_with_a_clear_message(pkg, tmp_path):
     torch.save({"weights": torch.zeros(3)}, path)
     with pytest.raises(InputError, match="no InST 'attention' module"):
         import_official_style(path)
+
+
+def test_a_text_file_or_an_attention_module_of_other_sizes_is_refused_before_anything_is_built(
+        pkg, tmp_path, official_modules):
+    """The unpickled module is untrusted: a text file named .pt, a head count no style has, and layers
+    of another width are each refused on official_file."""
+    from inst_styleforge.inst_core.official_import import import_official_style
+    from inst_styleforge.training_kit.errors import InputError
+
+    notes = tmp_path / "notes.pt"
+    notes.write_text("not a checkpoint\n")
+    with pytest.raises(InputError, match="^Input 'official_file': 'notes.pt' is not an official InST embeddings.pt"):
+        import_official_style(notes)
+    huge_heads = OfficialAttentions(dim=768, n_heads=8, d_head=64)
+    huge_heads.attn1.heads = 10**9  # would make dim_head 0 and the encoder a billion heads wide
+    narrow = OfficialAttentions(dim=640, n_heads=8, d_head=64)
+    for name, attention, problem in (("huge.pt", huge_heads, "has an invalid spec"),
+                                     ("narrow.pt", narrow, "has an attention module of another shape")):
+        torch.save({"string_to_token": {"*": torch.tensor(265)}, "attention": attention}, tmp_path / name)
+        with pytest.raises(InputError, match=f"^Input 'official_file': '{name}' {problem}"):
+            import_official_style(tmp_path / name)
