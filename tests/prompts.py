@@ -68,9 +68,10 @@ def inst_training(painting: str, steps: int = 4, filename: str = "tests/e2e_styl
     }
 
 
-def validation_node(prompts: str, prefix: str, clip_vision: list | None = None, every: int = 2) -> dict:
-    """Training Validation for a trainer's `validation` input: 2 sampling steps per image."""
-    inputs = {"prompts": prompts, "every": every, "seed": 5, "steps": 2, "cfg": 5.0, "filename_prefix": prefix}
+def validation_node(prompts: str, prefix: str, clip_vision: list | None = None, every: int = 2,
+                    steps: int = 2) -> dict:
+    """Training Validation for a trainer's `validation` input: `steps` sampling steps per image."""
+    inputs = {"prompts": prompts, "every": every, "seed": 5, "steps": steps, "cfg": 5.0, "filename_prefix": prefix}
     if clip_vision is not None:
         inputs["clip_vision"] = clip_vision
     return {"class_type": "StylePersonalization_Validation", "inputs": inputs}

@@ -67,12 +67,22 @@ def test_trained_style_conditions_reloads_and_exports_identically(comfy_server, 
     torch.testing.assert_close(saved_latent(comfy_server, again, "203"), reference, rtol=0, atol=1e-5)
 
 
-def test_cancel_mid_training_leaves_no_file_and_the_server_keeps_serving(comfy_server, painting_file):
-    """Cancelled once training has really started: validating every step, step 1's image is the signal."""
+# Sampling steps of each validation image in the cancel test: enough that an image takes about a second
+# to draw, so Cancel, sent this long after the round's first image is saved (past the second prompt's
+# text encoding), lands while the second image is being sampled (ComfyUI's layers check for it).
+CANCEL_ROUND_STEPS = 20
+CANCEL_DELAY_S = 0.3
+
+
+def test_cancel_during_a_validation_round_stops_within_one_sampling_step_and_leaves_no_file(comfy_server,
+                                                                                           painting_file):
+    """Cancelled once training has really started and a validation round is under way (step 1's first
+    image is the signal): the round's second image is never drawn, no later step runs, nothing is saved,
+    and the server keeps serving."""
     folder = BASE_DIR / "models" / "inst_styles" / "tests"
     prompt = inst_training(painting_file, steps=5000, filename="tests/cancelled_style", seed=99,
                            validation=["50", 0])
-    prompt["50"] = validation_node("*", "tests_cancel/inst", every=1)
+    prompt["50"] = validation_node("a * house\n*", "tests_cancel/inst", every=1, steps=CANCEL_ROUND_STEPS)
     started = BASE_DIR / "output" / "tests_cancel"
     for old in started.glob("inst_*"):
         old.unlink()
@@ -80,11 +90,13 @@ def test_cancel_mid_training_leaves_no_file_and_the_server_keeps_serving(comfy_s
     deadline = time.time() + 120
     while not list(started.glob("inst_*_step000001_1.png")):
         assert time.time() < deadline, "no step finished within 120 s"
-        time.sleep(0.2)
+        time.sleep(0.02)
+    time.sleep(CANCEL_DELAY_S)
     comfy_server.interrupt()
     result = comfy_server.wait(prompt_id, timeout=120)
     assert result.error and result.error["kind"] == "execution_interrupted"
-    assert len(list(started.glob("inst_*_step*.png"))) < 10, "it stopped within a few steps"
+    drawn = sorted(p.name.split("_", 2)[2] for p in started.glob("inst_*_step*.png"))
+    assert drawn == ["step000000_1.png", "step000000_2.png", "step000001_1.png"]
     assert not (folder / "cancelled_style.safetensors").exists()
     assert not [p for p in folder.glob(".*tmp")]
     assert comfy_server.run(txt2img(prefix="tests/after_cancel")).ok

@@ -96,22 +96,25 @@ def _wait_for(path, timeout: float = 300) -> None:
     t0 = time.time()
     while not path.exists():
         assert time.time() - t0 < timeout, f"{path} never appeared"
-        time.sleep(0.2)
+        time.sleep(0.02)
 
 
-def test_cancel_keeps_the_last_checkpoint_and_resume_continues_from_its_step(server):
+def test_cancel_right_after_a_checkpoint_stops_within_one_step_and_resume_continues_from_it(server):
+    """Cancel sent as soon as a checkpoint is written (one every step): at most the step then under way
+    finishes, its checkpoint is kept, and a resume continues from it."""
     checkpoint = LORAS / "styleforge_test" / "cancel_ckpt.safetensors"
     checkpoint.unlink(missing_ok=True)
-    prompt = train_single("styleforge_test/never", "styleforge_test/never", steps=500, checkpoint_every=2,
+    prompt = train_single("styleforge_test/never", "styleforge_test/never", steps=500, checkpoint_every=1,
                           checkpoint_name="styleforge_test/cancel_ckpt", seed=13)
     prompt_id = server.queue(prompt)
     _wait_for(checkpoint)
     server.interrupt()
+    steps_at_cancel = int(file_metadata(checkpoint)["steps"])
     cancelled = server.wait(prompt_id)
     assert not cancelled.ok and cancelled.error["kind"] == "execution_interrupted"
     assert not list(checkpoint.parent.glob("*.tmp")) and not list(checkpoint.parent.glob(".*"))
     steps_done = int(file_metadata(checkpoint)["steps"])
-    assert steps_done % 2 == 0 and 2 <= steps_done < 500
+    assert steps_at_cancel <= steps_done <= steps_at_cancel + 1
     assert not (LORAS / "styleforge_test" / "never.safetensors").exists()
 
     resumed = server.run(train_single("styleforge_test/resumed", "styleforge_test/resumed", steps=steps_done + 2,
