@@ -21,6 +21,7 @@ from .. import host
 from ..training_kit.diffusion_loss import draw_timesteps_and_noise, prediction_mse
 from ..training_kit.errors import InputError
 from ..training_kit.evaluation import fixed_set_loss
+from ..training_kit.files import write_failure_named
 from ..training_kit.images import SampleSize, exact_size, image_sha256, require_image, resize_exact
 from ..training_kit.loop import Backward, LossStop, Resume, Run, StepLoss, train, training_session
 from ..training_kit.memory import gradient_checkpointing_on
@@ -39,6 +40,7 @@ FLIP_PROBABILITY = 0.5
 CONTINUE_INPUT = "continue_from"
 DATA_STREAM, DROPOUT_STREAM = 0, 1  # independent random streams of a step: its draws, the encoder's dropout
 NOTHING_SAVED = "nothing was saved."  # what a failed or refused run leaves (the finite-loss and memory errors say it)
+NOT_SAVED_AFTER_TRAINING = "The trained style was not saved (nothing was written); the same seed trains it again."
 
 
 @dataclass(frozen=True)
@@ -263,8 +265,9 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
                     "eval_loss_after": outcome.eval_after}
         style.spec = StyleSpec(**{**asdict(style.spec), "training": training})
         if save_to is not None:
-            save_optimizer_state(outcome.optimizer, style.state_dict(), state_path(save_to))
-            save_style(style, save_to)
+            with write_failure_named("filename", save_to, NOT_SAVED_AFTER_TRAINING):
+                save_style(style, save_to)
+                save_optimizer_state(outcome.optimizer, style.state_dict(), state_path(save_to))
     notes = [] if continue_from is None else [
         f"continued at step {start_step}; " + ("optimizer state restored" if outcome.optimizer_restored else
                                                "no optimizer state beside the file for it: AdamW's moments restart "

@@ -6,7 +6,7 @@ from .. import host
 from ..inst_core.embedding_export import embedding_name, save_embedding
 from ..inst_core.style import DEFAULT_PLACEHOLDER
 from ..inst_core.style_prompt import StylePrompt
-from ..training_kit.files import inside
+from ..training_kit.files import SAVE_AGAIN_FROM_CACHE, inside, write_failure_named
 from ..training_kit.model_checks import text_encoder_widths
 from .categories import INST
 from .inst_painting_features import painting_features
@@ -79,6 +79,8 @@ class ExportEmbedding(io.ComfyNode):
         relative = embedding_name(name, "name")
         features = painting_features(style, clip_vision_output, painting, clip_vision)
         folder = host.files.model_folder(EMBEDDINGS_FOLDER)
-        save_embedding(style, features, inside(folder, relative, "name"))
+        path = inside(folder, relative, "name")
+        with write_failure_named("name", path, SAVE_AGAIN_FROM_CACHE):
+            save_embedding(style, features, path)
         word = f"embedding:{relative.with_suffix('').as_posix()}"
         return io.NodeOutput(word, ui=ui.PreviewText(word))

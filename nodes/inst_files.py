@@ -5,7 +5,7 @@ from comfy_api.latest import io, ui
 from .. import host
 from ..inst_core.official_import import import_official_style
 from ..inst_core.style_file import STYLE_FOLDER, load_style, save_style
-from ..training_kit.files import model_file_path, path_in
+from ..training_kit.files import SAVE_AGAIN_FROM_CACHE, model_file_path, path_in, write_failure_named
 from .categories import INST
 from .inst_types import InSTStyleType
 
@@ -53,7 +53,9 @@ class SaveStyle(io.ComfyNode):
     @classmethod
     def execute(cls, style, filename) -> io.NodeOutput:
         folder = host.files.model_folder(STYLE_FOLDER)
-        path = save_style(style, path_in(folder, filename, "filename"))
+        path = path_in(folder, filename, "filename")
+        with write_failure_named("filename", path, SAVE_AGAIN_FROM_CACHE):
+            save_style(style, path)
         return io.NodeOutput(ui=ui.PreviewText(f"saved {path.relative_to(folder)}"))
 
 

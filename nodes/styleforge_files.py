@@ -4,7 +4,7 @@ from comfy_api.latest import io, ui
 
 from .. import host
 from ..styleforge_core.lora_file import LORA_FOLDER, SAVE_DTYPES, save_lora
-from ..training_kit.files import path_in
+from ..training_kit.files import SAVE_AGAIN_FROM_CACHE, path_in, write_failure_named
 from .categories import STYLEFORGE
 from .styleforge_types import StyleForgeLoRAType
 
@@ -34,5 +34,7 @@ class SaveStyleForgeLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, lora, filename, precision) -> io.NodeOutput:
         folder = host.files.model_folder(LORA_FOLDER)
-        path = save_lora(lora, path_in(folder, filename, "filename"), precision)
+        path = path_in(folder, filename, "filename")
+        with write_failure_named("filename", path, SAVE_AGAIN_FROM_CACHE):
+            save_lora(lora, path, precision)
         return io.NodeOutput(ui=ui.PreviewText(f"saved {path.relative_to(folder)} ({lora.steps} steps)"))

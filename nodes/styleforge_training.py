@@ -13,6 +13,7 @@ from comfy_api.latest import io
 from .. import host
 from ..styleforge_core.lora_file import LORA_FOLDER, load_lora
 from ..styleforge_core.training import (
+    CHECKPOINT_INPUT,
     PASSES,
     RESUME_INPUT,
     SCHEDULES,
@@ -33,7 +34,7 @@ DEFAULTS = StyleForgeConfig()
 NO_RESUME = "[none]"
 ALPHA_AS_RANK = 0.0
 # The options node's values when none is connected (its own defaults).
-OPTION_DEFAULTS = {"checkpoint_name": "styleforge/checkpoint", RESUME_INPUT: NO_RESUME, "alpha": ALPHA_AS_RANK}
+OPTION_DEFAULTS = {CHECKPOINT_INPUT: "styleforge/checkpoint", RESUME_INPUT: NO_RESUME, "alpha": ALPHA_AS_RANK}
 
 
 def _models() -> list:
@@ -96,14 +97,14 @@ def train(cls: type[io.ComfyNode], model, clip, vae, sets: TrainingSets, options
           **settings) -> io.NodeOutput:
     """One run of either trainer node: `settings` are its own inputs, named as StyleForgeConfig's fields."""
     chosen = {**OPTION_DEFAULTS, **(options or {})}
-    checkpoint_name, resume_from = chosen.pop("checkpoint_name"), chosen.pop(RESUME_INPUT)
+    checkpoint_name, resume_from = chosen.pop(CHECKPOINT_INPUT), chosen.pop(RESUME_INPUT)
     if chosen["alpha"] == ALPHA_AS_RANK:
         chosen["alpha"] = float(settings["rank"])
     config = StyleForgeConfig(**settings, **chosen)
     config = dataclasses.replace(config, token=config.token.strip(), background_token=config.background_token.strip())
     checkpoint = None
     if config.checkpoint_every:
-        checkpoint = path_in(host.files.model_folder(LORA_FOLDER), checkpoint_name, "checkpoint_name")
+        checkpoint = path_in(host.files.model_folder(LORA_FOLDER), checkpoint_name, CHECKPOINT_INPUT)
     resume = None
     if resume_from != NO_RESUME:
         resume = load_lora(model_file_path(LORA_FOLDER, resume_from, RESUME_INPUT), RESUME_INPUT)
@@ -228,7 +229,7 @@ class StyleForgeOptions(io.ComfyNode):
                 io.Int.Input("checkpoint_every", default=d.checkpoint_every, min=0, max=100000,
                              tooltip="Write the LoRA to models/loras/<checkpoint_name> every N steps (0 = never); "
                                      "written atomically, so Cancel leaves the last one intact."),
-                io.String.Input("checkpoint_name", default=OPTION_DEFAULTS["checkpoint_name"],
+                io.String.Input(CHECKPOINT_INPUT, default=OPTION_DEFAULTS[CHECKPOINT_INPUT],
                                 tooltip="Checkpoint file name under models/loras (replaced at each checkpoint)."),
                 io.Combo.Input(RESUME_INPUT, options=[NO_RESUME, *host.files.model_files(LORA_FOLDER)],
                                default=NO_RESUME,

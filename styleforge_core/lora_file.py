@@ -59,15 +59,17 @@ def _from_strings(metadata: dict[str, str]) -> dict:
 def save_lora(lora: StyleForgeLoRA, path: Path, precision: str = "fp16") -> Path:
     """Atomic write (temporary file, then rename): a checkpoint interrupted by Cancel or a crash leaves
     the previous file intact and no partial one. The optimizer state, when the LoRA carries it, goes
-    beside it first, paired with the tensors as they will be read back, so a resume from this file
-    (a checkpoint or the finished LoRA) continues AdamW instead of restarting it."""
+    beside it after it, paired with the tensors as they will be read back, so a resume from this file
+    (a checkpoint or the finished LoRA) continues AdamW instead of restarting it; a LoRA write that
+    fails leaves the previous pair as it was."""
     dtype = SAVE_DTYPES[precision]
     tensors = {k: v.to(dtype) for k, v in lora.tensors.items()}
-    if lora.optimizer is not None:
-        save_optimizer_state(lora.optimizer, {k: v.float() for k, v in tensors.items()}, state_path(path))
     metadata = {**lora.metadata, "format": FORMAT, "save_precision": precision,
                 "ss_network_dim": lora.metadata.get("rank"), "ss_network_alpha": lora.metadata.get("alpha")}
-    return atomic_save_safetensors(tensors, path, _to_strings(metadata))
+    atomic_save_safetensors(tensors, path, _to_strings(metadata))
+    if lora.optimizer is not None:
+        save_optimizer_state(lora.optimizer, {k: v.float() for k, v in tensors.items()}, state_path(path))
+    return path
 
 
 def load_lora(path: Path, input_name: str) -> StyleForgeLoRA:

@@ -26,6 +26,7 @@ from .. import host
 from ..training_kit.diffusion_loss import draw_timesteps_and_noise, min_snr_weights, prediction_mse
 from ..training_kit.errors import InputError
 from ..training_kit.evaluation import fixed_set_loss
+from ..training_kit.files import write_failure_named
 from ..training_kit.images import SampleSize, cropped, square_crop
 from ..training_kit.loop import Backward, LossStop, Resume, Run, StepLoss, train, training_session
 from ..training_kit.memory import gradient_checkpointing_on
@@ -53,6 +54,7 @@ WEIGHT_DECAY = 0.01
 CHECKPOINT_PRECISION = "fp32"  # resume continues from exactly the trained weights
 RESUME_INPUT = "resume_from"
 CHECKPOINT_KEPT = "the last checkpoint (if any) is kept."
+CHECKPOINT_INPUT = "checkpoint_name"
 STYLEREF_STREAM, AUX_STREAM = 0, 1  # independent random streams of a step's two draws
 
 
@@ -295,6 +297,14 @@ def evaluation_loss(model, conditioner: TextConditioner, components: list[Compon
     return fixed_set_loss([c.images.latents[v] for c, v in zip(components, views)], loss)
 
 
+def write_checkpoint(lora: StyleForgeLoRA, path: Path) -> None:
+    """A checkpoint that cannot be written stops the run with an error on checkpoint_name: the previous
+    one stays as it was (the writes are atomic), and a resume continues from it."""
+    with write_failure_named(CHECKPOINT_INPUT, path, "Checkpoints written before it are kept; resume_from "
+                             "continues from the last one."):
+        save_lora(lora, path, CHECKPOINT_PRECISION)
+
+
 def lr_factor(config: StyleForgeConfig, step: int) -> float:
     """Learning-rate multiplier of optimizer step `step` (1-based): linear warmup, then constant or cosine."""
     if step <= config.warmup_steps:
@@ -459,8 +469,8 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
                   TrainingProgress(progress_bar, config.steps, checks), patches,
                   LossStop("unet_lr", CHECKPOINT_KEPT, f"Lower unet_lr / text_encoder_lr, or {TRAIN_IN_FP32}."),
                   lr_factor=lambda step: lr_factor(config, step),
-                  checkpoint=None if checkpoint_path is None else lambda step, optimizer: save_lora(
-                      snapshot(step, optimizer), checkpoint_path, CHECKPOINT_PRECISION),
+                  checkpoint=None if checkpoint_path is None else lambda step, optimizer: write_checkpoint(
+                      snapshot(step, optimizer), checkpoint_path),
                   checkpoint_every=config.checkpoint_every,
                   resume=None if resume is None else Resume(resume.tensors, resume.path, RESUME_INPUT))
         with network.attached(targets):

@@ -2,11 +2,11 @@
 SD2 v-prediction, SDXL), cancel, bad inputs."""
 
 import json
-import subprocess
 import time
 
 import pytest
 import torch
+from locked_folders import immutable
 from PIL import Image
 from prompts import FAMILY_CKPTS, inst_training, sample_to_latent, txt2img, validation_node
 from safetensors.torch import load_file
@@ -120,11 +120,8 @@ def test_a_save_target_that_is_a_folder_or_cannot_be_written_is_refused_before_t
     assert "Input 'filename': 'tests/a_folder' is a folder in" in _error_message(result)
     locked = folder / "locked"
     locked.mkdir(exist_ok=True)
-    subprocess.run(["chattr", "+i", str(locked)], check=True)  # not even root can create files in it
-    try:
+    with immutable(locked):
         result = comfy_server.run(inst_training(painting_file, steps=1, filename="tests/locked/style"))
-    finally:
-        subprocess.run(["chattr", "-i", str(locked)], check=True)
     assert f"Input 'filename': cannot write to {locked} (Operation not permitted)." in _error_message(result)
     assert not list(locked.iterdir())
 
@@ -181,6 +178,24 @@ def test_a_clip_vision_of_another_width_is_refused(comfy_server, painting_file, 
     name = _save_foreign_style(pkg, "vit_h_style", family="SD15", token_widths={"l": 768}, image_dim=1024)
     message = _error_message(comfy_server.run(_condition_with_style_file(painting_file, name)))
     assert "Input 'clip_vision_output': gives 768-d image embeddings but this style was trained on 1024-d" in message
+
+
+def test_the_longest_name_the_temporary_file_allows_saves_and_one_byte_more_is_refused(comfy_server, pkg):
+    from inst_styleforge.training_kit.files import MAX_NAME_PART_BYTES
+
+    style = _save_foreign_style(pkg, "to_resave", family="SD15", token_widths={"l": 768}, image_dim=768)
+    folder = BASE_DIR / "models" / "inst_styles" / "tests"
+    for length in (MAX_NAME_PART_BYTES, MAX_NAME_PART_BYTES + 1):
+        result = comfy_server.run({
+            "1": {"class_type": "InST_LoadStyle", "inputs": {"style_name": style}},
+            "2": {"class_type": "InST_SaveStyle", "inputs": {"style": ["1", 0], "filename": "tests/" + "n" * length}}})
+        saved = folder / ("n" * length + ".safetensors")
+        if length == MAX_NAME_PART_BYTES:
+            assert result.ok, result.error
+            assert saved.is_file()
+        else:
+            assert f"is too long to save ({length} bytes in one name" in _error_message(result)
+            assert not saved.exists()
 
 
 def test_an_embedding_name_stock_prompts_cannot_use_is_refused(comfy_server, painting_file):

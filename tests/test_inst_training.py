@@ -179,3 +179,18 @@ def test_continuing_needs_more_steps_than_the_saved_style_has(inst, sd15, clip_v
         with pytest.raises(InputError, match="Input 'steps': is 2, but 'continue_from' has already been trained"):
             inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config,
                              continue_from=load_style(saved))
+
+
+def test_a_style_that_cannot_be_written_after_training_is_an_error_on_filename_that_says_nothing_was(
+        inst, sd15, clip_vision, tmp_path):
+    from inst_styleforge.training_kit.errors import InputError
+    from locked_folders import immutable
+
+    model, clip, vae = sd15
+    config = inst.InSTTrainingConfig(**dict(FAST, steps=1))
+    with immutable(tmp_path), torch.inference_mode(), pytest.raises(InputError, match=(
+            rf"^Input 'filename': could not write style.safetensors to {tmp_path} \(Operation not permitted\)\. The "
+            r"trained style was not saved \(nothing was written\); the same seed trains it again\.")):
+        inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config,
+                         save_to=tmp_path / "style.safetensors")
+    assert list(tmp_path.iterdir()) == []

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+from locked_folders import immutable
 from PIL import Image
 from prompts import FAMILY_CKPTS
 from safetensors.torch import load_file
@@ -121,6 +122,20 @@ def test_cancel_right_after_a_checkpoint_stops_within_one_step_and_resume_contin
                                       resume_from="styleforge_test/cancel_ckpt.safetensors", seed=13))
     _ok(resumed)
     assert file_metadata(LORAS / "styleforge_test" / "resumed.safetensors")["steps"] == str(steps_done + 2)
+
+
+def test_a_lora_that_could_not_be_saved_is_saved_by_queueing_again_without_training_again(server):
+    folder = LORAS / "styleforge_test" / "locked"
+    folder.mkdir(parents=True, exist_ok=True)
+    prompt = train_single("styleforge_test/locked/lora", "styleforge_test/locked_sample", seed=21)
+    with immutable(folder):
+        refused = server.run(prompt)
+    assert not refused.ok and f"Input 'filename': cannot write to {folder}" in refused.error["exception_message"]
+    again = server.run(prompt)
+    _ok(again)
+    [cached] = [body["nodes"] for kind, body in again.messages if kind == "execution_cached"]
+    assert "4" in cached  # the trainer's LoRA came from ComfyUI's cache: only the save (and sampling) ran
+    assert (folder / "lora.safetensors").is_file()
 
 
 def test_a_run_that_cannot_change_any_weight_is_refused_and_the_server_goes_on(server):

@@ -1,10 +1,13 @@
 """StyleForge bad inputs: each gives an InputError naming the input and the fix."""
 
+import contextlib
 import json
+import re
 
 import pytest
 import torch
 from images_for_tests import to_image_tensor
+from locked_folders import immutable
 from PIL import Image
 
 from devhost.example_inputs import painting, person
@@ -207,3 +210,36 @@ def test_image_files_linked_from_outside_the_input_folder_are_refused_and_counte
     assert len(loaded) == 3 and loaded.captions == ("", "", "")
     assert loaded.refused == ("'b.png': links outside ComfyUI's input folder",
                               "'c.png': links outside ComfyUI's input folder")
+
+
+class LocksTheFolderAfterStep:
+    """A progress bar (the trainer updates it after each step's checkpoint) that makes the checkpoint
+    folder immutable once step `step` is shown: a disk that stops taking files in the middle of a run."""
+
+    def __init__(self, folder, step: int):
+        self.folder, self.step, self.lock = folder, step, contextlib.ExitStack()
+
+    def update(self, step, text=None, preview=None):
+        if step == self.step:
+            self.lock.enter_context(immutable(self.folder))
+
+
+def test_a_checkpoint_that_cannot_be_written_mid_run_stops_by_name_and_keeps_the_one_before(sf, sd15, sets, tmp_path):
+    _, training, InputError = sf
+    from inst_styleforge.styleforge_core.lora_file import load_lora
+    from inst_styleforge.training_kit.optimizer_state import state_path, tensors_fingerprint
+    from saved_files import file_metadata
+
+    model, clip, vae = sd15
+    path = tmp_path / "ck.safetensors"
+    locker = LocksTheFolderAfterStep(tmp_path, step=1)
+    config = training.StyleForgeConfig(**{**FAST, "steps": 3, "checkpoint_every": 1})
+    with locker.lock, pytest.raises(InputError, match=(
+            rf"^Input 'checkpoint_name': could not write ck.safetensors to {re.escape(str(tmp_path))} \(Operation "
+            r"not permitted\)\. Checkpoints written before it are kept")):
+        with torch.inference_mode():
+            training.train_styleforge(model, clip, vae, training.TrainingSets(sets.style, sets.aux), config,
+                                      progress_bar=locker, checkpoint_path=path)
+    kept = load_lora(path, "resume_from")
+    assert kept.steps == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["ck.optimizer", "ck.safetensors"]
+    assert file_metadata(state_path(path))["checkpoint"] == tensors_fingerprint(kept.tensors)  # still a pair

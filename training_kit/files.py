@@ -18,6 +18,8 @@ from .. import host
 from .errors import InputError
 
 PICK_FROM_LIST = "Pick a file from the list, or refresh the page after adding one."
+# What a user still has when a save node cannot write: what it saves is in ComfyUI's cache.
+SAVE_AGAIN_FROM_CACHE = "What it saves is still in ComfyUI's cache: queue the prompt again and only the save runs."
 
 _NAME_PART = re.compile(r"^[\w][\w .+-]*$")
 # File systems take 255 bytes per name; the temporary name of an atomic write adds about 15 to the
@@ -75,6 +77,19 @@ def require_writable(folder: Path, input_name: str) -> None:
     except OSError as error:
         raise InputError(input_name, f"cannot write to {folder} ({error.strerror}).",
                          "Pick another name, or make the folder writable.") from None
+
+
+@contextlib.contextmanager
+def write_failure_named(input_name: str, path: Path, kept: str) -> Iterator[None]:
+    """A write of `path` that fails (disk full, permissions, a folder made read-only while a run goes on)
+    as an error on `input_name` that names the folder and says what the user still has: `kept`. The
+    writes are atomic, so no partial file is left."""
+    try:
+        yield
+    except OSError as error:
+        raise InputError(input_name, f"could not write {path.name} to {path.parent} ({error.strerror or error}). "
+                         f"{kept}", "Free space there or make the folder writable (or pick another name), then "
+                         "queue the prompt again.") from None
 
 
 @contextlib.contextmanager
