@@ -124,7 +124,7 @@ class HeadlessChromium:
             raise JavaScriptError(_exception_text(result["exceptionDetails"]))
         return result["result"].get("value")
 
-    def wait_for(self, js: str, timeout: float = 60, interval: float = 0.25) -> None:
+    def wait_for(self, js: str, timeout: float = 60, interval: float = 0.1) -> None:
         """Poll until the expression `js` is truthy in the page; page errors while loading are retried."""
         deadline = time.time() + timeout
         last_error = None

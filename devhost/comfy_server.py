@@ -24,7 +24,7 @@ from .processes import end_process_group
 # mean a LoRA did not fully apply (any LoRA: ours are the ones the tests load).
 IMPORT_FAILURE_MARKERS = ("IMPORT FAILED", "Cannot import", "Error while calling comfy_entrypoint")
 LORA_KEY_MISSING = "lora key not loaded"
-
+POLL_S = 0.05  # how often start() and wait() ask the server; a prompt's result is seen this soon after it ends
 
 @dataclass
 class PromptResult:
@@ -90,7 +90,7 @@ class ComfyServer:
                         return self
             except OSError:
                 pass
-            time.sleep(0.2)
+            time.sleep(POLL_S)
         self.stop()
         raise TimeoutError(f"ComfyUI not ready after {timeout}s; log: {self.log_path}")
 
@@ -140,7 +140,7 @@ class ComfyServer:
                 status = entry["status"]
                 if status.get("status_str") in ("success", "error") or status.get("completed"):
                     return self._result(prompt_id, entry, time.time() - t0)
-            time.sleep(0.2)
+            time.sleep(POLL_S)
         raise TimeoutError(f"prompt {prompt_id} not done after {timeout}s")
 
     def run(self, prompt: dict, timeout: float = 900) -> PromptResult:

@@ -72,7 +72,7 @@ def queue_from_ui(frontend: HeadlessChromium, server) -> tuple[object, float]:
     deadline = time.time() + 60
     while not (new := (set(server.get("/history")) | set(_queued(server))) - before):
         assert time.time() < deadline, "the UI queued nothing"
-        time.sleep(0.2)
+        time.sleep(0.05)
     result = server.wait(new.pop())
     stamps = {kind: body["timestamp"] for kind, body in result.messages if "timestamp" in body}
     return result, (stamps["execution_success"] - stamps["execution_start"]) / 1000 if result.ok else 0.0

@@ -67,3 +67,20 @@ def test_style_files_that_lie_are_refused_on_the_input_that_picked_them(pkg, tmp
     reversed_shape = {**tensors, first: tensors[first].reshape(tensors[first].shape[::-1])}  # same bytes
     with pytest.raises(InputError, match=rf"does not match its own spec .*other shapes \['{re.escape(first)}'\]"):
         load_style(_rewritten(tmp_path, reversed_shape, spec))
+
+
+def test_a_saved_file_gets_the_mode_new_files_get_so_other_users_can_read_it(pkg, tmp_path):
+    """As ComfyUI's own saves: 0644 under the usual umask 022 (an atomic write's temporary file must not
+    leave it owner-only)."""
+    import os
+
+    from inst_styleforge.inst_core.style import InSTStyle, StyleSpec
+    from inst_styleforge.inst_core.style_file import save_style
+
+    previous = os.umask(0o022)
+    try:
+        path = save_style(InSTStyle(StyleSpec(family="SD15", token_widths={"l": 768}, image_dim=768)),
+                          tmp_path / "shared.safetensors")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -92,6 +92,16 @@ def write_failure_named(input_name: str, path: Path, kept: str) -> Iterator[None
                          "queue the prompt again.") from None
 
 
+def _new_file_mode() -> int:
+    """The mode open() gives a new file under the process's umask (0644 under the usual 022)."""
+    try:
+        umask = int(re.search(r"^Umask:\s+([0-7]+)", Path("/proc/self/status").read_text(), re.M).group(1), 8)
+    except (OSError, AttributeError):  # no /proc (macOS, Windows): read it by setting it, briefly
+        umask = os.umask(0)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path) -> Iterator[str]:
     """A temporary file in `path`'s folder to write to, renamed onto `path` only when the block ends
@@ -101,6 +111,8 @@ def atomic_write(path: Path) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        # not the temporary file's owner-only 0600: other users read it, as they read ComfyUI's own saves
+        os.chmod(tmp, _new_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
