@@ -18,7 +18,7 @@ from devhost.ui_workflow import ui_to_api
 
 TEMPLATE_FILES = sorted(TEMPLATES.glob("*.json"))
 TRAINERS = ("InST_TrainStyle", "StyleForge_Train", "StyleForge_TrainMulti")
-TRAINING_STEPS_IN_TESTS = 2
+TRAINING_STEPS_IN_TESTS = 1
 # The generation prompt a user changes between queues, by template: (node id, new text).
 GENERATION_PROMPT = {
     "InST - learn a painting style and generate with it": (9, "a lighthouse at dusk in the style of *"),
