@@ -23,6 +23,9 @@ class LoadStyle(io.ComfyNode):
             node_id="InST_LoadStyle",
             display_name="Load InST Style",
             category=INST,
+            description="A style that Train InST Style or Save InST Style wrote to models/inst_styles, for InST "
+                        "Style Conditioning or Export InST Style as Embedding. The file is checked against its "
+                        "own spec before anything is built from it.",
             inputs=[io.Combo.Input("style_name", options=_files(".safetensors"),
                                    tooltip="A style from models/inst_styles (.safetensors only).")],
             outputs=[InSTStyleType.Output(display_name="style")],
@@ -40,6 +43,8 @@ class SaveStyle(io.ComfyNode):
             node_id="InST_SaveStyle",
             display_name="Save InST Style",
             category=INST,
+            description="Writes a style (an imported official one, or one loaded to keep under another name) to "
+                        "models/inst_styles. Train InST Style already saves what it trains.",
             is_output_node=True,
             inputs=[
                 InSTStyleType.Input("style", tooltip="The style to save."),

@@ -1,11 +1,14 @@
-"""The batch path on a local Ray cluster (2 CPU workers) with the tiny fixtures: styles and LoRAs equal
-the single-process trainers' (same seeds; one manifest trained once), a worker killed mid-job is
-replaced and its job finished with no partial file, a rerun does no work, and a bad row fails alone,
-named by row and field."""
+"""The batch path on Ray with the tiny fixtures. The command, as a user runs it (a subprocess that starts
+its own Ray), trains one manifest on two CPU workers: its styles and LoRAs equal the single-process
+trainers' (same seeds), its bad rows fail alone, named by row and field, and it writes its report.
+In this process, on a Ray of its own: a rerun does no work, and a worker killed mid-job is replaced
+and its job finished with no partial file."""
 
 import contextlib
 import csv
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -19,7 +22,8 @@ from devhost.paths import BASE_DIR, COMFY_DIR, REPO_ROOT
 INST_ROW = {"kind": "inst", "steps": "3", "learning_rate": "0.001", "resolution": "64"}
 SF_ROW = {"kind": "styleforge", "style_images": "styleforge_example/styleref", "aux": "styleforge_example/aux",
           "steps": "2", "unet_lr": "0.001", "rank": "4", "resolution": "64"}
-WORKER_THREADS = 1  # each of the 2 CPU workers trains with one torch thread (one core each)
+WORKER_THREADS = 1  # each CPU worker trains with one torch thread (one core each)
+COMMAND_TIMEOUT_S = 600
 
 
 def write_manifest(path, rows: list[dict]) -> None:
@@ -30,20 +34,31 @@ def write_manifest(path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-@pytest.fixture(scope="module")
-def batch(pkg, tiny_models):
-    """The batch modules with Ray started on this machine (2 CPUs), shut down afterwards."""
-    from inst_styleforge.batch import manifest, pool
-
+def write_inputs() -> None:
     write_examples(BASE_DIR / "input")
     for seed in range(4):
         painting(seed).save(BASE_DIR / "input" / f"batch_painting_{seed}.png")
+
+
+def batch_command(*flags: str) -> subprocess.CompletedProcess:
+    """The batch command on the dev host's ComfyUI, on the CPU."""
+    command = [sys.executable, str(REPO_ROOT / "batch" / "cli.py"), "--comfyui", str(COMFY_DIR), "--base-dir",
+               str(BASE_DIR), "--cpu", *flags]
+    return subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def batch(pkg, tiny_models):
+    """The batch modules with Ray started in this process (one worker), shut down afterwards."""
+    from inst_styleforge.batch import manifest, pool
+
+    write_inputs()
     setup = pool.Setup(str(COMFY_DIR), str(REPO_ROOT), str(tiny_models["tiny_sd15_taesd"]),
                        str(tiny_models["tiny_clip_vision_vitl"]), str(BASE_DIR), cpu=True)
     trainers = None
     try:
         pool.connect(setup, num_cpus=2)
-        trainers = pool.TrainerPool(setup, workers=2, cpus_per_worker=WORKER_THREADS)
+        trainers = pool.TrainerPool(setup, workers=1, cpus_per_worker=WORKER_THREADS)
         yield manifest, pool, trainers
     finally:
         if trainers is not None:
@@ -79,19 +94,36 @@ BAD_ROWS = [dict(INST_ROW, name="missing", painting="no_such_painting.png"),
 
 
 @pytest.fixture(scope="module")
-def trained(batch, tmp_path_factory):
-    """(the output folder, the reports, the batch's wall seconds) of TRAINED_ROWS."""
+def trained(pkg, tiny_models, tmp_path_factory):
+    """(the output folder, the report, the command's wall seconds, its result) of TRAINED_ROWS + BAD_ROWS,
+    trained by the command on two workers."""
     out = tmp_path_factory.mktemp("trained_batch")
+    write_inputs()
+    write_manifest(out / "manifest.csv", TRAINED_ROWS + BAD_ROWS)
     started = time.monotonic()
-    reports = _run(batch, TRAINED_ROWS + BAD_ROWS, out)
-    return out, reports, time.monotonic() - started
+    result = batch_command("--manifest", str(out / "manifest.csv"), "--out", str(out),
+                           "--checkpoint", tiny_models["tiny_sd15_taesd"].name,
+                           "--clip-vision", tiny_models["tiny_clip_vision_vitl"].name,
+                           "--workers", "2", "--cpus-per-worker", str(WORKER_THREADS))
+    seconds = time.monotonic() - started
+    return out, json.loads((out / "report.json").read_text()), seconds, result
+
+
+def test_the_command_writes_its_report_and_exits_1_when_a_row_failed(trained):
+    out, report, _, result = trained
+    assert result.returncode == 1, result.stderr  # rows failed
+    assert f"report: {out / 'report.json'}" in result.stdout
+    total = len(TRAINED_ROWS + BAD_ROWS)
+    assert f"batch: {total}/{total} jobs ended (0 skipped, {len(BAD_ROWS)} failed)" in result.stderr
+    assert report[0]["files"] == ["inst_styles/style_0.safetensors", "embeddings/style_0.safetensors"]
+    assert all((out / f).is_file() for r in report for f in r.get("files", []))
 
 
 def test_styles_on_two_workers_are_the_ones_one_process_gives(trained, sd15, clip_vision):
     from inst_styleforge.inst_core.style_file import load_style
     from inst_styleforge.inst_core.training import InSTTrainingConfig, train_style
 
-    out, reports, batch_seconds = trained
+    out, reports, batch_seconds, _ = trained
     assert [r["status"] for r in reports[:len(TRAINED_ROWS)]] == ["done"] * len(TRAINED_ROWS)
     model, clip, vae = sd15
     for s in range(2):
@@ -101,7 +133,7 @@ def test_styles_on_two_workers_are_the_ones_one_process_gives(trained, sd15, cli
         batched = load_style(out / "inst_styles" / f"style_{s}.safetensors").state_dict()
         assert all(torch.equal(batched[k], v) for k, v in alone.items())
         assert (out / "embeddings" / f"style_{s}.safetensors").exists()
-    report = json.loads((out / "report.json").read_text())
+    report = reports
     assert [r["row"] for r in report] == list(range(1, len(TRAINED_ROWS + BAD_ROWS) + 1))
     assert [r["name"] for r in report[:len(TRAINED_ROWS)]] == [row["name"] for row in TRAINED_ROWS]
     for r in report[:len(TRAINED_ROWS)]:  # each job trained (its eval loss moved), timed within the batch's
@@ -114,7 +146,7 @@ def test_loras_on_two_workers_are_the_ones_one_process_gives(trained, sd15):
     from inst_styleforge.styleforge_core.lora_file import load_lora
     from inst_styleforge.styleforge_core.training import StyleForgeConfig, TrainingSets, train_styleforge
 
-    out, _, _ = trained
+    out = trained[0]
     model, clip, vae = sd15
     sets = TrainingSets(load_folder("styleforge_example/styleref"), load_folder("styleforge_example/aux"))
     for s in range(2):
@@ -126,7 +158,7 @@ def test_loras_on_two_workers_are_the_ones_one_process_gives(trained, sd15):
 
 
 def test_rerunning_a_manifest_does_no_work_and_reports_every_job_done(batch, trained):
-    out, _, _ = trained
+    out = trained[0]
     files = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
     again = _run(batch, TRAINED_ROWS + BAD_ROWS, out)
     assert [r["status"] for r in again] == ["skipped"] * len(TRAINED_ROWS) + ["failed"] * len(BAD_ROWS)
@@ -149,7 +181,7 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_finished_with_no_partia
 
 
 def test_a_bad_row_fails_alone_named_by_row_and_field(trained):
-    _, reports, _ = trained
+    reports = trained[1]
     first_bad = len(TRAINED_ROWS) + 1  # manifest rows count from 1
     missing, wrong_number, tiny = reports[len(TRAINED_ROWS):]
     assert [missing["status"], wrong_number["status"], tiny["status"]] == ["failed"] * 3

@@ -29,3 +29,11 @@ def test_every_trainer_input_is_a_config_field_or_used_by_the_node(nodes):
             inputs = {i.id for i in node.define_schema().inputs}
             unknown = inputs - fields - NODE_ONLY
             assert not unknown, f"{node.__name__}: {sorted(unknown)} are not fields of {config.__name__}"
+
+
+def test_every_node_the_server_lists_says_what_it_is_for(object_info):
+    """The node panel shows a node's description: none of ours is left empty."""
+    ours = {name: info for name, info in object_info.items()
+            if info.get("python_module", "").endswith("inst_styleforge")}
+    assert len(ours) == 16
+    assert [name for name, info in ours.items() if not info.get("description", "").strip()] == []

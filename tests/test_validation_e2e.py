@@ -7,6 +7,7 @@ from PIL import Image
 from prompts import CLIP_VISION, inst_training, validation_node
 from styleforge_prompts import train_single
 
+from devhost.example_inputs import painting
 from devhost.paths import BASE_DIR
 
 OUTPUT = BASE_DIR / "output"
@@ -36,7 +37,11 @@ def test_inst_validation_rounds_are_saved_scored_and_shown_on_the_trainer(comfy_
 
 def test_styleforge_validation_with_clip_vision_writes_every_round(comfy_server, pkg):  # pkg: score_pixels
     _clear("tests_validation/sf")
+    one_painting = BASE_DIR / "input" / "tests_validation_one_painting"  # one StyleRef image to score against
+    one_painting.mkdir(parents=True, exist_ok=True)
+    painting(4, (64, 64)).save(one_painting / "painting.png")
     prompt = train_single("styleforge_test/validated", "styleforge_test/validated", steps=2, validation=["50", 0])
+    prompt["2"]["inputs"]["folder"] = one_painting.name
     prompt["51"] = {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": CLIP_VISION}}
     prompt["50"] = validation_node("", "tests_validation/sf", ["51", 0])
     result = comfy_server.run(prompt)
