@@ -24,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -206,6 +208,7 @@ def _sd3_unet_state() -> dict:
                   pos_embed_max_size=16, num_patches=256, pos_embed_scaling_factor=None, x_block_self_attn_layers=[],
                   dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
     _init_layers(model)
+    torch.nn.init.normal_(model.pos_embed, std=0.02)  # a bare parameter: uninitialised memory otherwise
     return model.state_dict()
 
 
@@ -236,9 +239,13 @@ def _cache_key(fx: Fixture) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def cached_file(fx: Fixture) -> Path:
+    return FIXTURE_CACHE / f"{fx.name}-{_cache_key(fx)}.safetensors"
+
+
 def build(fx: Fixture) -> Path:
     """The fixture's file in the cache, built on first use (atomically: temp file, then rename)."""
-    cached = FIXTURE_CACHE / f"{fx.name}-{_cache_key(fx)}.safetensors"
+    cached = cached_file(fx)
     if cached.exists():
         return cached
     import_comfy()
@@ -269,10 +276,23 @@ def install(fx: Fixture) -> Path:
     return link
 
 
-def install_all() -> list[Path]:
-    return [install(fx) for fx in ALL_FIXTURES]
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def install_all(processes: int = 2) -> dict[str, Path]:
+    """Every fixture, {name: its path in the model folders}. Those not cached yet are built side by side
+    in `processes` fresh processes (one torch thread each), the slowest (the SDXL one) first."""
+    missing = sorted((fx for fx in ALL_FIXTURES if not cached_file(fx).exists()), key=lambda fx: fx.family != "SDXL")
+    if len(missing) > 1:
+        spawn = multiprocessing.get_context("spawn")  # no fork of a process that already runs torch
+        with ProcessPoolExecutor(min(processes, len(missing)), mp_context=spawn, initializer=_one_thread) as pool:
+            list(pool.map(build, missing))
+    return {fx.name: install(fx) for fx in ALL_FIXTURES}
 
 
 if __name__ == "__main__":
-    for path in install_all():
+    for path in install_all().values():
         print(f"fixture: {path}")

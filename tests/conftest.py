@@ -34,7 +34,7 @@ def pkg():
 @pytest.fixture(scope="session")
 def tiny_models() -> dict[str, Path]:
     """The tiny fixtures, built once (cached by content hash) and linked into the dev host's models."""
-    return {fx.name: fixtures.install(fx) for fx in fixtures.ALL_FIXTURES}
+    return fixtures.install_all()
 
 
 # The session's server keeps up to this many node results (ComfyUI's --cache-lru) instead of only the

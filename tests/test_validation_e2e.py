@@ -20,17 +20,17 @@ def _clear(prefix: str) -> None:
 
 def test_inst_validation_rounds_are_saved_scored_and_shown_on_the_trainer(comfy_server, painting_file):
     _clear("tests_validation/inst")
-    prompt = inst_training(painting_file, steps=2, filename="", validation=["50", 0])
+    prompt = inst_training(painting_file, steps=1, filename="", validation=["50", 0])
     prompt["50"] = validation_node("a house in the style of *\n*", "tests_validation/inst", None)
     result = comfy_server.run(prompt)
     assert result.ok, result.error
     names = sorted(p.name for p in OUTPUT.glob("tests_validation/inst_*"))
     run = names[0][: len("inst_00001")]
-    assert names == sorted([f"{run}_curve.png"] + [f"{run}_step{s:06}_{k}.png" for s in (0, 2) for k in (1, 2)])
+    assert names == sorted([f"{run}_curve.png"] + [f"{run}_step{s:06}_{k}.png" for s in (0, 1) for k in (1, 2)])
     shown = result.outputs["4"]["images"]
     assert shown[0]["type"] == "temp"  # the loss curve
     assert [(i["filename"], i["subfolder"], i["type"]) for i in shown[1:]] == [
-        (f"{run}_step000002_{k}.png", "tests_validation", "output") for k in (1, 2)]
+        (f"{run}_step000001_{k}.png", "tests_validation", "output") for k in (1, 2)]
     with Image.open(OUTPUT / "tests_validation" / f"{run}_curve.png") as curve:
         assert curve.size == (640, 360)
 
