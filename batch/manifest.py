@@ -8,6 +8,7 @@ the nodes. A row that cannot run is reported by its number and field, and the ot
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,14 +39,29 @@ class BadRow:
         return f"row {self.row}, field '{self.field}': {self.message}"
 
 
+INPUT_COLUMNS = ("painting", "style_images", "aux", "backgrounds")
+COLUMNS = ("kind", "name", *INPUT_COLUMNS, *dict.fromkeys([*INST_SETTINGS, *STYLEFORGE_SETTINGS]))
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows, each checked for unknown columns (a misspelled setting would otherwise train at its
+    default); an empty manifest is refused. CSV as spreadsheets save it too (UTF-8 with a BOM)."""
     if path.suffix.lower() == ".json":
-        rows = json.loads(path.read_text())
+        rows = json.loads(path.read_text(encoding="utf-8-sig"))
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise ValueError(f"{path}: a JSON manifest is a list of objects, one per job")
-        return [{k: "" if v is None else str(v) for k, v in r.items()} for r in rows]
-    with path.open(newline="") as file:
-        return [{k.strip(): (v or "").strip() for k, v in r.items() if k} for r in csv.DictReader(file)]
+            raise ValueError(f"--manifest: {path} is not a list of objects, one per job")
+        rows = [{k: "" if v is None else str(v) for k, v in r.items()} for r in rows]
+    else:
+        with path.open(newline="", encoding="utf-8-sig") as file:
+            rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k} for r in csv.DictReader(file)]
+    if not rows:
+        raise ValueError(f"--manifest: {path} has no rows. Add one row per style or LoRA under the header.")
+    unknown = sorted({column for row in rows for column in row} - set(COLUMNS))
+    if unknown:
+        guesses = [f"'{c}'" + (f" (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(c, COLUMNS, 1)) else "")
+                   for c in unknown]
+        raise ValueError(f"--manifest: unknown column(s) {', '.join(guesses)}. The columns are {list(COLUMNS)}.")
+    return rows
 
 
 def parse_row(number: int, row: dict[str, str], input_dir: Path) -> Job | BadRow:
@@ -55,7 +71,7 @@ def parse_row(number: int, row: dict[str, str], input_dir: Path) -> Job | BadRow
     name = row.get("name", "")
     if not name or any(c in name for c in "/\\") or name.startswith("."):
         return BadRow(number, "name", f"'{name}' is not a plain file name")
-    wanted = ("painting",) if kind == "inst" else ("style_images", "aux", "backgrounds")
+    wanted = INPUT_COLUMNS[:1] if kind == "inst" else INPUT_COLUMNS[1:]
     inputs = {}
     for key in wanted:
         value = row.get(key, "")
