@@ -9,10 +9,21 @@ Standard library only: a Ray worker runs this before anything of the package can
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
 PACKAGE_NAME = "inst_styleforge"
+# Ray gives its servers the machine's network address unless it believes it runs where clusters are not
+# supported (Windows, macOS); there it keeps them on 127.0.0.1. This setting says so; Ray reads it when
+# first imported. Ray's own guidance is never to expose it to untrusted networks.
+LOCAL_RAY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def keep_ray_on_loopback() -> None:
+    """Every Ray server this process (and the workers it starts) runs listens on 127.0.0.1 only. For a
+    Ray started on this machine; call before ray is imported."""
+    os.environ.update(LOCAL_RAY)
 
 
 def comfy_flags(comfy_dir: str, base_dir: str | None = None, cpu: bool = False) -> None:

@@ -14,15 +14,16 @@ from pathlib import Path
 import torch
 
 from .. import host
-from ..inst_core.embedding_export import save_embedding
+from ..inst_core.embedding_export import embedding_name, save_embedding
 from ..inst_core.style import ImageFeatures
 from ..inst_core.style_file import STYLE_FOLDER, load_style
-from ..inst_core.training import InSTTrainingConfig, train_style
+from ..inst_core.training import InSTTrainingConfig, check_config, train_style
 from ..styleforge_core.datasets import load_folder
 from ..styleforge_core.lora_file import LORA_FOLDER, load_lora, save_lora
-from ..styleforge_core.training import StyleForgeConfig, TrainingSets, train_styleforge
+from ..styleforge_core.training import StyleForgeConfig, TrainingSets, check_inputs, train_styleforge
 from ..training_kit.errors import InputError
-from ..training_kit.images import image_sha256, read_image
+from ..training_kit.files import safe_relative_name
+from ..training_kit.images import image_sha256, read_image, require_image
 from .manifest import Job
 
 EMBEDDINGS_FOLDER = "embeddings"
@@ -67,7 +68,11 @@ def output_files(job: Job, out: Path) -> list[Path]:
 
 
 def _painting(job: Job) -> torch.Tensor:
-    return read_image(host.files.input_directory() / job.inputs["painting"])
+    try:
+        return read_image(host.files.input_directory() / job.inputs["painting"])
+    except (OSError, ValueError) as error:  # PIL's UnidentifiedImageError is an OSError
+        raise InputError("painting", f"'{job.inputs['painting']}' is not a readable image ({error}).",
+                         "Use a PNG, JPEG or WebP file.") from None
 
 
 def _inst_config(job: Job) -> InSTTrainingConfig:
@@ -83,6 +88,19 @@ def _styleforge_config(job: Job) -> StyleForgeConfig:
 def _sets(job: Job) -> TrainingSets:
     loaded = {key: load_folder(folder, key) for key, folder in job.inputs.items()}
     return TrainingSets(loaded["style_images"], loaded.get("aux"), loaded.get("backgrounds"))
+
+
+def check_job(job: Job) -> None:
+    """The row checked as its node checks it (the name as the save nodes take it, the settings against
+    the trainer's ranges, the images as the trainer reads them), by the trainers' own checks: run where
+    the manifest is read, so a bad row stops the batch before anything trains."""
+    if job.kind == "inst":
+        embedding_name(job.name, "name")  # stock prompts use the exported embedding by this name
+        check_config(_inst_config(job))
+        require_image(_painting(job), "painting")
+    else:
+        safe_relative_name(job.name, "name")
+        check_inputs(_styleforge_config(job), _sets(job))
 
 
 def already_done(job: Job, out: Path) -> bool:

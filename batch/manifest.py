@@ -2,7 +2,8 @@
 
 `kind` is `inst` (a painting -> a style, exported as an embedding) or `styleforge` (image folders ->
 a LoRA; `backgrounds` makes it Multi-StyleForge). Paths are relative to ComfyUI's input folder, as in
-the nodes. A row that cannot run is reported by its number and field, and the other rows still run.
+the nodes. Every row is checked as its node would check it before anything trains; a manifest with a
+bad row is refused whole, each problem named by row and field.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import csv
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..training_kit.errors import InputError
 
 KINDS = ("inst", "styleforge")
 # column -> type of every setting a row may give; absent settings take the trainer's defaults
@@ -43,9 +47,16 @@ INPUT_COLUMNS = ("painting", "style_images", "aux", "backgrounds")
 COLUMNS = ("kind", "name", *INPUT_COLUMNS, *dict.fromkeys([*INST_SETTINGS, *STYLEFORGE_SETTINGS]))
 
 
+class ManifestError(ValueError):
+    """Everything wrong with a manifest, named at once: each unknown column and each bad row."""
+
+    def __init__(self, path: Path, problems: list[str]):
+        listed = "".join(f"\n  {problem}" for problem in problems)
+        super().__init__(f"--manifest: {path} has {len(problems)} problem(s); nothing was trained.{listed}")
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
-    """The rows, each checked for unknown columns (a misspelled setting would otherwise train at its
-    default); an empty manifest is refused. CSV as spreadsheets save it too (UTF-8 with a BOM)."""
+    """The rows as text; an empty manifest is refused. CSV as spreadsheets save it too (UTF-8 with a BOM)."""
     if path.suffix.lower() == ".json":
         rows = json.loads(path.read_text(encoding="utf-8-sig"))
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
@@ -56,12 +67,18 @@ def read_rows(path: Path) -> list[dict[str, str]]:
             rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k} for r in csv.DictReader(file)]
     if not rows:
         raise ValueError(f"--manifest: {path} has no rows. Add one row per style or LoRA under the header.")
-    unknown = sorted({column for row in rows for column in row} - set(COLUMNS))
-    if unknown:
-        guesses = [f"'{c}'" + (f" (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(c, COLUMNS, 1)) else "")
-                   for c in unknown]
-        raise ValueError(f"--manifest: unknown column(s) {', '.join(guesses)}. The columns are {list(COLUMNS)}.")
     return rows
+
+
+def unknown_columns(rows: list[dict[str, str]]) -> list[str]:
+    """A column the batch does not know, named with the nearest known one: a misspelled setting would
+    otherwise train at its default."""
+    unknown = sorted({column for row in rows for column in row} - set(COLUMNS))
+    if not unknown:
+        return []
+    guesses = [f"'{c}'" + (f" (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(c, COLUMNS, 1)) else "")
+               for c in unknown]
+    return [f"unknown column(s) {', '.join(guesses)}; the columns are {list(COLUMNS)}"]
 
 
 def parse_row(number: int, row: dict[str, str], input_dir: Path) -> Job | BadRow:
@@ -96,13 +113,26 @@ def parse_row(number: int, row: dict[str, str], input_dir: Path) -> Job | BadRow
     return Job(number, kind, name, inputs, settings)
 
 
-def read_manifest(path: Path, input_dir: Path) -> list[Job | BadRow]:
-    jobs = [parse_row(n, row, input_dir) for n, row in enumerate(read_rows(path), start=1)]
+def read_manifest(path: Path, input_dir: Path, check: Callable[[Job], None] = lambda job: None) -> list[Job]:
+    """Every row as a job, or a ManifestError naming every problem. `check(job)` raises the InputError
+    the trainer would raise for that row (the batch passes the trainers' own checks)."""
+    rows = read_rows(path)
+    problems, jobs = unknown_columns(rows), []
     seen: dict[tuple[str, str], int] = {}
-    for i, job in enumerate(jobs):
-        if isinstance(job, Job):
-            key = (job.kind, job.name)
-            if key in seen:
-                jobs[i] = BadRow(job.row, "name", f"'{job.name}' is already the name of row {seen[key]}")
-            seen.setdefault(key, job.row)
+    for number, row in enumerate(rows, start=1):
+        job = parse_row(number, row, input_dir)
+        if isinstance(job, Job) and (job.kind, job.name) in seen:
+            job = BadRow(number, "name", f"'{job.name}' is already the name of row {seen[job.kind, job.name]}")
+        elif isinstance(job, Job):
+            seen[job.kind, job.name] = number
+            try:
+                check(job)
+            except InputError as error:
+                job = BadRow(number, error.input_name, str(error).removeprefix(f"Input '{error.input_name}': "))
+        if isinstance(job, BadRow):
+            problems.append(str(job))
+        else:
+            jobs.append(job)
+    if problems:
+        raise ManifestError(path, problems)
     return jobs

@@ -1,11 +1,14 @@
 """The batch on Ray: a pool of trainer actors (one GPU each, or one CPU each), each loading the models
 once and then training job after job; jobs go to whichever actor is free; a job whose actor dies is
 retried on a fresh actor a bounded number of times; a job that fails on its own inputs is reported
-and not retried; a row already done is skipped. The jobs write their files themselves, atomically."""
+and not retried; a row already done is skipped. The jobs write their files themselves, atomically.
+One batch at a time writes to an output folder (a lock), and Ctrl-C ends it with the report of
+what finished."""
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import sys
 import time
@@ -20,10 +23,19 @@ from ..training_kit.errors import InputError
 from ..training_kit.files import atomic_write
 from . import bootstrap
 from .jobs import JobReport, Models, already_done, run_job
-from .manifest import BadRow, Job
+from .manifest import Job
 
 RETRIES = 2  # times a job whose worker died is tried again
 REPORT = "report.json"
+LOCK = ".batch.lock"
+
+
+class BatchError(Exception):
+    """A batch that cannot start as asked: the message names the flag and the fix."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a batch: the report of what finished is written; the message says what it holds."""
 
 
 @dataclass(frozen=True)
@@ -39,13 +51,49 @@ class Setup:
 
 
 def connect(setup: Setup, address: str | None = None, num_cpus: int | None = None) -> None:
-    """Start Ray here (address None) or join a running cluster ("auto" inside `ray job submit`). Every
-    worker process first loads ComfyUI and this package as `setup` says, so the trainer class and
-    the jobs it receives can be unpickled there."""
+    """Start Ray on this machine (address None: never joining a cluster it would find; on 127.0.0.1 only
+    when `bootstrap.keep_ray_on_loopback` ran first) or join a running cluster ("auto" inside `ray job
+    submit`). Every worker process first loads ComfyUI and this package as `setup` says, so the trainer
+    class and the jobs it receives can be unpickled there."""
     ray.cloudpickle.register_pickle_by_value(bootstrap)  # the hook runs before the package exists there
     hook = bootstrap.worker_setup_hook(setup.comfy_dir, setup.package_dir, setup.base_dir, setup.cpu)
-    local = {"num_cpus": num_cpus, "include_dashboard": False} if address is None else {}
-    ray.init(address=address, runtime_env={"worker_process_setup_hook": hook}, log_to_driver=False, **local)
+    local = {"num_cpus": num_cpus, "include_dashboard": False}
+    ray.init(address=address or "local", runtime_env={"worker_process_setup_hook": hook}, log_to_driver=False,
+             **(local if address is None else {}))
+
+
+def disconnect() -> None:
+    ray.shutdown()
+
+
+def require_resources(workers: int, cpus_per_worker: int, gpus_per_worker: float) -> None:
+    """Every worker fits on a node of the Ray it runs on: an actor that fits nowhere waits forever."""
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    asked = {"CPU": (cpus_per_worker, "--cpus-per-worker"), "GPU": (gpus_per_worker, "--gpus-per-worker")}
+    for resource, (per_worker, flag) in asked.items():
+        largest = max((node.get(resource, 0) for node in nodes), default=0)
+        total = sum(node.get(resource, 0) for node in nodes)
+        if per_worker > largest:
+            raise BatchError(f"{flag}: {per_worker:g} per worker, but the largest node of this Ray has {largest:g} "
+                             f"{resource}s. Ask for at most {largest:g}" + (" (train on GPUs without --cpu)."
+                                                                          if resource == "GPU" else "."))
+        if workers * per_worker > total:
+            raise BatchError(f"--workers: {workers} workers x {per_worker:g} {resource}s is more than the "
+                             f"{total:g} this Ray has. Use at most {int(total // per_worker)} workers.")
+
+
+def lock_output(out: Path):
+    """Hold `out` for this batch alone (released when the process ends, however it ends): two batches
+    into one folder would train every row twice and race on its files."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock = (out / LOCK).open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise BatchError(f"--out: another batch is writing to {out}. Wait for it to end, or pick another "
+                         "folder.") from None
+    return lock
 
 
 class Trainer:
@@ -73,6 +121,8 @@ class TrainerPool:
         self.actors = [self.actor_class.remote(setup) for _ in range(workers)]
 
     def replace(self, actor) -> None:
+        """A fresh actor in place of `actor`, which is stopped (it may be dead already)."""
+        ray.kill(actor)
         self.actors[self.actors.index(actor)] = self.actor_class.remote(self.setup)
 
     def close(self) -> None:
@@ -80,56 +130,77 @@ class TrainerPool:
             ray.kill(actor)
 
 
-def run_batch(jobs: list[Job | BadRow], pool: TrainerPool, out: Path, on_started=None) -> list[dict]:
+def run_batch(jobs: list[Job], pool: TrainerPool, out: Path, on_started=None) -> list[dict]:
     """Every row's report, in row order; also written to `<out>/report.json`. Rows already done are
-    skipped; bad rows fail alone. `on_started(job, actor)` is called as each job is handed out (tests
-    use it to kill a worker mid-job)."""
-    left, skipped = skip_done(jobs, out)
+    skipped. On Ctrl-C the workers' jobs are stopped, the rows not done are reported 'interrupted' and
+    Interrupted is raised. `on_started(job, actor)` is called as each job is handed out (tests use it to
+    kill a worker, or interrupt, mid-job)."""
+    todo, skipped = skip_done(jobs, out)
     reports: dict[int, dict] = {r["row"]: r for r in skipped}
-    reports.update({bad.row: {"row": bad.row, "status": "failed", "error": str(bad), "attempts": 0}
-                    for bad in left if isinstance(bad, BadRow)})
-    todo = [job for job in left if isinstance(job, Job)]
     attempts: dict[int, int] = {}
     running: dict = {}  # object ref -> (job, actor)
     progress = _Progress(len(jobs), list(reports.values()))
-    while todo or running:
-        busy = {id(actor) for _, actor in running.values()}
-        for actor in [a for a in pool.actors if id(a) not in busy]:
-            if not todo:
-                break
-            job = todo.pop(0)
-            attempts[job.row] = attempts.get(job.row, 0) + 1
-            running[actor.run.remote(job, str(out))] = (job, actor)
-            if on_started is not None:
-                on_started(job, actor)
-        finished, _ = ray.wait(list(running), num_returns=1)
-        job, actor = running.pop(finished[0])
-        try:
-            report = ray.get(finished[0])
-        except RayActorError as error:
-            pool.replace(actor)
-            if attempts[job.row] <= RETRIES:
+    try:
+        while todo or running:
+            busy = {id(actor) for _, actor in running.values()}
+            for actor in [a for a in pool.actors if id(a) not in busy]:
+                if not todo:
+                    break
+                job = todo.pop(0)
+                attempts[job.row] = attempts.get(job.row, 0) + 1
+                running[actor.run.remote(job, str(out))] = (job, actor)
+                if on_started is not None:
+                    on_started(job, actor)
+            finished, _ = ray.wait(list(running), num_returns=1)
+            job, actor = running.pop(finished[0])
+            report = _outcome(finished[0], job, actor, pool, attempts[job.row])
+            if report is None:  # its worker died: tried again
                 todo.insert(0, job)
                 continue
-            report = {"row": job.row, "kind": job.kind, "name": job.name, "status": "failed",
-                      "error": f"its worker died {attempts[job.row]} times ({type(error).__name__})"}
-        except RayTaskError as error:  # an unexpected error in the job itself: reported, the batch goes on
-            report = {"row": job.row, "kind": job.kind, "name": job.name, "status": "failed",
-                      "error": f"{type(error.cause).__name__}: {error.cause}"}
-        report["attempts"] = attempts[job.row]
-        reports[job.row] = report
-        progress.finished(report, len(running))
+            reports[job.row] = report
+            progress.finished(report, len(running))
+    except KeyboardInterrupt:
+        for _, actor in running.values():
+            pool.replace(actor)  # stops the job: a worker killed mid-write leaves no file (writes are atomic)
+        for job in [job for job, _ in running.values()] + todo:
+            reports[job.row] = {"row": job.row, "kind": job.kind, "name": job.name, "status": "interrupted",
+                                "attempts": attempts.get(job.row, 0)}
+        ended = _write_report(reports, out)
+        done = sum(r["status"] in ("done", "skipped") for r in ended)
+        raise Interrupted(f"{done} of {len(ended)} rows are done; run the same command again to train the rest "
+                          "(rows done are skipped).") from None
+    return _write_report(reports, out)
+
+
+def _outcome(ref, job: Job, actor, pool: TrainerPool, attempt: int) -> dict | None:
+    """The job's report, or None when its worker died and it may be tried again (the worker is replaced)."""
+    try:
+        report = ray.get(ref)
+    except RayActorError as error:
+        pool.replace(actor)
+        if attempt <= RETRIES:
+            return None
+        report = {"row": job.row, "kind": job.kind, "name": job.name, "status": "failed",
+                  "error": f"its worker died {attempt} times ({type(error).__name__})"}
+    except RayTaskError as error:  # an unexpected error in the job itself: reported, the batch goes on
+        report = {"row": job.row, "kind": job.kind, "name": job.name, "status": "failed",
+                  "error": f"{type(error.cause).__name__}: {error.cause}"}
+    report["attempts"] = attempt
+    return report
+
+
+def _write_report(reports: dict[int, dict], out: Path) -> list[dict]:
     ordered = [reports[row] for row in sorted(reports)]
     with atomic_write(out / REPORT) as tmp:
         Path(tmp).write_text(json.dumps(ordered, indent=1) + "\n")
     return ordered
 
 
-def skip_done(jobs: list[Job | BadRow], out: Path) -> tuple[list[Job | BadRow], list[dict]]:
+def skip_done(jobs: list[Job], out: Path) -> tuple[list[Job], list[dict]]:
     """(the rows still to run, the reports of those already done), checked in this process."""
     left, skipped = [], []
     for job in jobs:
-        if isinstance(job, Job) and already_done(job, out):
+        if already_done(job, out):
             skipped.append({"row": job.row, "kind": job.kind, "name": job.name, "status": "skipped", "attempts": 0})
         else:
             left.append(job)

@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="the full-size SD1.5 fixture instead of the tiny one")
     args = parser.parse_args()
     setup()
+    from batch.bootstrap import keep_ray_on_loopback
+
+    keep_ray_on_loopback()  # as the command's local run
     import ray
     from inst_styleforge.batch import manifest, pool
 

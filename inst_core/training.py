@@ -23,6 +23,7 @@ from ..training_kit.errors import InputError
 from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.files import write_failure_named
 from ..training_kit.images import SampleSize, exact_size, image_sha256, require_image, resize_exact
+from ..training_kit.input_rules import BATCH_SIZE, RESOLUTION, SEED, Range, check_ranges
 from ..training_kit.loop import Backward, LossStop, Resume, Run, StepLoss, train, training_session
 from ..training_kit.memory import gradient_checkpointing_on
 from ..training_kit.model_checks import require_matching_clip, require_stable_diffusion
@@ -61,6 +62,11 @@ class InSTTrainingConfig:
     template: str = "{}"
     gradient_checkpointing: str = "auto"  # see training_kit.memory
     precision: str = "auto"
+
+
+# The allowed values of InSTTrainingConfig's numeric settings (the node's widgets take them from here).
+RANGES = {"steps": Range(1, 100000), "learning_rate": Range(1e-7, 1.0), "seed": SEED, "resolution": RESOLUTION,
+          "batch_size": BATCH_SIZE, "vectors_per_token": Range(1, 16)}
 
 
 @dataclass
@@ -204,8 +210,7 @@ def validator(model, clip, vae, clip_vision, style: InSTStyle, paintings: Painti
 
 
 def check_config(config: InSTTrainingConfig) -> None:
-    if config.resolution % 8:
-        raise InputError("resolution", f"{config.resolution} is not a multiple of 8.", "Use e.g. 512.")
+    check_ranges(config, RANGES)
     if "{}" not in config.template:
         raise InputError("template", f"'{config.template}' has no '{{}}' for the placeholder.", "Use e.g. '{}'.")
 

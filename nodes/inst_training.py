@@ -11,7 +11,7 @@ from comfy_api.latest import io
 from .. import host
 from ..inst_core.style import CONTEXTS
 from ..inst_core.style_file import STYLE_FOLDER, load_style
-from ..inst_core.training import CONTINUE_INPUT, InSTTrainingConfig, train_style
+from ..inst_core.training import CONTINUE_INPUT, RANGES, InSTTrainingConfig, train_style
 from ..training_kit.files import model_file_path, path_in
 from ..training_kit.memory import CHECKPOINTING_TOOLTIP, GRADIENT_CHECKPOINTING
 from ..training_kit.precision import PRECISION_TOOLTIP, PRECISIONS
@@ -45,13 +45,13 @@ class TrainStyle(io.ComfyNode):
                 io.ClipVision.Input("clip_vision", tooltip="CLIP vision model (ViT-L/14 as in the paper)."),
                 io.Image.Input("painting", tooltip="The painting; a batch of several paintings of one style "
                                "trains one encoder, each painting with its own token."),
-                io.Int.Input("steps", default=DEFAULTS.steps, min=1, max=100000,
+                io.Int.Input("steps", default=DEFAULTS.steps, **RANGES["steps"].widget(),
                              tooltip="Optimizer steps (the official config allows 6100; ~1000 is typical)."),
-                io.Float.Input("learning_rate", default=DEFAULTS.learning_rate, min=1e-7, max=1.0, step=1e-6,
-                               tooltip="AdamW learning rate (paper: 1e-4, weight decay 0.01)."),
-                io.Int.Input("seed", default=DEFAULTS.seed, min=0, max=2**63 - 1,
+                io.Float.Input("learning_rate", default=DEFAULTS.learning_rate, **RANGES["learning_rate"].widget(),
+                               step=1e-6, tooltip="AdamW learning rate (paper: 1e-4, weight decay 0.01)."),
+                io.Int.Input("seed", default=DEFAULTS.seed, **RANGES["seed"].widget(),
                              tooltip="Seed for initialisation, timesteps, noise and flips (paper: 23)."),
-                io.Int.Input("resolution", default=DEFAULTS.resolution, min=64, max=2048, step=8,
+                io.Int.Input("resolution", default=DEFAULTS.resolution, **RANGES["resolution"].widget(),
                              tooltip="The painting is resized to resolution x resolution (aspect not kept)."),
                 io.String.Input("filename", default="inst/my_style",
                                 tooltip="Saved as models/inst_styles/<filename>.safetensors (replacing a file of "
@@ -99,13 +99,14 @@ class InSTOptions(io.ComfyNode):
             description="The settings an InST run rarely changes, for Train InST Style's 'options' input. "
                         "Without this node the trainer uses these defaults (the paper's).",
             inputs=[
-                io.Int.Input("batch_size", default=DEFAULTS.batch_size, min=1, max=64,
+                io.Int.Input("batch_size", default=DEFAULTS.batch_size, **RANGES["batch_size"].widget(),
                              tooltip="Samples per step (paper: 1)."),
                 io.Boolean.Input("random_flip", default=DEFAULTS.random_flip, tooltip="Random horizontal flip, p=0.5."),
                 io.Combo.Input("attend_to", options=list(CONTEXTS), default=DEFAULTS.attend_to,
                                tooltip="image_embed: the paper's encoder. patch_tokens: its second attention "
                                        "reads CLIP vision's patch tokens, so attention is not degenerate."),
-                io.Int.Input("vectors_per_token", default=DEFAULTS.vectors_per_token, min=1, max=16,
+                io.Int.Input("vectors_per_token", default=DEFAULTS.vectors_per_token,
+                             **RANGES["vectors_per_token"].widget(),
                              tooltip="Token vectors the style occupies (paper: 1)."),
                 io.Combo.Input("gradient_checkpointing", options=list(GRADIENT_CHECKPOINTING),
                                default=DEFAULTS.gradient_checkpointing, tooltip=CHECKPOINTING_TOOLTIP),

@@ -15,6 +15,7 @@ from ..styleforge_core.lora_file import LORA_FOLDER, load_lora
 from ..styleforge_core.training import (
     CHECKPOINT_INPUT,
     PASSES,
+    RANGES,
     RESUME_INPUT,
     SCHEDULES,
     SEPARATE_PASSES_FROM,
@@ -56,7 +57,7 @@ def _token(name: str, default: str, bound: str) -> io.String.Input:
 
 
 def _aux_weight(name: str, component: str) -> io.Float.Input:
-    return io.Float.Input(name, default=DEFAULTS.aux_weight, min=0.0, max=10.0, step=0.05,
+    return io.Float.Input(name, default=DEFAULTS.aux_weight, **RANGES[name].widget(), step=0.05,
                           tooltip=f"lambda{component}: weight of the Aux term (paper: 1.0); 0 trains without Aux "
                                   "(then no Aux set is needed).")
 
@@ -64,15 +65,15 @@ def _aux_weight(name: str, component: str) -> io.Float.Input:
 def _training() -> list:
     d = DEFAULTS
     return [
-        io.Int.Input("rank", default=d.rank, min=1, max=1024, tooltip="LoRA rank (no larger than the smallest "
-                     "adapted layer)."),
-        io.Int.Input("steps", default=d.steps, min=1, max=1000000,
+        io.Int.Input("rank", default=d.rank, **RANGES["rank"].widget(),
+                     tooltip="LoRA rank (no larger than the smallest adapted layer)."),
+        io.Int.Input("steps", default=d.steps, **RANGES["steps"].widget(),
                      tooltip="Total optimizer steps (with resume: the target, counting the steps already done)."),
-        io.Float.Input("unet_lr", default=d.unet_lr, min=0.0, max=1.0, step=1e-6,
+        io.Float.Input("unet_lr", default=d.unet_lr, **RANGES["unet_lr"].widget(), step=1e-6,
                        tooltip="AdamW learning rate of the UNet adapters (paper: 1e-4)."),
-        io.Int.Input("resolution", default=d.resolution, min=64, max=2048, step=8,
+        io.Int.Input("resolution", default=d.resolution, **RANGES["resolution"].widget(),
                      tooltip="Short side resized to this, then a random square crop (paper: 512; SDXL: 1024)."),
-        io.Int.Input("seed", default=d.seed, min=0, max=2**63 - 1,
+        io.Int.Input("seed", default=d.seed, **RANGES["seed"].widget(),
                      tooltip="Seed for adapter initialisation, crops, timesteps, noise and sample order."),
         StyleForgeOptionsType.Input("options", optional=True,
                                     tooltip="StyleForge Training Options: prompts, LoRA alpha and layers, text "
@@ -192,29 +193,30 @@ class StyleForgeOptions(io.ComfyNode):
                                 tooltip="The StyleRef prompt; '{}' becomes the token. A caption file adds "
                                         "', <caption>'."),
                 io.String.Input("aux_prompt", default=d.aux_prompt, tooltip="The Aux prompt (the paper: 'style')."),
-                io.Int.Input("min_aux_images", default=d.min_aux_images, min=1, max=1000,
+                io.Int.Input("min_aux_images", default=d.min_aux_images, **RANGES["min_aux_images"].widget(),
                              tooltip="Refuse an Aux set smaller than this (the paper uses 15-20)."),
-                io.Float.Input("alpha", default=OPTION_DEFAULTS["alpha"], min=0.0, max=1024.0, step=0.5,
+                io.Float.Input("alpha", default=OPTION_DEFAULTS["alpha"], **RANGES["alpha"].widget(), step=0.5,
                                tooltip="LoRA alpha; the update is scaled by alpha / rank. 0 = the rank (scale 1)."),
                 io.Boolean.Input("include_conv", default=d.include_conv,
                                  tooltip="Also adapt the UNet's convolutions (default: attention and feed-forward)."),
-                io.Float.Input("text_encoder_lr", default=d.text_encoder_lr, min=0.0, max=1.0, step=1e-6,
+                io.Float.Input("text_encoder_lr", default=d.text_encoder_lr, **RANGES["text_encoder_lr"].widget(),
+                               step=1e-6,
                                tooltip="Learning rate of text-encoder adapters; 0 keeps the text encoder frozen "
                                        "(faster, embeddings cached). The paper trains it too: try 5e-5."),
                 io.Combo.Input("lr_schedule", options=list(SCHEDULES), default=d.lr_schedule,
                                tooltip="Learning rate after warmup: constant, or cosine decay to 0."),
-                io.Int.Input("warmup_steps", default=d.warmup_steps, min=0, max=100000,
+                io.Int.Input("warmup_steps", default=d.warmup_steps, **RANGES["warmup_steps"].widget(),
                              tooltip="Linear learning-rate warmup over this many steps."),
-                io.Int.Input("batch_size", default=d.batch_size, min=1, max=64,
+                io.Int.Input("batch_size", default=d.batch_size, **RANGES["batch_size"].widget(),
                              tooltip="StyleRef samples per step (each with one Aux sample)."),
-                io.Int.Input("grad_accumulation", default=d.grad_accumulation, min=1, max=1024,
+                io.Int.Input("grad_accumulation", default=d.grad_accumulation, **RANGES["grad_accumulation"].widget(),
                              tooltip="Batches accumulated per optimizer step."),
-                io.Float.Input("min_snr_gamma", default=d.min_snr_gamma, min=0.0, max=100.0, step=0.5,
+                io.Float.Input("min_snr_gamma", default=d.min_snr_gamma, **RANGES["min_snr_gamma"].widget(), step=0.5,
                                tooltip="Min-SNR loss weighting gamma (5 is usual); 0 = off (the paper)."),
-                io.Float.Input("noise_offset", default=d.noise_offset, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("noise_offset", default=d.noise_offset, **RANGES["noise_offset"].widget(), step=0.01,
                                tooltip="Per-channel noise offset (0.05-0.1 helps very dark or bright styles); "
                                        "0 = off."),
-                io.Int.Input("crops_per_image", default=d.crops_per_image, min=1, max=16,
+                io.Int.Input("crops_per_image", default=d.crops_per_image, **RANGES["crops_per_image"].widget(),
                              tooltip="Random crops cached per image (latents are encoded once)."),
                 io.Boolean.Input("random_flip", default=d.random_flip, tooltip="Also train on the mirrored images."),
                 io.Combo.Input("gradient_checkpointing", options=list(GRADIENT_CHECKPOINTING),
@@ -226,7 +228,7 @@ class StyleForgeOptions(io.ComfyNode):
                                        f"from {SEPARATE_PASSES_FROM} px."),
                 io.Combo.Input("precision", options=list(PRECISIONS), default=d.precision,
                                tooltip=PRECISION_TOOLTIP),
-                io.Int.Input("checkpoint_every", default=d.checkpoint_every, min=0, max=100000,
+                io.Int.Input("checkpoint_every", default=d.checkpoint_every, **RANGES["checkpoint_every"].widget(),
                              tooltip="Write the LoRA to models/loras/<checkpoint_name> every N steps (0 = never); "
                                      "written atomically, so Cancel leaves the last one intact."),
                 io.String.Input(CHECKPOINT_INPUT, default=OPTION_DEFAULTS[CHECKPOINT_INPUT],

@@ -28,6 +28,7 @@ from ..training_kit.errors import InputError
 from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.files import write_failure_named
 from ..training_kit.images import SampleSize, cropped, square_crop
+from ..training_kit.input_rules import BATCH_SIZE, RESOLUTION, SEED, Range, check_ranges
 from ..training_kit.loop import Backward, LossStop, Resume, Run, StepLoss, train, training_session
 from ..training_kit.memory import gradient_checkpointing_on
 from ..training_kit.model_checks import require_matching_clip, require_stable_diffusion
@@ -102,6 +103,16 @@ class StyleForgeConfig:
         return self.style_template.format(token)
 
 
+# The allowed values of StyleForgeConfig's numeric settings (the nodes' widgets take them from here).
+AUX_WEIGHT = Range(0.0, 10.0)
+RANGES = {"aux_weight": AUX_WEIGHT, "background_aux_weight": AUX_WEIGHT, "min_aux_images": Range(1, 1000),
+          "rank": Range(1, 1024), "alpha": Range(0.0, 1024.0), "steps": Range(1, 1000000),
+          "unet_lr": Range(0.0, 1.0), "text_encoder_lr": Range(0.0, 1.0), "warmup_steps": Range(0, 100000),
+          "batch_size": BATCH_SIZE, "grad_accumulation": Range(1, 1024), "min_snr_gamma": Range(0.0, 100.0),
+          "noise_offset": Range(0.0, 1.0), "seed": SEED, "resolution": RESOLUTION, "crops_per_image": Range(1, 16),
+          "checkpoint_every": Range(0, 100000)}
+
+
 @dataclass(frozen=True)
 class TrainingSets:
     style: ImageSet  # Single: the StyleRef set; Multi: the people set
@@ -145,8 +156,7 @@ def check_inputs(config: StyleForgeConfig, sets: TrainingSets) -> None:
         raise InputError("lr_schedule", f"'{config.lr_schedule}' is not one of {list(SCHEDULES)}.")
     if config.passes not in PASSES:
         raise InputError("passes", f"'{config.passes}' is not one of {list(PASSES)}.")
-    if config.resolution % 8 or config.resolution < 64:
-        raise InputError("resolution", f"{config.resolution} is not a multiple of 8 of at least 64.", "Use e.g. 512.")
+    check_ranges(config, RANGES)
     if config.style_template.count("{}") != 1:
         raise InputError("style_template", f"'{config.style_template}' needs exactly one '{{}}' for the token.",
                          "Use e.g. '{} style'.")

@@ -15,6 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # appended, not prepended: ComfyUI's own top-level `nodes` module must win over our `nodes/` package
 sys.path.append(str(REPO_ROOT))
 
+from batch.bootstrap import keep_ray_on_loopback  # noqa: E402
 from devhost import fixtures  # noqa: E402
 from devhost.browser import DESKTOP_VIEWPORT, FRONTEND_READY_JS, frontend_page  # noqa: E402
 from devhost.comfy_server import ComfyServer  # noqa: E402
@@ -23,6 +24,7 @@ from devhost.inprocess import import_comfy, import_package  # noqa: E402
 from devhost.paths import BASE_DIR, DEVHOST  # noqa: E402
 
 import_comfy()
+keep_ray_on_loopback()  # before any test module imports ray: the tests' Ray keeps to 127.0.0.1, as the command's
 
 
 @pytest.fixture(scope="session")

@@ -1,38 +1,133 @@
-"""The batch command as a user runs it (a subprocess): wrong flags or a missing manifest stop it before
-Ray starts, with a message naming the flag. (Its training run is test_batch.py's shared manifest.)"""
+"""The batch command's refusals: wrong flags, a wrong model, and a manifest with bad rows stop it before
+Ray starts (exit 2), every problem named at once, nothing trained or written. These run its `main` in
+this process, where ComfyUI and the package are already loaded; the subprocess a user runs is
+test_batch.py's trained manifest and the linked-install test here."""
 
-from test_batch import INST_ROW, batch_command, write_manifest
+import os
+import sys
+
+import pytest
+from test_batch import INST_ROW, SF_ROW, batch_command, write_inputs, write_manifest
+
+from devhost.paths import BASE_DIR, COMFY_DIR, REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "batch"))  # as the script runs: its folder first on sys.path
+import cli  # noqa: E402
+
+USAGE_ERROR = 2
 
 
-def test_an_unknown_model_or_missing_manifest_stops_before_ray_naming_the_flag(tiny_models, tmp_path):
-    write_manifest(tmp_path / "manifest.csv", [dict(INST_ROW, name="x", painting="batch_command_painting.png")])
-    unknown = batch_command("--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path),
-                            "--checkpoint", "no_such_model.safetensors")
-    assert unknown.returncode == 2
+def run_main(capsys, *flags: str) -> tuple[int, str]:
+    """(exit status, stderr) of the command's main, as `batch_command` would call it."""
+    status = cli.main(["--comfyui", str(COMFY_DIR), "--base-dir", str(BASE_DIR), "--cpu", *flags])
+    return status, capsys.readouterr().err
+
+
+@pytest.fixture
+def models(pkg, tiny_models) -> list[str]:
+    write_inputs()
+    return ["--checkpoint", tiny_models["tiny_sd15_taesd"].name,
+            "--clip-vision", tiny_models["tiny_clip_vision_vitl"].name]
+
+
+def test_wrong_flags_are_all_named_before_anything_loads(capsys, tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    status, err = run_main(capsys, "--manifest", "m.csv", "--checkpoint", "x", "--out", str(tmp_path / "a_file"),
+                           "--comfyui", str(tmp_path), "--workers", "0", "--cpus-per-worker", "0",
+                           "--gpus-per-worker", "1")
+    assert status == USAGE_ERROR
+    for expected in (f"batch: --comfyui: {tmp_path} is not a ComfyUI folder", "batch: --workers: is 0. Use 1 or more.",
+                     "batch: --cpus-per-worker: is 0. Use 1 or more.",
+                     "batch: --gpus-per-worker: is 1 with --cpu. Leave it at 0 to train on the CPU, or drop --cpu.",
+                     f"batch: --out: {tmp_path / 'a_file'} is a file. Name a folder"):
+        assert expected in err
+
+
+def test_an_unknown_model_or_missing_manifest_stops_before_ray_naming_the_flag(capsys, models, tmp_path):
+    write_manifest(tmp_path / "manifest.csv", [dict(INST_ROW, name="x", painting="batch_painting_0.png")])
+    status, err = run_main(capsys, "--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"),
+                           "--checkpoint", "no_such_model.safetensors")
+    assert status == USAGE_ERROR
     assert ("batch: Input '--checkpoint': 'no_such_model.safetensors' is not in models/checkpoints. Give a file "
-            "name listed there, or a path to the file.") in unknown.stderr
-    missing = batch_command("--manifest", str(tmp_path / "none.csv"), "--out", str(tmp_path),
-                            "--checkpoint", tiny_models["tiny_sd15_taesd"].name)
-    assert missing.returncode == 2
-    assert f"batch: --manifest: cannot read {tmp_path / 'none.csv'} (No such file or directory)." in missing.stderr
-    assert not (tmp_path / "report.json").exists()
-
-
-def test_a_misspelled_column_or_an_empty_manifest_stops_before_ray_naming_it(tiny_models, tmp_path):
-    """A column the batch does not know would leave its setting at the default, so it is refused with
-    the nearest known column; read as spreadsheets save CSV (UTF-8 with a BOM, whose first column is
-    still 'kind'). A manifest without rows is refused too. Both exit 2, nothing written."""
-    def run(manifest):
-        return batch_command("--manifest", str(manifest), "--out", str(tmp_path / "out"),
-                             "--checkpoint", tiny_models["tiny_sd15_taesd"].name)
-
-    misspelled = tmp_path / "misspelled.csv"
-    misspelled.write_text("kind,name,painting,step\ninst,x,batch_command_painting.png,5\n", encoding="utf-8-sig")
-    refused = run(misspelled)
-    assert refused.returncode == 2
-    assert "batch: --manifest: unknown column(s) 'step' (did you mean 'steps'?)." in refused.stderr
-    empty = tmp_path / "empty.csv"
-    empty.write_text("kind,name,painting\n")
-    refused = run(empty)
-    assert refused.returncode == 2 and f"batch: --manifest: {empty} has no rows." in refused.stderr
+            "name listed there, or a path to the file.") in err
+    status, err = run_main(capsys, "--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"),
+                           models[0], models[1])
+    assert status == USAGE_ERROR
+    assert "batch: --clip-vision: the manifest has InST rows, which need a CLIP vision model." in err
+    status, err = run_main(capsys, "--manifest", str(tmp_path / "none.csv"), "--out", str(tmp_path / "out"), *models)
+    assert status == USAGE_ERROR
+    assert f"batch: --manifest: cannot read {tmp_path / 'none.csv'} (No such file or directory)." in err
     assert not (tmp_path / "out").exists()
+
+
+# Rows each node would refuse (its widgets clamp, its trainer checks): each is named by row and field.
+BAD_ROWS = {
+    "row 1, field 'steps': -5 is out of range. Use a value from 1 to 100000.": dict(INST_ROW, steps="-5"),
+    "row 2, field 'steps': 0 is out of range.": dict(INST_ROW, steps="0"),
+    "row 3, field 'learning_rate': is nan, not a number. Use a value from 1e-07 to 1.": dict(INST_ROW,
+                                                                                            learning_rate="nan"),
+    "row 4, field 'learning_rate': -1 is out of range.": dict(INST_ROW, learning_rate="-1"),
+    "row 5, field 'resolution': 68 is not a multiple of 8.": dict(INST_ROW, resolution="68"),
+    "row 6, field 'steps': 'many' is not a int": dict(INST_ROW, steps="many"),
+    "row 7, field 'name': 'my style' has a space": dict(INST_ROW, name="my style"),
+    "row 8, field 'name': 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' is too long": dict(INST_ROW, name="x" * 300),
+    "row 9, field 'painting': 'no_such_painting.png' does not exist": dict(INST_ROW, painting="no_such_painting.png"),
+    "row 10, field 'resolution': -64 is out of range. Use a value from 64 to 2048 that is a multiple of 8.":
+        dict(SF_ROW, resolution="-64"),
+    "row 11, field 'aux_weight': 11 is out of range. Use a value from 0 to 10.": dict(SF_ROW, aux_weight="11"),
+}
+
+
+def test_every_bad_row_and_unknown_column_is_named_at_once_and_nothing_trains(capsys, models, tmp_path):
+    """Checked as each node checks it, before Ray starts: out-of-range and non-finite settings, names
+    the save nodes refuse, missing files, a set too small; and a misspelled column (it would train at
+    the default) with the nearest known one. Read as spreadsheets save CSV (UTF-8 with a BOM)."""
+    rows = [dict({"name": f"row_{n}", "painting": "batch_painting_0.png"} if row["kind"] == "inst" else
+                 {"name": f"row_{n}"}, **row) for n, row in enumerate(BAD_ROWS.values())]
+    rows[0]["step"] = "5"
+    write_manifest(tmp_path / "manifest.csv", rows, encoding="utf-8-sig")
+    status, err = run_main(capsys, "--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"),
+                           *models)
+    assert status == USAGE_ERROR
+    assert f"batch: --manifest: {tmp_path / 'manifest.csv'} has {len(BAD_ROWS) + 1} problem(s); nothing was trained." \
+        in err
+    assert "unknown column(s) 'step' (did you mean 'steps'?)" in err
+    for expected in BAD_ROWS:
+        assert expected in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_manifest_is_refused(capsys, models, tmp_path):
+    (tmp_path / "empty.csv").write_text("kind,name,painting\n")
+    status, err = run_main(capsys, "--manifest", str(tmp_path / "empty.csv"), "--out", str(tmp_path / "out"), *models)
+    assert status == USAGE_ERROR and f"batch: --manifest: {tmp_path / 'empty.csv'} has no rows." in err
+
+
+def test_a_second_batch_into_the_same_folder_is_refused_while_the_first_runs(capsys, models, tmp_path):
+    from inst_styleforge.batch import pool
+
+    write_manifest(tmp_path / "manifest.csv", [dict(INST_ROW, name="x", painting="batch_painting_0.png")])
+    first = pool.lock_output(tmp_path / "out")
+    try:
+        status, err = run_main(capsys, "--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"),
+                               *models)
+    finally:
+        first.close()
+    assert status == USAGE_ERROR
+    assert f"batch: --out: another batch is writing to {tmp_path / 'out'}. Wait for it to end" in err
+    pool.lock_output(tmp_path / "out").close()  # free again once the first has ended
+
+
+def test_linked_into_custom_nodes_the_command_finds_its_comfyui_without_a_flag(tiny_models, tmp_path):
+    """A package linked into ComfyUI/custom_nodes (as the dev host and many users install it) runs as
+    `python ComfyUI/custom_nodes/<it>/batch/cli.py` and finds that ComfyUI, not the link's target's parent."""
+    link = COMFY_DIR / "custom_nodes" / "inst_styleforge_linked_for_test"
+    os.symlink(REPO_ROOT, link)
+    try:
+        result = batch_command("--manifest", str(tmp_path / "none.csv"), "--out", str(tmp_path / "out"),
+                               "--checkpoint", tiny_models["tiny_sd15_taesd"].name, script=link / "batch" / "cli.py",
+                               comfyui=None)
+    finally:
+        link.unlink()
+    assert result.returncode == USAGE_ERROR, result.stderr
+    assert f"batch: --manifest: cannot read {tmp_path / 'none.csv'}" in result.stderr

@@ -1,6 +1,7 @@
 """Every training input of the trainer and options nodes reaches the trainer's config under its own
 name: each is a field of the config, or one of the inputs the node itself consumes (models, data,
-file names, resume). A renamed field or input fails here, not in a user's run."""
+file names, resume); every numeric one is bounded as the trainer checks it (the batch path relies
+on that check). A renamed field or input fails here, not in a user's run."""
 
 import dataclasses
 
@@ -37,3 +38,21 @@ def test_every_node_the_server_lists_says_what_it_is_for(object_info):
             if info.get("python_module", "").endswith("inst_styleforge")}
     assert len(ours) == 16
     assert [name for name, info in ours.items() if not info.get("description", "").strip()] == []
+
+
+def test_every_numeric_training_input_is_bounded_by_the_range_its_trainer_checks(object_info):
+    """A widget bound typed in a node instead of taken from the trainer's ranges would let the node and the
+    batch accept different values: each numeric input the server lists has exactly the trainer's range."""
+    from inst_styleforge.inst_core.training import RANGES as INST_RANGES
+    from inst_styleforge.styleforge_core.training import RANGES as STYLEFORGE_RANGES
+
+    nodes = {"InST_TrainStyle": INST_RANGES, "InST_Options": INST_RANGES, "StyleForge_Train": STYLEFORGE_RANGES,
+             "StyleForge_TrainMulti": STYLEFORGE_RANGES, "StyleForge_Options": STYLEFORGE_RANGES}
+    checked = 0
+    for node, ranges in nodes.items():
+        inputs = {**object_info[node]["input"]["required"], **object_info[node]["input"].get("optional", {})}
+        for name, spec in ((n, i[1]) for n, i in inputs.items() if i[0] in ("INT", "FLOAT")):
+            assert name in ranges, f"{node}.{name} has no range its trainer checks"
+            assert (spec["min"], spec["max"]) == (ranges[name].low, ranges[name].high), f"{node}.{name}"
+            checked += 1
+    assert checked >= 25
