@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import bootstrap  # beside this script (its folder is sys.path[0]); the package is not importable yet
+import manifest as columns  # the manifest's columns, for --help (standard library only)
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # ComfyUI/custom_nodes/<package>/batch/cli.py as the user ran it: a package linked into custom_nodes
@@ -28,8 +29,38 @@ USAGE_ERROR = 2  # exit status when a flag or the manifest is wrong (1: some row
 INTERRUPTED = 130  # Ctrl-C, as a shell reports it (128 + SIGINT)
 
 
+EPILOG = """\
+manifest: CSV (UTF-8, a spreadsheet's BOM is fine) or JSON (a list of objects), one row per job:
+  kind        inst (a painting -> a style and its embedding) or styleforge (image folders -> a LoRA)
+  name        the output file name: inst_styles/NAME, embeddings/NAME or loras/NAME .safetensors
+  painting    inst: an image under ComfyUI's input folder
+  style_images, aux, backgrounds
+              styleforge: folders under ComfyUI's input folder (backgrounds makes it Multi-StyleForge)
+  settings, optional (empty: the trainer's defaults, as on the nodes)
+              inst: {inst}
+              styleforge: {styleforge}
+
+example:
+  python ComfyUI/custom_nodes/inst_styleforge/batch/cli.py --manifest styles.csv \\
+      --checkpoint v1-5-pruned-emaonly-fp16.safetensors --clip-vision clip-vit-large-patch14.safetensors \\
+      --out ComfyUI/models --workers 2 --gpus-per-worker 1
+
+exit status: 0 every row done or skipped, 1 a row failed (see report.json), 2 a flag or the manifest is
+wrong (nothing trained), 130 interrupted (Ctrl-C; the report lists what finished, rerun to go on)
+"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help shows each flag's default (where it has one) and keeps the epilog's layout."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        shown = action.default not in (None, False, argparse.SUPPRESS) and "default" not in action.help
+        return f"{action.help} (default: %(default)s)" if shown else action.help
+
+
 def arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    epilog = EPILOG.format(inst=", ".join(columns.INST_SETTINGS), styleforge=", ".join(columns.STYLEFORGE_SETTINGS))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=epilog, formatter_class=HelpFormatter)
     parser.add_argument("--manifest", type=Path, required=True, help="CSV or JSON, one row per style or LoRA")
     parser.add_argument("--checkpoint", required=True, help="a file in models/checkpoints, or a path")
     parser.add_argument("--clip-vision", help="a file in models/clip_vision, or a path (InST rows need it)")

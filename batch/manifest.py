@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..training_kit.errors import InputError
-
 KINDS = ("inst", "styleforge")
 # column -> type of every setting a row may give; absent settings take the trainer's defaults
 INST_SETTINGS = {"steps": int, "learning_rate": float, "seed": int, "resolution": int}
@@ -115,7 +113,8 @@ def parse_row(number: int, row: dict[str, str], input_dir: Path) -> Job | BadRow
 
 def read_manifest(path: Path, input_dir: Path, check: Callable[[Job], None] = lambda job: None) -> list[Job]:
     """Every row as a job, or a ManifestError naming every problem. `check(job)` raises the InputError
-    the trainer would raise for that row (the batch passes the trainers' own checks)."""
+    the trainer would raise for that row (the batch passes the trainers' own checks). Standard library
+    only, so the command's --help can list the columns before anything else loads."""
     rows = read_rows(path)
     problems, jobs = unknown_columns(rows), []
     seen: dict[tuple[str, str], int] = {}
@@ -127,8 +126,9 @@ def read_manifest(path: Path, input_dir: Path, check: Callable[[Job], None] = la
             seen[job.kind, job.name] = number
             try:
                 check(job)
-            except InputError as error:
-                job = BadRow(number, error.input_name, str(error).removeprefix(f"Input '{error.input_name}': "))
+            except ValueError as error:  # the trainers' InputError: the input it names is the row's field
+                field = getattr(error, "input_name", "?")
+                job = BadRow(number, field, str(error).removeprefix(f"Input '{field}': "))
         if isinstance(job, BadRow):
             problems.append(str(job))
         else:

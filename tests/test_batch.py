@@ -30,6 +30,8 @@ SF_ROW = {"kind": "styleforge", "style_images": "styleforge_example/styleref", "
           "steps": "2", "unet_lr": "0.001", "rank": "4", "resolution": "64"}
 WORKER_THREADS = 1  # each CPU worker trains with one torch thread (one core each)
 COMMAND_TIMEOUT_S = 600
+USUAL_UMASK = 0o022  # the command runs as from a usual shell
+POLL_S = 0.1  # how often a running command is looked at (its exit, its listening ports)
 
 
 def write_manifest(path, rows: list[dict], encoding: str = "utf-8") -> None:
@@ -54,13 +56,14 @@ def batch_command(*flags: str, script=REPO_ROOT / "batch" / "cli.py", comfyui=CO
                str(BASE_DIR), "--cpu", *flags]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         environment = {k: v for k, v in os.environ.items() if k not in LOCAL_RAY}  # as a user's shell has it
-        process = subprocess.Popen(command, stdout=out, stderr=err, text=True, env={**environment, **(env or {})})
+        process = subprocess.Popen(command, stdout=out, stderr=err, text=True, env={**environment, **(env or {})},
+                                   umask=USUAL_UMASK)
         try:
             deadline = time.monotonic() + COMMAND_TIMEOUT_S
             while process.poll() is None and time.monotonic() < deadline:
                 if listening is not None:
                     listening.update(_listening(psutil.Process(process.pid)))
-                time.sleep(0.5)
+                time.sleep(POLL_S)
         finally:
             process.kill()
             process.wait()
@@ -154,7 +157,10 @@ def test_the_command_trains_every_row_on_a_ray_of_its_own_and_writes_its_report(
     total = len(TRAINED_ROWS)
     assert f"batch: {total}/{total} jobs ended (0 skipped, 0 failed)" in trained.result.stderr
     assert trained.report[0]["files"] == ["inst_styles/style_0.safetensors", "embeddings/style_0.safetensors"]
-    assert all((trained.out / f).is_file() for r in trained.report for f in r.get("files", []))
+    written = [trained.out / f for r in trained.report for f in r["files"]]
+    assert all(f.is_file() for f in written)
+    # as ComfyUI's own saves: 0644 under the usual umask, so other users of the machine can read them
+    assert {oct(f.stat().st_mode & 0o777) for f in written} == {oct(0o644)}
 
 
 def test_the_commands_ray_listens_on_loopback_only(trained):

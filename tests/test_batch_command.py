@@ -1,26 +1,22 @@
-"""The batch command's refusals: wrong flags, a wrong model, and a manifest with bad rows stop it before
-Ray starts (exit 2), every problem named at once, nothing trained or written. These run its `main` in
-this process, where ComfyUI and the package are already loaded; the subprocess a user runs is
-test_batch.py's trained manifest and the linked-install test here."""
+"""The batch command as a user runs it (a subprocess), where it refuses: wrong flags, a wrong model, a
+manifest with bad rows and a folder another batch holds stop it before Ray starts (exit 2), every
+problem named at once by flag or by row and field, nothing trained or written. Its training run is
+test_batch.py's shared manifest."""
 
 import os
-import sys
 
 import pytest
 from test_batch import INST_ROW, SF_ROW, batch_command, write_inputs, write_manifest
 
-from devhost.paths import BASE_DIR, COMFY_DIR, REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT / "batch"))  # as the script runs: its folder first on sys.path
-import cli  # noqa: E402
+from devhost.paths import COMFY_DIR, REPO_ROOT
 
 USAGE_ERROR = 2
 
 
-def run_main(capsys, *flags: str) -> tuple[int, str]:
-    """(exit status, stderr) of the command's main, as `batch_command` would call it."""
-    status = cli.main(["--comfyui", str(COMFY_DIR), "--base-dir", str(BASE_DIR), "--cpu", *flags])
-    return status, capsys.readouterr().err
+def refusal(*flags: str) -> tuple[int, str]:
+    """(exit status, stderr) of the command."""
+    result = batch_command(*flags)
+    return result.returncode, result.stderr
 
 
 @pytest.fixture
@@ -30,10 +26,18 @@ def models(pkg, tiny_models) -> list[str]:
             "--clip-vision", tiny_models["tiny_clip_vision_vitl"].name]
 
 
-def test_wrong_flags_are_all_named_before_anything_loads(capsys, tmp_path):
+def test_help_lists_the_flags_with_their_defaults_the_manifest_columns_and_the_exit_codes():
+    shown = batch_command("--help", comfyui=None).stdout
+    assert "--workers WORKERS     trainer actors (one per GPU) (default: 1)" in shown
+    assert "styleforge: steps, unet_lr, text_encoder_lr, rank, seed, resolution, aux_weight" in shown
+    assert "example:\n  python ComfyUI/custom_nodes/inst_styleforge/batch/cli.py --manifest" in shown
+    assert "130 interrupted" in shown and "2 a flag or the manifest is\nwrong" in shown
+
+
+def test_wrong_flags_are_all_named_before_anything_loads(tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
-    status, err = run_main(capsys, "--manifest", "m.csv", "--checkpoint", "x", "--out", str(tmp_path / "a_file"),
-                           "--comfyui", str(tmp_path), "--workers", "0", "--cpus-per-worker", "0",
+    status, err = refusal("--manifest", "m.csv", "--checkpoint", "x", "--out", str(tmp_path / "a_file"),
+                          "--comfyui", str(tmp_path), "--workers", "0", "--cpus-per-worker", "0",
                            "--gpus-per-worker", "1")
     assert status == USAGE_ERROR
     for expected in (f"batch: --comfyui: {tmp_path} is not a ComfyUI folder", "batch: --workers: is 0. Use 1 or more.",
@@ -43,18 +47,18 @@ def test_wrong_flags_are_all_named_before_anything_loads(capsys, tmp_path):
         assert expected in err
 
 
-def test_an_unknown_model_or_missing_manifest_stops_before_ray_naming_the_flag(capsys, models, tmp_path):
+def test_an_unknown_model_or_missing_manifest_stops_before_ray_naming_the_flag(models, tmp_path):
     write_manifest(tmp_path / "manifest.csv", [dict(INST_ROW, name="x", painting="batch_painting_0.png")])
-    status, err = run_main(capsys, "--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"),
-                           "--checkpoint", "no_such_model.safetensors")
+    status, err = refusal("--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"),
+                          "--checkpoint", "no_such_model.safetensors")
     assert status == USAGE_ERROR
     assert ("batch: Input '--checkpoint': 'no_such_model.safetensors' is not in models/checkpoints. Give a file "
             "name listed there, or a path to the file.") in err
-    status, err = run_main(capsys, "--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"),
-                           models[0], models[1])
+    status, err = refusal("--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"),
+                          models[0], models[1])
     assert status == USAGE_ERROR
     assert "batch: --clip-vision: the manifest has InST rows, which need a CLIP vision model." in err
-    status, err = run_main(capsys, "--manifest", str(tmp_path / "none.csv"), "--out", str(tmp_path / "out"), *models)
+    status, err = refusal("--manifest", str(tmp_path / "none.csv"), "--out", str(tmp_path / "out"), *models)
     assert status == USAGE_ERROR
     assert f"batch: --manifest: cannot read {tmp_path / 'none.csv'} (No such file or directory)." in err
     assert not (tmp_path / "out").exists()
@@ -78,7 +82,7 @@ BAD_ROWS = {
 }
 
 
-def test_every_bad_row_and_unknown_column_is_named_at_once_and_nothing_trains(capsys, models, tmp_path):
+def test_every_bad_row_and_unknown_column_is_named_at_once_and_nothing_trains(models, tmp_path):
     """Checked as each node checks it, before Ray starts: out-of-range and non-finite settings, names
     the save nodes refuse, missing files, a set too small; and a misspelled column (it would train at
     the default) with the nearest known one. Read as spreadsheets save CSV (UTF-8 with a BOM)."""
@@ -86,8 +90,8 @@ def test_every_bad_row_and_unknown_column_is_named_at_once_and_nothing_trains(ca
                  {"name": f"row_{n}"}, **row) for n, row in enumerate(BAD_ROWS.values())]
     rows[0]["step"] = "5"
     write_manifest(tmp_path / "manifest.csv", rows, encoding="utf-8-sig")
-    status, err = run_main(capsys, "--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"),
-                           *models)
+    status, err = refusal("--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"),
+                          *models)
     assert status == USAGE_ERROR
     assert f"batch: --manifest: {tmp_path / 'manifest.csv'} has {len(BAD_ROWS) + 1} problem(s); nothing was trained." \
         in err
@@ -97,20 +101,20 @@ def test_every_bad_row_and_unknown_column_is_named_at_once_and_nothing_trains(ca
     assert not (tmp_path / "out").exists()
 
 
-def test_an_empty_manifest_is_refused(capsys, models, tmp_path):
+def test_an_empty_manifest_is_refused(models, tmp_path):
     (tmp_path / "empty.csv").write_text("kind,name,painting\n")
-    status, err = run_main(capsys, "--manifest", str(tmp_path / "empty.csv"), "--out", str(tmp_path / "out"), *models)
+    status, err = refusal("--manifest", str(tmp_path / "empty.csv"), "--out", str(tmp_path / "out"), *models)
     assert status == USAGE_ERROR and f"batch: --manifest: {tmp_path / 'empty.csv'} has no rows." in err
 
 
-def test_a_second_batch_into_the_same_folder_is_refused_while_the_first_runs(capsys, models, tmp_path):
+def test_a_second_batch_into_the_same_folder_is_refused_while_the_first_runs(models, tmp_path):
     from inst_styleforge.batch import pool
 
     write_manifest(tmp_path / "manifest.csv", [dict(INST_ROW, name="x", painting="batch_painting_0.png")])
     first = pool.lock_output(tmp_path / "out")
     try:
-        status, err = run_main(capsys, "--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"),
-                               *models)
+        status, err = refusal("--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"),
+                              *models)
     finally:
         first.close()
     assert status == USAGE_ERROR
