@@ -4,7 +4,8 @@
 # custom_nodes/.  Everything lives in one ignored folder ($DEVHOST, default .devhost).
 # Idempotent: a stamp records what was installed; re-running with the stamp current takes seconds.
 # pip runs with --no-compile: Python compiles a module's bytecode when it is first imported, so only the
-# modules the dev host uses are compiled (half the installation's time on 2 cores).
+# modules the dev host uses are compiled (half the installation's time on 2 cores); the scripts that run
+# it make sure Python writes that bytecode (devhost/python_env.sh).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)

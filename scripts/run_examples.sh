@@ -4,5 +4,6 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bash "$ROOT/devhost/install.sh"
+source "$ROOT/devhost/python_env.sh"
 cd "$ROOT"
 exec "$ROOT/.devhost/venv/bin/python" -m devhost.run_examples "$@"

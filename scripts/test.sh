@@ -5,6 +5,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bash "$ROOT/devhost/install.sh"
+source "$ROOT/devhost/python_env.sh"
 if ! command -v chromium >/dev/null; then
   echo "test: installing chromium (Debian) for the browser test"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \

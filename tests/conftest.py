@@ -27,16 +27,6 @@ import_comfy()
 keep_ray_on_loopback()  # before any test module imports ray: the tests' Ray keeps to 127.0.0.1, as the command's
 
 
-# Tests whose command starts processes of its own (the batch command, its Ray workers) run last: by then
-# this process and the server have imported, and so compiled to bytecode, the ComfyUI and library modules
-# those processes import; on a fresh clone they would otherwise compile the same modules side by side.
-RUN_LAST = ("test_batch.py", "test_batch_command.py")
-
-
-def pytest_collection_modifyitems(items: list) -> None:
-    items.sort(key=lambda item: item.path.name in RUN_LAST)  # a stable sort: the rest keep their order
-
-
 @pytest.fixture(scope="session")
 def pkg():
     """This package as ComfyUI imports it."""
