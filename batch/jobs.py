@@ -59,6 +59,7 @@ class JobReport:
     files: list[str] = dataclasses.field(default_factory=list)
     error: str | None = None
     attempts: int = 1
+    node: str | None = None  # the Ray node that trained it (on a cluster: where to look for its logs)
 
 
 def output_files(job: Job, out: Path) -> list[Path]:

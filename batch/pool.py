@@ -105,10 +105,11 @@ class Trainer:
         self.models = Models.load(Path(setup.checkpoint), Path(setup.clip_vision) if setup.clip_vision else None)
 
     def run(self, job: Job, out: str) -> dict:
+        node = ray.get_runtime_context().get_node_id()
         try:
-            return dataclasses.asdict(run_job(self.models, job, Path(out)))
+            return dataclasses.asdict(dataclasses.replace(run_job(self.models, job, Path(out)), node=node))
         except InputError as error:  # the row's own inputs: retrying cannot help
-            return dataclasses.asdict(JobReport(job.row, job.kind, job.name, "failed", error=str(error)))
+            return dataclasses.asdict(JobReport(job.row, job.kind, job.name, "failed", error=str(error), node=node))
 
 
 class TrainerPool:
