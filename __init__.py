@@ -5,8 +5,11 @@ at package import: the node API and the nodes load in `comfy_entrypoint`, so the
 (`inst_core`, `styleforge_core`) stay importable without the node API and the batch command checks
 its flags before torch and ComfyUI's model code load. At start-up the package logs the ComfyUI
 version and whether the suite has run on it, and the shipped example inputs are copied into
-ComfyUI's input folder (missing files only), so the bundled workflows find them.
+ComfyUI's input folder (missing files only), so the bundled workflows find them. `WEB_DIRECTORY`
+serves `web/docs/<node id>.md`, the page the frontend's node help panel shows for each node.
 """
+
+WEB_DIRECTORY = "./web"
 
 
 async def comfy_entrypoint():

@@ -126,6 +126,11 @@ class TrainerPool:
         ray.kill(actor)
         self.actors[self.actors.index(actor)] = self.actor_class.remote(self.setup)
 
+    def stop(self, actor) -> None:
+        """`actor` stopped and left out of the pool (its job ends with it)."""
+        ray.kill(actor)
+        self.actors.remove(actor)
+
     def close(self) -> None:
         for actor in self.actors:
             ray.kill(actor)
@@ -162,7 +167,7 @@ def run_batch(jobs: list[Job], pool: TrainerPool, out: Path, on_started=None) ->
             progress.finished(report, len(running))
     except KeyboardInterrupt:
         for _, actor in running.values():
-            pool.replace(actor)  # stops the job: a worker killed mid-write leaves no file (writes are atomic)
+            pool.stop(actor)  # a worker stopped mid-write leaves no file: the writes are atomic
         for job in [job for job, _ in running.values()] + todo:
             reports[job.row] = {"row": job.row, "kind": job.kind, "name": job.name, "status": "interrupted",
                                 "attempts": attempts.get(job.row, 0)}

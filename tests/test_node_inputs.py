@@ -56,3 +56,14 @@ def test_every_numeric_training_input_is_bounded_by_the_range_its_trainer_checks
             assert (spec["min"], spec["max"]) == (ranges[name].low, ranges[name].high), f"{node}.{name}"
             checked += 1
     assert checked >= 25
+
+
+def test_every_node_has_a_help_page_the_frontend_finds(object_info, comfy_server):
+    """The frontend's node help panel reads /extensions/<pack>/docs/<node id>.md, the pack named by the
+    node's python_module ('custom_nodes.<pack>'); each of ours is served there, titled as the node."""
+    ours = {name: info for name, info in object_info.items()
+            if info.get("python_module", "").endswith("inst_styleforge")}
+    for name, info in ours.items():
+        pack = info["python_module"].split(".")[1]
+        page = comfy_server.get(f"/extensions/{pack}/docs/{name}.md").decode()
+        assert page.startswith(f"# {info['display_name']}\n"), name

@@ -16,8 +16,8 @@ DEV_ONLY = ("tests/", "devhost/", "bench/", "scripts/", "docs/", ".ci/")
 def published_files() -> list[str]:
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True,
                              check=True).stdout.splitlines()
-    patterns = [line.strip() for line in (REPO_ROOT / ".comfyignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [line.strip().removeprefix("/") for line in (REPO_ROOT / ".comfyignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]  # each anchored to the root
     return [f for f in tracked
             if not any(f.startswith(p) if p.endswith("/") else fnmatch(f, p) for p in patterns)]
 
@@ -30,6 +30,7 @@ def test_the_package_holds_what_runs_and_nothing_only_development_uses():
         assert needed in files, needed
     assert len([f for f in files if f.startswith("example_workflows/") and f.endswith(".json")]) == 4
     assert len([f for f in files if f.startswith("example_workflows/") and f.endswith(".jpg")]) == 4
+    assert len([f for f in files if f.startswith("web/docs/") and f.endswith(".md")]) == 16  # the node help pages
 
 
 def test_published_code_imports_nothing_that_is_left_out():
