@@ -147,6 +147,7 @@ def run_batch(jobs: list[Job], pool: TrainerPool, out: Path, on_started=None) ->
     running: dict = {}  # object ref -> (job, actor)
     progress = _Progress(len(jobs), list(reports.values()))
     try:
+        progress.started(len(todo), len(pool.actors))  # inside: a Ctrl-C from here on gets the report
         while todo or running:
             busy = {id(actor) for _, actor in running.values()}
             for actor in [a for a in pool.actors if id(a) not in busy]:
@@ -168,9 +169,9 @@ def run_batch(jobs: list[Job], pool: TrainerPool, out: Path, on_started=None) ->
     except KeyboardInterrupt:
         for _, actor in running.values():
             pool.stop(actor)  # a worker stopped mid-write leaves no file: the writes are atomic
-        for job in [job for job, _ in running.values()] + todo:
-            reports[job.row] = {"row": job.row, "kind": job.kind, "name": job.name, "status": "interrupted",
-                                "attempts": attempts.get(job.row, 0)}
+        for job in jobs:  # every row without a report, wherever the interrupt caught it
+            reports.setdefault(job.row, {"row": job.row, "kind": job.kind, "name": job.name, "status": "interrupted",
+                                         "attempts": attempts.get(job.row, 0)})
         ended = _write_report(reports, out)
         done = sum(r["status"] in ("done", "skipped") for r in ended)
         raise Interrupted(f"{done} of {len(ended)} rows are done; run the same command again to train the rest "
@@ -219,6 +220,10 @@ class _Progress:
     def __init__(self, total: int, ended: list[dict]):
         self.total, self.t0 = total, time.time()
         self.ended = {status: sum(r["status"] == status for r in ended) for status in ("done", "skipped", "failed")}
+
+    def started(self, todo: int, workers: int) -> None:
+        print(f"batch: {todo} of {self.total} jobs to train on {workers} workers ({self.ended['skipped']} done "
+              "before)", file=sys.stderr, flush=True)
 
     def finished(self, report: dict, running: int) -> None:
         self.ended[report["status"]] += 1

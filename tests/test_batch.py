@@ -2,7 +2,7 @@
 its own Ray), trains one manifest on two CPU workers: its styles and LoRAs equal the single-process
 trainers' (same seeds), it writes its report, and its Ray listens on loopback only. In this process, on
 a Ray of its own: a rerun does no work, workers that fit nowhere are refused, a worker killed mid-job
-is replaced and its job finished with no partial file, and Ctrl-C reports what finished."""
+is replaced and its job finished with no partial file."""
 
 import contextlib
 import csv
@@ -255,19 +255,3 @@ def test_a_worker_killed_mid_job_is_replaced_and_a_row_failing_on_its_input_is_n
     assert "Input 'painting': 'batch_painting_gone.png' is not a readable image" in vanished["error"]
     leftovers = [p.name for p in tmp_path.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
     assert leftovers == []
-
-
-def test_ctrl_c_stops_the_batch_and_reports_what_finished(batch, tmp_path):
-    """Ctrl-C while a job runs: its worker is stopped, the report says which rows were interrupted and is
-    written, and nothing half-written is left. (It stops the module's worker: the module's last test.)"""
-    _, pool, _ = batch
-
-    def press_ctrl_c(job, actor):
-        raise KeyboardInterrupt
-
-    rows = [dict(INST_ROW, name=f"cut_{n}", painting="batch_painting_0.png") for n in range(2)]
-    with pytest.raises(pool.Interrupted, match="0 of 2 rows are done; run the same command again"):
-        _run(batch, rows, tmp_path, on_started=press_ctrl_c)
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert [(r["name"], r["status"]) for r in report] == [("cut_0", "interrupted"), ("cut_1", "interrupted")]
-    assert not list(tmp_path.rglob("*.safetensors")) and batch[2].actors == []

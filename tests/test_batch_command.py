@@ -3,12 +3,18 @@ manifest with bad rows and a folder another batch holds stop it before Ray start
 problem named at once by flag or by row and field, nothing trained or written. Its training run is
 test_batch.py's shared manifest."""
 
+import json
 import os
+import select
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from test_batch import INST_ROW, SF_ROW, batch_command, write_inputs, write_manifest
 
-from devhost.paths import COMFY_DIR, REPO_ROOT
+from devhost.paths import BASE_DIR, COMFY_DIR, REPO_ROOT
 
 USAGE_ERROR = 2
 
@@ -135,3 +141,44 @@ def test_linked_into_custom_nodes_the_command_finds_its_comfyui_without_a_flag(t
         link.unlink()
     assert result.returncode == USAGE_ERROR, result.stderr
     assert f"batch: --manifest: cannot read {tmp_path / 'none.csv'}" in result.stderr
+
+
+def test_a_worker_that_fits_on_no_node_is_refused_naming_the_flag_not_waited_for(models, tmp_path):
+    """More cores per worker than the machine has would leave the worker unscheduled forever."""
+    write_manifest(tmp_path / "manifest.csv", [dict(SF_ROW, name="x")])
+    too_many = str(4 * os.cpu_count())
+    status, err = refusal("--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"), *models,
+                          "--cpus-per-worker", too_many)
+    assert status == USAGE_ERROR
+    assert f"batch: --cpus-per-worker: {too_many} per worker, but the largest node of this Ray has" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [".batch.lock"]  # no report, no file
+
+
+INTERRUPTED = 130
+STARTED_TIMEOUT_S = 120
+
+
+def test_ctrl_c_ends_the_command_with_the_report_of_what_finished(models, tmp_path):
+    """Ctrl-C (SIGINT) once the jobs are handed out: exit 130, a message saying how to go on, and the
+    report with the row marked interrupted; no file half-written."""
+    write_manifest(tmp_path / "manifest.csv", [dict(SF_ROW, name="long", steps="1000")])
+    command = [sys.executable, str(REPO_ROOT / "batch" / "cli.py"), "--comfyui", str(COMFY_DIR), "--base-dir",
+               str(BASE_DIR), "--cpu", "--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"),
+               *models]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen, deadline = "", time.monotonic() + STARTED_TIMEOUT_S
+        while "jobs to train" not in seen and process.poll() is None and time.monotonic() < deadline:
+            if select.select([process.stderr], [], [], 0.1)[0]:
+                seen += process.stderr.readline()
+        assert "batch: 1 of 1 jobs to train on 1 workers" in seen, seen
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=STARTED_TIMEOUT_S)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == INTERRUPTED, err
+    assert "batch: interrupted; 0 of 1 rows are done; run the same command again to train the rest" in err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [(r["name"], r["status"]) for r in report] == [("long", "interrupted")]
+    assert not list((tmp_path / "out").rglob("*.safetensors"))
