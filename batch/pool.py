@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from .manifest import Job
 RETRIES = 2  # times a job whose worker died is tried again
 REPORT = "report.json"
 LOCK = ".batch.lock"
+CTRL_C_POLL_S = 0.2  # how often a running batch looks whether Ctrl-C was pressed
 
 
 class BatchError(Exception):
@@ -140,15 +142,15 @@ def run_batch(jobs: list[Job], pool: TrainerPool, out: Path, on_started=None) ->
     """Every row's report, in row order; also written to `<out>/report.json`. Rows already done are
     skipped. On Ctrl-C the workers' jobs are stopped, the rows not done are reported 'interrupted' and
     Interrupted is raised. `on_started(job, actor)` is called as each job is handed out (tests use it to
-    kill a worker, or interrupt, mid-job)."""
+    kill a worker mid-job)."""
     todo, skipped = skip_done(jobs, out)
     reports: dict[int, dict] = {r["row"]: r for r in skipped}
     attempts: dict[int, int] = {}
     running: dict = {}  # object ref -> (job, actor)
     progress = _Progress(len(jobs), list(reports.values()))
-    try:
-        progress.started(len(todo), len(pool.actors))  # inside: a Ctrl-C from here on gets the report
-        while todo or running:
+    with CtrlC() as ctrl_c:
+        progress.started(len(todo), len(pool.actors))
+        while (todo or running) and not ctrl_c.pressed:
             busy = {id(actor) for _, actor in running.values()}
             for actor in [a for a in pool.actors if id(a) not in busy]:
                 if not todo:
@@ -158,7 +160,9 @@ def run_batch(jobs: list[Job], pool: TrainerPool, out: Path, on_started=None) ->
                 running[actor.run.remote(job, str(out))] = (job, actor)
                 if on_started is not None:
                     on_started(job, actor)
-            finished, _ = ray.wait(list(running), num_returns=1)
+            finished, _ = ray.wait(list(running), num_returns=1, timeout=CTRL_C_POLL_S)
+            if not finished:
+                continue
             job, actor = running.pop(finished[0])
             report = _outcome(finished[0], job, actor, pool, attempts[job.row])
             if report is None:  # its worker died: tried again
@@ -166,17 +170,34 @@ def run_batch(jobs: list[Job], pool: TrainerPool, out: Path, on_started=None) ->
                 continue
             reports[job.row] = report
             progress.finished(report, len(running))
-    except KeyboardInterrupt:
+    if ctrl_c.pressed:
         for _, actor in running.values():
             pool.stop(actor)  # a worker stopped mid-write leaves no file: the writes are atomic
-        for job in jobs:  # every row without a report, wherever the interrupt caught it
+        for job in jobs:
             reports.setdefault(job.row, {"row": job.row, "kind": job.kind, "name": job.name, "status": "interrupted",
                                          "attempts": attempts.get(job.row, 0)})
         ended = _write_report(reports, out)
         done = sum(r["status"] in ("done", "skipped") for r in ended)
         raise Interrupted(f"{done} of {len(ended)} rows are done; run the same command again to train the rest "
-                          "(rows done are skipped).") from None
+                          "(rows done are skipped).")
     return _write_report(reports, out)
+
+
+class CtrlC:
+    """Ctrl-C (SIGINT) noted while the batch runs, not raised: a KeyboardInterrupt raised inside Ray's own
+    code can leave it unable to stop its workers (seen: the command hung). The batch looks at `pressed`
+    between waits and stops there."""
+
+    def __enter__(self) -> CtrlC:
+        self.pressed = False
+        self.previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def _note(self, signum, frame) -> None:
+        self.pressed = True
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self.previous)
 
 
 def _outcome(ref, job: Job, actor, pool: TrainerPool, attempt: int) -> dict | None:

@@ -85,6 +85,7 @@ BAD_ROWS = {
     "row 10, field 'resolution': -64 is out of range. Use a value from 64 to 2048 that is a multiple of 8.":
         dict(SF_ROW, resolution="-64"),
     "row 11, field 'aux_weight': 11 is out of range. Use a value from 0 to 10.": dict(SF_ROW, aux_weight="11"),
+    "row 12, field 'name': 'nul\x00byte' is not a plain file name.": dict(SF_ROW, name="nul\x00byte"),
 }
 
 

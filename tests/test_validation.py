@@ -115,7 +115,12 @@ def test_styleforge_validates_its_own_prompt_and_scores_only_with_clip_vision(ki
 
 
 def test_loss_curve_draws_the_scores_and_marks_the_best_step(kit):
-    from inst_styleforge.training_kit.loss_curve import loss_curve_image
+    from inst_styleforge.training_kit.loss_curve import axis_labels, loss_curve_image
+
+    # scores that differ only in the fifth decimal get axis labels that differ (not '0.1674' at both ends)
+    top, low = axis_labels(0.16741, 0.00003)
+    assert top != low and float(top) == pytest.approx(0.16744) and float(low) == pytest.approx(0.16741)
+    assert axis_labels(0.5, 0.2) == ("0.7000", "0.5000")
 
     losses = [1.0 / (i + 1) for i in range(20)]
     assert score_pixels(loss_curve_image(losses, "t")) == 0

@@ -1,6 +1,7 @@
 """The loss-curve image both trainers output: raw losses and a moving average, robust to NaN and to a
 constant loss (ComfyUI's own LossGraphNode divides by max - min and crashes on both), and the
-validation scores on their own axis at the right, with the best step marked."""
+validation scores on their own axis at the right, with the best step marked; a legend says which
+line is which."""
 
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ def moving_average(values: list[float], window: int = SMOOTHING_WINDOW) -> list[
         acc = acc[-window:]
         out.append(sum(acc) / len(acc))
     return out
+
+
+def axis_labels(lo: float, span: float) -> tuple[str, str]:
+    """(top, bottom) labels of an axis from `lo` to `lo + span`, with as many decimals as it takes for the
+    two to differ: validation scores often differ only in the fifth decimal."""
+    decimals = max(4, 2 - math.floor(math.log10(span)))
+    return f"{lo + span:.{decimals}f}", f"{lo:.{decimals}f}"
 
 
 def loss_curve_image(losses: list[float], title: str, scores: list[tuple[int, float]] = (),
@@ -48,6 +56,7 @@ def loss_curve_image(losses: list[float], title: str, scores: list[tuple[int, fl
     def y(value: float, lo: float, span: float) -> float:
         return bottom - (bottom - 8) * (value - lo) / span
 
+    legend = f"loss (light blue) and its mean over {SMOOTHING_WINDOW} steps (blue), left axis"
     if finite:
         lo, span = axis([v for _, v in finite])
         raw = [(x(s), y(v, lo, span)) for s, v in finite]
@@ -55,8 +64,9 @@ def loss_curve_image(losses: list[float], title: str, scores: list[tuple[int, fl
         if len(raw) > 1:
             draw.line(raw, fill=LOSS_RAW, width=1)
             draw.line(smooth, fill=LOSS_SMOOTH, width=2)
-        draw.text((4, 8), f"{lo + span:.4g}", fill=LOSS_SMOOTH)
-        draw.text((4, bottom - 12), f"{lo:.4g}", fill=LOSS_SMOOTH)
+        top, low = axis_labels(lo, span)
+        draw.text((4, 8), top, fill=LOSS_SMOOTH)
+        draw.text((4, bottom - 12), low, fill=LOSS_SMOOTH)
     if scores:
         lo, span = axis([v for _, v in scores])
         points = [(x(s), y(v, lo, span)) for s, v in scores]
@@ -67,10 +77,12 @@ def loss_curve_image(losses: list[float], title: str, scores: list[tuple[int, fl
         best_step, best = max(scores, key=lambda item: item[1])
         bx, by = x(best_step), y(best, lo, span)
         draw.ellipse([bx - 7, by - 7, bx + 7, by + 7], outline=SCORE, width=2)
-        draw.text((right + 2, 8), f"{lo + span:.4f}", fill=SCORE)
-        draw.text((right + 2, bottom - 12), f"{lo:.4f}", fill=SCORE)
-        draw.text((MARGIN + 70, bottom + 6), f"loss (blue), CLIP-I (orange), best at step {best_step}: {best:.4f}",
-                  fill="black")
+        top, low = axis_labels(lo, span)
+        draw.text((right + 2, 8), top, fill=SCORE)
+        draw.text((right + 2, bottom - 12), low, fill=SCORE)
+        draw.text((MARGIN + 70, bottom + 6), f"CLIP-I (orange, right axis), best at step {best_step}: "
+                  f"{best:.{len(top.split('.')[1])}f}", fill="black")
     draw.text((MARGIN, bottom + 6), f"step {first}", fill="black")
     draw.text((right - 60, bottom + 6), f"step {last}", fill="black")
+    draw.text((MARGIN, bottom + 32), legend, fill="black")
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
