@@ -174,8 +174,7 @@ def run_batch(jobs: list[Job], pool: TrainerPool, out: Path, on_started=None) ->
         for _, actor in running.values():
             pool.stop(actor)  # a worker stopped mid-write leaves no file: the writes are atomic
         for job in jobs:
-            reports.setdefault(job.row, {"row": job.row, "kind": job.kind, "name": job.name, "status": "interrupted",
-                                         "attempts": attempts.get(job.row, 0)})
+            reports.setdefault(job.row, _row_report(job, "interrupted", attempts=attempts.get(job.row, 0)))
         ended = _write_report(reports, out)
         done = sum(r["status"] in ("done", "skipped") for r in ended)
         raise Interrupted(f"{done} of {len(ended)} rows are done; run the same command again to train the rest "
@@ -208,13 +207,16 @@ def _outcome(ref, job: Job, actor, pool: TrainerPool, attempt: int) -> dict | No
         pool.replace(actor)
         if attempt <= RETRIES:
             return None
-        report = {"row": job.row, "kind": job.kind, "name": job.name, "status": "failed",
-                  "error": f"its worker died {attempt} times ({type(error).__name__})"}
+        report = _row_report(job, "failed", error=f"its worker died {attempt} times ({type(error).__name__})")
     except RayTaskError as error:  # an unexpected error in the job itself: reported, the batch goes on
-        report = {"row": job.row, "kind": job.kind, "name": job.name, "status": "failed",
-                  "error": f"{type(error.cause).__name__}: {error.cause}"}
+        report = _row_report(job, "failed", error=f"{type(error.cause).__name__}: {error.cause}")
     report["attempts"] = attempt
     return report
+
+
+def _row_report(job: Job, status: str, **fields) -> dict:
+    """The report of a row the driver decides on (skipped, failed with its worker, interrupted)."""
+    return {"row": job.row, "kind": job.kind, "name": job.name, "status": status, **fields}
 
 
 def _write_report(reports: dict[int, dict], out: Path) -> list[dict]:
@@ -229,7 +231,7 @@ def skip_done(jobs: list[Job], out: Path) -> tuple[list[Job], list[dict]]:
     left, skipped = [], []
     for job in jobs:
         if already_done(job, out):
-            skipped.append({"row": job.row, "kind": job.kind, "name": job.name, "status": "skipped", "attempts": 0})
+            skipped.append(_row_report(job, "skipped", attempts=0))
         else:
             left.append(job)
     return left, skipped

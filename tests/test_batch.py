@@ -48,12 +48,17 @@ def write_inputs() -> None:
         painting(seed).save(BASE_DIR / "input" / f"batch_painting_{seed}.png")
 
 
+def command_line(*flags: str, script=REPO_ROOT / "batch" / "cli.py", comfyui=COMFY_DIR) -> list[str]:
+    """The batch command on the dev host's ComfyUI (`comfyui` None: the command's default), on the CPU."""
+    return [sys.executable, str(script), *(["--comfyui", str(comfyui)] if comfyui else []), "--base-dir",
+            str(BASE_DIR), "--cpu", *flags]
+
+
 def batch_command(*flags: str, script=REPO_ROOT / "batch" / "cli.py", comfyui=COMFY_DIR,
                   env: dict | None = None, listening: set | None = None) -> subprocess.CompletedProcess:
-    """The batch command on the dev host's ComfyUI (`comfyui` None: the command's default), on the CPU.
-    `listening` collects the (address, process) of every port its processes listen on while it runs."""
-    command = [sys.executable, str(script), *(["--comfyui", str(comfyui)] if comfyui else []), "--base-dir",
-               str(BASE_DIR), "--cpu", *flags]
+    """The command (`command_line`) run to its end. `listening` collects the (address, process) of every
+    port its processes listen on while it runs."""
+    command = command_line(*flags, script=script, comfyui=comfyui)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         environment = {k: v for k, v in os.environ.items() if k not in LOCAL_RAY}  # as a user's shell has it
         process = subprocess.Popen(command, stdout=out, stderr=err, text=True, env={**environment, **(env or {})},

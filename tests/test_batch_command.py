@@ -8,13 +8,12 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
-from test_batch import INST_ROW, SF_ROW, batch_command, write_inputs, write_manifest
+from test_batch import INST_ROW, SF_ROW, batch_command, command_line, write_inputs, write_manifest
 
-from devhost.paths import BASE_DIR, COMFY_DIR, REPO_ROOT
+from devhost.paths import COMFY_DIR, REPO_ROOT
 
 USAGE_ERROR = 2
 
@@ -163,9 +162,7 @@ def test_ctrl_c_ends_the_command_with_the_report_of_what_finished(models, tmp_pa
     """Ctrl-C (SIGINT) once the jobs are handed out: exit 130, a message saying how to go on, and the
     report with the row marked interrupted; no file half-written."""
     write_manifest(tmp_path / "manifest.csv", [dict(SF_ROW, name="long", steps="1000")])
-    command = [sys.executable, str(REPO_ROOT / "batch" / "cli.py"), "--comfyui", str(COMFY_DIR), "--base-dir",
-               str(BASE_DIR), "--cpu", "--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"),
-               *models]
+    command = command_line("--manifest", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "out"), *models)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         seen, deadline = "", time.monotonic() + STARTED_TIMEOUT_S
