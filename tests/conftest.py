@@ -61,11 +61,13 @@ def object_info(comfy_server) -> dict:
     return comfy_server.get("/object_info")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def frontend(comfy_server):
-    """One headless Chromium for the session, showing the server's frontend at a desktop size with its
-    first graph loaded (the tutorial marked done in the user's settings, or the frontend would open its
-    template browser on load); stopped at the end."""
+    """A headless Chromium for the module's tests, showing the server's frontend at a desktop size with
+    its first graph loaded (the tutorial marked done in the user's settings, or the frontend would open
+    its template browser on load). Stopped after the module: an open frontend takes about a fifth of a
+    core all along (it draws every progress message the server broadcasts), which the tests after it
+    would pay for."""
     settings = BASE_DIR / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True, exist_ok=True)
     saved = json.loads(settings.read_text()) if settings.exists() else {}

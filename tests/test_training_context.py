@@ -1,16 +1,17 @@
 """host.trainable.training_context, which both trainers train inside: the UNet computes what it computes
 when sampling, without storing attention matrices for backward, and every option it sets is restored."""
 
+import pytest
 import torch
 
 LATENT_SIDE = 16  # 128 px: 256 tokens in the UNet's attention
 
 
-def _prediction(host, model, cond, latent):
+def _prediction(host, model, cond, latent, pooled=None):
     noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(1))
     sigma = host.diffusion.sigma_at(model, torch.tensor([500]))
     x = host.diffusion.noised(model, latent, noise, sigma)
-    return host.diffusion.predict_denoised(model, x, sigma, host.diffusion.model_inputs(model, cond, None, latent))
+    return host.diffusion.predict_denoised(model, x, sigma, host.diffusion.model_inputs(model, cond, pooled, latent))
 
 
 def test_training_attention_gives_the_sampling_prediction_without_storing_attention_matrices(pkg, sd15):
@@ -40,15 +41,18 @@ def test_training_attention_gives_the_sampling_prediction_without_storing_attent
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
-def test_gradient_checkpointing_keeps_a_fraction_of_the_activations_and_gives_the_same_gradients(pkg, sd15):
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_gradient_checkpointing_keeps_a_fraction_of_the_activations_and_gives_the_same_gradients(pkg, request,
+                                                                                                 family):
     """With checkpointing on, autograd keeps only what the checkpointed UNet layers take in, and the
-    backward recomputes the rest: the same input gradient as keeping everything."""
+    backward recomputes the rest: the same input gradient as keeping everything (on SD1.5's UNet and on
+    the SDXL family's, whose blocks are laid out differently)."""
     import inst_styleforge.host as host
 
-    model, clip, _ = sd15
+    model, clip, _ = request.getfixturevalue(family)
     latent = torch.randn(1, 4, LATENT_SIDE, LATENT_SIDE, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        cond, _ = host.text.encode_tokens_for_training(clip, host.text.tokenize(clip, "zwx style"))
+        cond, pooled = host.text.encode_tokens_for_training(clip, host.text.tokenize(clip, "zwx style"))
 
     def saved_bytes_and_gradient(checkpointing: bool) -> tuple[int, torch.Tensor]:
         storages = {}
@@ -60,7 +64,7 @@ def test_gradient_checkpointing_keeps_a_fraction_of_the_activations_and_gives_th
         with torch.inference_mode(), host.trainable.training_context(model, clip, gradient_checkpointing=checkpointing):
             x = latent.clone().requires_grad_(True)
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                prediction = _prediction(host, model, cond.clone(), x)
+                prediction = _prediction(host, model, cond.clone(), x, pooled.clone())
             prediction.square().mean().backward()
         return sum(storages.values()), x.grad
 
