@@ -6,14 +6,19 @@ never touches another process.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import socket
+import struct
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +30,7 @@ from .processes import end_process_group
 IMPORT_FAILURE_MARKERS = ("IMPORT FAILED", "Cannot import", "Error while calling comfy_entrypoint")
 LORA_KEY_MISSING = "lora key not loaded"
 POLL_S = 0.05  # how often start() and wait() ask the server; a prompt's result is seen this soon after it ends
+PROGRESS_TEXT = 3  # the binary websocket message that carries a node's progress text (BinaryEventTypes.TEXT)
 
 @dataclass
 class PromptResult:
@@ -149,6 +155,34 @@ class ComfyServer:
     def interrupt(self) -> None:
         self.post("/interrupt")
 
+    @contextlib.contextmanager
+    def progress_texts(self, timeout: float = 30) -> Iterator[list[tuple[str, str]]]:
+        """Every (node id, text) the server shows on a node while the block runs, in order, as the
+        frontend receives them: over the websocket, where the server broadcasts them."""
+        texts: list[tuple[str, str]] = []
+        connected, stop = threading.Event(), threading.Event()
+
+        async def listen() -> None:
+            import aiohttp
+
+            async with aiohttp.ClientSession() as session, session.ws_connect(
+                    f"{self.url.replace('http', 'ws', 1)}/ws?clientId={uuid.uuid4()}") as ws:
+                connected.set()
+                while not stop.is_set():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        message = await ws.receive(timeout=POLL_S)
+                        if message.type == aiohttp.WSMsgType.BINARY and _event(message.data) == PROGRESS_TEXT:
+                            texts.append(_node_text(message.data[4:]))
+
+        listener = threading.Thread(target=asyncio.run, args=(listen(),), daemon=True)
+        listener.start()
+        try:
+            assert connected.wait(timeout), "the server's websocket did not accept a connection"
+            yield texts
+        finally:
+            stop.set()
+            listener.join(timeout)
+
     @staticmethod
     def _result(prompt_id: str, entry: dict, wall_s: float) -> PromptResult:
         status = entry.get("status", {})
@@ -183,3 +217,13 @@ class ComfyServer:
             if failed_import or LORA_KEY_MISSING in line:
                 problems.append(line)
         return problems
+
+
+def _event(message: bytes) -> int:
+    return struct.unpack(">I", message[:4])[0]
+
+
+def _node_text(body: bytes) -> tuple[str, str]:
+    """(node id, text) of a progress-text message body: the id's length, the id, then the text."""
+    length = struct.unpack(">I", body[:4])[0]
+    return body[4:4 + length].decode(), body[4 + length:].decode()

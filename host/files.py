@@ -33,5 +33,11 @@ def input_directory() -> Path:
     return Path(folder_paths.get_input_directory())
 
 
+def input_subfolders() -> list[str]:
+    """Every folder under the input directory, as paths relative to it with '/' (ComfyUI's own dataset
+    nodes list these)."""
+    return folder_paths.get_input_subfolders()
+
+
 def output_directory() -> Path:
     return Path(folder_paths.get_output_directory())

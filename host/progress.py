@@ -7,6 +7,7 @@ import comfy.utils
 from PIL import Image
 
 PREVIEW_MAX_SIDE = 512
+Cancelled = comfy.model_management.InterruptProcessingException  # what Cancel raises inside a run
 
 
 class StepProgress:
@@ -22,6 +23,11 @@ class StepProgress:
         self.bar.update_absolute(step, self.total, ("JPEG", preview, PREVIEW_MAX_SIDE) if preview else None)
         if text:
             _send_progress_text(text)
+
+    def say(self, text: str) -> None:
+        """Text on the node without moving the bar or checking Cancel (what is being prepared, or why
+        the run stopped)."""
+        _send_progress_text(text)
 
 
 def _send_progress_text(text: str) -> None:

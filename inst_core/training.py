@@ -244,6 +244,8 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
     require_stable_diffusion(model)
     require_matching_clip(model, clip)
     checkpointing = gradient_checkpointing_on(config.gradient_checkpointing, config.resolution)
+    progress = TrainingProgress(progress_bar, config.steps)
+    progress.say(f"preparing: {len(paintings)} painting(s) through CLIP vision and the VAE")
     data = prepare_paintings(model, vae, clip_vision, paintings, config.resolution)
     with training_session(model, clip, config.resolution, config.batch_size, checkpointing, precision,
                           NOTHING_SAVED) as patches:
@@ -255,15 +257,15 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
             resume = Resume(continue_from.state_dict(), continue_from.path, CONTINUE_INPUT)
         prompt = StylePrompt(clip, config.template.format(config.placeholder), config.placeholder,
                              config.vectors_per_token)
-        checks = None if validation is None else validator(model, clip, vae, clip_vision, style, data, paintings,
-                                                            config, validation)
+        progress.validator = None if validation is None else validator(model, clip, vae, clip_vision, style, data,
+                                                                         paintings, config, validation)
         style.train()
         outcome = train(Run(
             torch.optim.AdamW(style.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay),
             dict(style.named_parameters()),
             lambda step, backward: training_step(model, clip, style, prompt, data, config, precision, step, backward),
             lambda: evaluation_loss(model, clip, style, prompt, data),
-            config.steps, start_step, precision, TrainingProgress(progress_bar, config.steps, checks), patches,
+            config.steps, start_step, precision, progress, patches,
             LossStop("learning_rate", NOTHING_SAVED, f"Lower the learning rate, or {TRAIN_IN_FP32}."),
             resume=resume))
         training = {**asdict(config), "painting_sha256": data.hashes, "eval_loss_before": outcome.eval_before,
@@ -279,4 +281,4 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
                                                "at zero")]
     style.requires_grad_(False)
     return TrainingResult(style.cpu().eval(), [s.loss for s in outcome.losses], outcome.eval_before,
-                          outcome.eval_after, start_step=start_step, notes=notes, validation=checks)
+                          outcome.eval_after, start_step=start_step, notes=notes, validation=progress.validator)

@@ -2,7 +2,8 @@
 
 from comfy_api.latest import io, ui
 
-from ..styleforge_core.datasets import image_set
+from .. import host
+from ..styleforge_core.datasets import NO_FOLDER, image_set
 from .categories import STYLEFORGE
 from .styleforge_types import StyleForgeImagesType
 
@@ -18,14 +19,23 @@ class StyleForgeImageSet(io.ComfyNode):
                         "each image). Unreadable or non-image files are skipped, and images too small to train "
                         "on are refused, each counted in the summary.",
             inputs=[
-                io.String.Input("folder", default="",
-                                tooltip="A folder under ComfyUI's input directory, e.g. 'styleforge/styleref' "
-                                        "(PNG, JPEG, WebP, ...; EXIF rotation applied, transparency on white)."),
+                io.Combo.Input("folder", options=[NO_FOLDER, *host.files.input_subfolders()], default=NO_FOLDER,
+                               tooltip="A folder of images under ComfyUI's input directory (PNG, JPEG, WebP, ...; "
+                                       "EXIF rotation applied, transparency on white). New folders: copy your "
+                                       "images into ComfyUI/input/<a folder>, then press R to refresh this "
+                                       "list. A typed path under input/ (API prompts) is taken too."),
                 io.Image.Input("images", optional=True,
                                tooltip="Optional IMAGE batch from the graph, added to the folder's images."),
             ],
             outputs=[StyleForgeImagesType.Output(display_name="image_set")],
         )
+
+    @classmethod
+    def validate_inputs(cls, folder) -> bool:
+        """Taking `folder` here replaces ComfyUI's check that it is one of the listed folders: a path
+        typed into an API prompt, or a folder made after the list was loaded, is accepted too, and
+        execute says clearly when it does not exist."""
+        return True
 
     @classmethod
     def execute(cls, folder, images=None) -> io.NodeOutput:

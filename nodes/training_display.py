@@ -14,7 +14,8 @@ from ..training_kit.result import TrainingResult
 
 def finished(cls: type[io.ComfyNode], result: TrainingResult, title: str,
              progress_bar: host.progress.StepProgress) -> tuple:
-    """(the loss-curve IMAGE, the node's ui) for a finished run; leaves the summary on the node."""
+    """(the loss-curve IMAGE, the node's ui) for a finished run; leaves the summary on the node and puts
+    it in the ui as "text" (web/js/training_results.js shows it again from there)."""
     validation = result.validation
     scores = validation.scores() if validation is not None else []
     summary = f"eval loss {result.eval_before:.4f} -> {result.eval_after:.4f}"
@@ -26,4 +27,5 @@ def finished(cls: type[io.ComfyNode], result: TrainingResult, title: str,
         shown["images"] += [ui.SavedResult(path.name, "" if path.parent == Path(".") else path.parent.as_posix(),
                                            io.FolderType.output) for path in validation.rounds[-1].files]
     progress_bar.update(progress_bar.total, summary)
+    shown["text"] = [summary]  # kept with the outputs: in the history, and shown again after a tab switch
     return curve, shown

@@ -131,12 +131,17 @@ def combine(sets: list[ImageSet]) -> ImageSet:
                     tuple(f for s in sets for f in s.refused))
 
 
+NO_FOLDER = "[none]"  # the dataset node's folder when only connected images make the set
+
+
 def image_set(folder: str, batch: torch.Tensor | None) -> ImageSet:
-    """The set a dataset node describes: the folder's images, the batch's, or both."""
-    sets = ([load_folder(folder)] if folder.strip() else []) + ([from_batch(batch)] if batch is not None else [])
+    """The set a dataset node describes: the folder's images, the batch's, or both. `folder` is one of
+    the listed folders or a typed path under the input directory; empty or NO_FOLDER: none."""
+    named = folder.strip() not in ("", NO_FOLDER)
+    sets = ([load_folder(folder)] if named else []) + ([from_batch(batch)] if batch is not None else [])
     if not sets:
-        raise InputError("folder", "is empty and no images are connected.",
-                         "Type a folder under ComfyUI's input directory, or connect an IMAGE batch.")
+        raise InputError("folder", "names no folder and no images are connected.",
+                         "Pick a folder of images under ComfyUI's input directory, or connect an IMAGE batch.")
     return combine(sets)
 
 

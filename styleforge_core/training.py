@@ -40,7 +40,7 @@ from ..training_kit.seeds import step_seed
 from ..training_kit.validation import ValidationSettings, Validator
 from .datasets import ImageSet, bound_prompt
 from .lora import LoRANetwork
-from .lora_file import METHODS, StyleForgeLoRA, require_family, save_lora
+from .lora_file import LORA_FOLDER, METHODS, StyleForgeLoRA, require_family, save_lora
 from .lora_targets import lora_targets
 
 SCHEDULES = ("constant", "cosine")
@@ -118,6 +118,9 @@ class TrainingSets:
     style: ImageSet  # Single: the StyleRef set; Multi: the people set
     aux: ImageSet | None = None
     backgrounds: ImageSet | None = None
+
+    def image_count(self) -> int:
+        return sum(len(s.images) for s in (self.style, self.aux, self.backgrounds) if s is not None)
 
 
 @dataclass
@@ -307,6 +310,13 @@ def evaluation_loss(model, conditioner: TextConditioner, components: list[Compon
     return fixed_set_loss([c.images.latents[v] for c, v in zip(components, views)], loss)
 
 
+def resume_entry(path: Path) -> str:
+    """How resume_from lists the checkpoint at `path`: its name under the LoRA folder (or the path,
+    for one saved elsewhere)."""
+    folder = host.files.model_folder(LORA_FOLDER)
+    return path.relative_to(folder).as_posix() if path.is_relative_to(folder) else str(path)
+
+
 def write_checkpoint(lora: StyleForgeLoRA, path: Path) -> None:
     """A checkpoint that cannot be written stops the run with an error on checkpoint_name: the previous
     one stays as it was (the writes are atomic), and a resume continues from it."""
@@ -456,6 +466,8 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
     start_step = resume.steps if resume is not None else 0
     device = host.models.compute_device(model)
     precision = training_precision(device, config.precision, host.models.compute_dtype(model))
+    progress = TrainingProgress(progress_bar, config.steps)
+    progress.say(f"preparing: {sets.image_count()} images to latents through the VAE")
     components, aux_set = prepare_components(model, vae, sets, config, torch.Generator().manual_seed(config.seed))
     conditioner = TextConditioner(clip, device, frozen=not config.train_text_encoder)
     checkpointing = gradient_checkpointing_on(config.gradient_checkpointing, config.resolution)
@@ -465,7 +477,8 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
         network = LoRANetwork(targets, config.rank, config.alpha, config.seed)
         if resume is not None:
             network.load_kohya_state(resume.tensors, RESUME_INPUT)
-        checks = None if validation is None else validator(model, clip, vae, sets, components, config, validation)
+        progress.validator = None if validation is None else validator(model, clip, vae, sets, components, config,
+                                                                         validation)
 
         def snapshot(step: int, optimizer: OptimizerState) -> StyleForgeLoRA:
             return StyleForgeLoRA(network.kohya_state(), lora_metadata(config, family, sets, step), optimizer=optimizer)
@@ -476,12 +489,13 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
                   lambda step, backward: accumulate_gradients(model, conditioner, precision, components, aux_set,
                                                               config, step, backward),
                   lambda: evaluation_loss(model, conditioner, components), config.steps, start_step, precision,
-                  TrainingProgress(progress_bar, config.steps, checks), patches,
+                  progress, patches,
                   LossStop("unet_lr", CHECKPOINT_KEPT, f"Lower unet_lr / text_encoder_lr, or {TRAIN_IN_FP32}."),
                   lr_factor=lambda step: lr_factor(config, step),
                   checkpoint=None if checkpoint_path is None else lambda step, optimizer: write_checkpoint(
                       snapshot(step, optimizer), checkpoint_path),
                   checkpoint_every=config.checkpoint_every,
+                  checkpoint_name="" if checkpoint_path is None else resume_entry(checkpoint_path),
                   resume=None if resume is None else Resume(resume.tensors, resume.path, RESUME_INPUT))
         with network.attached(targets):
             outcome = train(run)
@@ -490,4 +504,4 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
     terms = {name: [s.terms[name] for s in outcome.losses] for name in ("StyleRef", "Aux")}
     notes = _notes(config, sets, start_step, outcome.seconds_per_step, outcome.optimizer_restored)
     return TrainingResult(lora, [s.loss for s in outcome.losses], outcome.eval_before, outcome.eval_after, terms,
-                          start_step, notes, checks)
+                          start_step, notes, progress.validator)

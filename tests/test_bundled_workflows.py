@@ -12,7 +12,7 @@ import time
 import pytest
 
 from devhost.browser import HeadlessChromium
-from devhost.paths import TEMPLATES
+from devhost.paths import BASE_DIR, TEMPLATES
 from devhost.run_examples import MODEL_SUBSTITUTES, TINY_RUN_OVERRIDES
 from devhost.ui_workflow import ui_to_api
 
@@ -78,6 +78,12 @@ def queue_from_ui(frontend: HeadlessChromium, server) -> tuple[object, float]:
     return result, (stamps["execution_success"] - stamps["execution_start"]) / 1000 if result.ok else 0.0
 
 
+def node_text_js(node_id: str) -> str:
+    """JavaScript for the progress text a node shows (the frontend's text preview widget), or null."""
+    return (f"(app.graph.getNodeById({int(node_id)})?.widgets?.find(w => w.name === '$$node-text-preview')"
+            "?.value ?? null)")
+
+
 def _queued(server) -> list[str]:
     queue = server.get("/queue")
     return [item[1] for item in queue["queue_running"] + queue["queue_pending"]]
@@ -99,15 +105,51 @@ def test_template_opened_and_queued_in_the_frontend_runs_and_requeues_from_cache
     assert first.ok, first.error
     saved = [f for node_id in first.outputs for f in comfy_server.output_files(first, node_id)]
     assert saved and all(f.exists() for f in saved)
+    # the trainer's summary stays on it after the run and comes back after a tab switch (from the outputs)
+    [trainer] = [str(n["id"]) for n in json.loads(path.read_text())["nodes"] if n["type"] in TRAINERS]
+    summary = first.outputs[trainer]["text"][0]
+    assert summary.startswith("eval loss ")
+    frontend.wait_for(f"{node_text_js(trainer)} === {json.dumps(summary)}", timeout=10)
+    frontend.evaluate("app.extensionManager.command.execute('Comfy.NewBlankWorkflow')", await_promise=True)
+    frontend.wait_for(f"{node_text_js(trainer)} !== {json.dumps(summary)}", timeout=10)
+    frontend.evaluate("app.extensionManager.command.execute('Workspace.PreviousOpenedWorkflow')", await_promise=True)
+    frontend.wait_for(f"{node_text_js(trainer)} === {json.dumps(summary)}", timeout=10)
 
     node_id, text = GENERATION_PROMPT[path.stem]
     set_widgets(frontend, {}, {}, {node_id: {"text": text}})
     second, second_s = queue_from_ui(frontend, comfy_server)
     assert second.ok, second.error
-    trainers = {str(n["id"]) for n in json.loads(path.read_text())["nodes"] if n["type"] in TRAINERS}
     cached = {node for kind, body in second.messages if kind == "execution_cached" for node in body["nodes"]}
-    assert trainers and trainers <= cached, "the trainer ran again"  # times are quoted, not asserted: see bench/
+    assert trainer in cached, "the trainer ran again"  # times are quoted, not asserted: see bench/
     print(f"{path.stem}: first queue {first_s:.1f} s, re-queue with a new generation prompt {second_s:.1f} s")
+
+
+def test_a_cancelled_trainer_says_what_it_kept_and_the_checkpoint_is_listed_to_resume_from(comfy_server, frontend,
+                                                                                           tmp_path):
+    """Cancel from the UI once a checkpoint is written: the trainer says where it stopped and which
+    checkpoint is kept, and resume_from lists that checkpoint without a restart or a manual refresh."""
+    name = f"styleforge_test/ui_cancel_{tmp_path.name}"  # new to this server: not in any list yet
+    checkpoint = BASE_DIR / "models" / "loras" / f"{name}.safetensors"
+    template = json.loads((TEMPLATES / "StyleForge - train a style LoRA.json").read_text())
+    frontend.evaluate(f"app.loadGraphData({json.dumps(template)})", await_promise=True)
+    set_widgets(frontend, {**TINY_RUN_OVERRIDES, "StyleForge_Train": {**TINY_RUN_OVERRIDES["StyleForge_Train"],
+                                                                        "steps": 500},
+                           "StyleForge_Options": {"checkpoint_every": 1, "checkpoint_name": name}},
+                MODEL_SUBSTITUTES, {})
+    resume_from = ("app.graph._nodes.find(n => n.type === 'StyleForge_Options').widgets"
+                   ".find(w => w.name === 'resume_from').options.values")
+    assert not frontend.evaluate(f"{resume_from}.includes({json.dumps(name + '.safetensors')})")
+    frontend.evaluate("app.extensionManager.command.execute('Comfy.QueuePrompt')", await_promise=True)
+    deadline = time.time() + 120
+    while not checkpoint.exists():
+        assert time.time() < deadline, "no checkpoint was written"
+        time.sleep(0.05)
+    frontend.evaluate("app.extensionManager.command.execute('Comfy.Interrupt')", await_promise=True)
+    trainer = frontend.evaluate("app.graph._nodes.find(n => n.type === 'StyleForge_Train').id")
+    frontend.wait_for(f"{node_text_js(trainer)}?.startsWith('Cancelled after step ')", timeout=60)
+    text = frontend.evaluate(node_text_js(trainer))
+    assert f"is kept: to go on from it, choose {name}.safetensors in resume_from." in text
+    frontend.wait_for(f"{resume_from}.includes({json.dumps(name + '.safetensors')})", timeout=30)
 
 
 def test_workflows_are_served_as_templates(comfy_server):

@@ -26,7 +26,8 @@ def test_the_package_holds_what_runs_and_nothing_only_development_uses():
     files = published_files()
     assert not [f for f in files if f.startswith(DEV_ONLY)]
     for needed in ("__init__.py", "host/__init__.py", "shipped_inputs.py", "LICENSE", "README.md", "pyproject.toml",
-                   "nodes/__init__.py", "training_kit/validation.py", "example_inputs/painting.jpg"):
+                   "nodes/__init__.py", "training_kit/validation.py", "example_inputs/painting.jpg",
+                   "web/js/training_results.js"):
         assert needed in files, needed
     assert len([f for f in files if f.startswith("example_workflows/") and f.endswith(".json")]) == 4
     assert len([f for f in files if f.startswith("example_workflows/") and f.endswith(".jpg")]) == 4

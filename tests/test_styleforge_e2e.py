@@ -1,8 +1,10 @@
-"""StyleForge end to end through the real ComfyUI server: train -> save -> stock LoraLoader and Multi on
-every SD family (text encoders trained too), Cancel mid-training, resume. At 64 px with a few steps.
-That gradient checkpointing trains the same LoRA is math, checked in-process (test_styleforge_training.py)."""
+"""StyleForge end to end through the real ComfyUI server: train -> save -> stock LoraLoader on every SD
+family (text encoders trained too), Multi on SD1.5, Cancel mid-training with its explanation and resume,
+the image sets' folder list. At 64 px with a few steps. That gradient checkpointing trains the same LoRA
+is math, checked in-process (test_styleforge_training.py)."""
 
 import json
+import shutil
 import time
 
 import pytest
@@ -12,7 +14,7 @@ from PIL import Image
 from prompts import FAMILY_CKPTS
 from safetensors.torch import load_file
 from saved_files import file_metadata, saved_latent
-from styleforge_prompts import TINY_TRAINING, stock_lora_sample, train_multi, train_single
+from styleforge_prompts import EXAMPLE, TINY_TRAINING, stock_lora_sample, train_multi, train_single
 
 from devhost.example_inputs import write_examples
 from devhost.paths import BASE_DIR
@@ -22,6 +24,7 @@ LORAS = BASE_DIR / "models" / "loras"
 # own MODEL/CLIP outputs do (the same ComfyUI patch path), so the sampled latents agree to float
 # rounding; 1e-4 absolute on latents of magnitude ~1 leaves room for summation-order differences only.
 LATENT_TOLERANCE = 1e-4
+TRAINER = "4"  # the trainer's node id in train_single's prompts
 
 
 @pytest.fixture(scope="module")
@@ -98,26 +101,44 @@ def _wait_for(path, timeout: float = 300) -> None:
 
 def test_cancel_right_after_a_checkpoint_stops_within_one_step_and_resume_continues_from_it(server):
     """Cancel sent as soon as a checkpoint is written (one every step): at most the step then under way
-    finishes, its checkpoint is kept, and a resume continues from it."""
+    finishes, its checkpoint is kept, and a resume continues from it. The node says what it prepares from
+    its first moment, then, after Cancel, where it stopped and what is kept; the checkpoint is in
+    resume_from's list without a restart."""
     checkpoint = LORAS / "styleforge_test" / "cancel_ckpt.safetensors"
     checkpoint.unlink(missing_ok=True)
     prompt = train_single("styleforge_test/never", "styleforge_test/never", steps=500, checkpoint_every=1,
                           checkpoint_name="styleforge_test/cancel_ckpt", seed=13)
-    prompt_id = server.queue(prompt)
-    _wait_for(checkpoint)
-    server.interrupt()
-    steps_at_cancel = int(file_metadata(checkpoint)["steps"])
-    cancelled = server.wait(prompt_id)
+    with server.progress_texts() as texts:
+        prompt_id = server.queue(prompt)
+        _wait_for(checkpoint)
+        server.interrupt()
+        steps_at_cancel = int(file_metadata(checkpoint)["steps"])
+        cancelled = server.wait(prompt_id)
+        steps_done = int(file_metadata(checkpoint)["steps"])
+        explained = (f"Cancelled after step {steps_done} of 500. The checkpoint of step {steps_done} is kept: to go on "
+                     "from it, choose styleforge_test/cancel_ckpt.safetensors in resume_from")
+        _wait_for_text(texts, TRAINER, explained)
     assert not cancelled.ok and cancelled.error["kind"] == "execution_interrupted"
     assert not list(checkpoint.parent.glob("*.tmp")) and not list(checkpoint.parent.glob(".*"))
-    steps_done = int(file_metadata(checkpoint)["steps"])
     assert steps_at_cancel <= steps_done <= steps_at_cancel + 1
     assert not (LORAS / "styleforge_test" / "never.safetensors").exists()
+    shown = [text for node, text in texts if node == TRAINER]
+    assert shown[0] == "preparing: 8 images to latents through the VAE", shown[:3]  # 4 StyleRef, 4 Aux
+    options = server.get("/object_info/StyleForge_Options")["StyleForge_Options"]["input"]["required"]
+    assert "styleforge_test/cancel_ckpt.safetensors" in options["resume_from"][1]["options"]
 
     resumed = server.run(train_single("styleforge_test/resumed", "styleforge_test/resumed", steps=steps_done + 2,
                                       resume_from="styleforge_test/cancel_ckpt.safetensors", seed=13))
     _ok(resumed)
     assert file_metadata(LORAS / "styleforge_test" / "resumed.safetensors")["steps"] == str(steps_done + 2)
+
+
+def _wait_for_text(texts: list, node: str, start: str, timeout: float = 30) -> None:
+    """Until the node has shown a text starting with `start` (texts arrive over the websocket)."""
+    deadline = time.time() + timeout
+    while not any(n == node and t.startswith(start) for n, t in texts):
+        assert time.time() < deadline, f"node {node} never showed {start!r}: {texts[-3:]}"
+        time.sleep(0.05)
 
 
 def test_a_lora_that_could_not_be_saved_is_saved_by_queueing_again_without_training_again(server):
@@ -144,12 +165,30 @@ def test_a_run_that_cannot_change_any_weight_is_refused_and_the_server_goes_on(s
     assert server.get("/system_stats")["system"]
 
 
+def test_image_sets_list_the_folders_under_input_as_they_are_now(server):
+    """The folder list is ComfyUI's input folders, read each time the frontend asks: a folder made now
+    is in it (the frontend shows it after a refresh, no restart)."""
+    made = BASE_DIR / "input" / "styleforge_test_listed" / "styleref"
+    shutil.rmtree(made.parent, ignore_errors=True)
+
+    def folders() -> list[str]:
+        inputs = server.get("/object_info/StyleForge_ImageSet")["StyleForge_ImageSet"]["input"]["required"]
+        return inputs["folder"][1]["options"]
+
+    assert "styleforge_test_listed/styleref" not in folders()
+    made.mkdir(parents=True)
+    listed = folders()
+    assert listed[0] == "[none]" and {"styleforge_test_listed", "styleforge_test_listed/styleref",
+                                       f"{EXAMPLE}/styleref", f"{EXAMPLE}/aux"} <= set(listed)
+
+
 def test_a_folder_of_too_small_images_is_reported_as_too_small_not_unreadable(server):
+    """Typed as no list shows it (a trailing '/'): the prompt is accepted, and the folder read."""
     folder = BASE_DIR / "input" / "styleforge_test_small"
     folder.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (4, 4), (200, 30, 30)).save(folder / "tiny.png")
     prompt = train_single("styleforge_test/never", "styleforge_test/never")
-    prompt["2"] = {"class_type": "StyleForge_ImageSet", "inputs": {"folder": "styleforge_test_small"}}
+    prompt["2"] = {"class_type": "StyleForge_ImageSet", "inputs": {"folder": "styleforge_test_small/"}}
     message = server.run(prompt).error["exception_message"]
-    assert "Input 'folder': folder 'styleforge_test_small' has no usable images" in message
+    assert "Input 'folder': folder 'styleforge_test_small/' has no usable images" in message
     assert "refused 1 images: 'tiny.png': is 4x4 pixels" in message and "unreadable" not in message

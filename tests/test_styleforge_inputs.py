@@ -55,8 +55,9 @@ def test_missing_and_empty_folders_are_refused(sf, input_folder):
         datasets.load_folder("no_such_folder")
     with pytest.raises(InputError, match="'folder'.*has no usable images"):
         datasets.load_folder(name)
-    with pytest.raises(InputError, match="'folder'.*is empty and no images are connected"):
-        datasets.image_set("", None)
+    for no_folder in ("", datasets.NO_FOLDER):
+        with pytest.raises(InputError, match="'folder'.*names no folder and no images are connected"):
+            datasets.image_set(no_folder, None)
 
 
 def test_unreadable_files_are_skipped_and_counted(sf, input_folder):
@@ -227,6 +228,9 @@ class LocksTheFolderAfterStep:
     def update(self, step, text=None, preview=None):
         if step == self.step:
             self.lock.enter_context(immutable(self.folder))
+
+    def say(self, text):
+        pass
 
 
 def test_a_checkpoint_that_cannot_be_written_mid_run_stops_by_name_and_keeps_the_one_before(sf, sd15, sets, tmp_path):

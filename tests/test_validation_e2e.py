@@ -19,13 +19,21 @@ def _clear(prefix: str) -> None:
 
 
 def test_inst_validation_rounds_are_saved_scored_and_shown_on_the_trainer(comfy_server, painting_file):
+    """The rounds' files, the last round and the curve on the trainer, and the run summary (best step
+    included) in the history, where a tab switch or a history load finds it again."""
     _clear("tests_validation/inst")
     prompt = inst_training(painting_file, steps=1, filename="", validation=["50", 0])
     prompt["50"] = validation_node("a house in the style of *\n*", "tests_validation/inst", None)
-    result = comfy_server.run(prompt)
+    with comfy_server.progress_texts() as texts:
+        result = comfy_server.run(prompt)
     assert result.ok, result.error
     names = sorted(p.name for p in OUTPUT.glob("tests_validation/inst_*"))
     run = names[0][: len("inst_00001")]
+    # from its first moment the trainer says what it prepares; its summary is kept in the history
+    assert [t for node, t in texts if node == "4"][0] == "preparing: 1 painting(s) through CLIP vision and the VAE"
+    [summary] = comfy_server.get(f"/history/{result.prompt_id}")[result.prompt_id]["outputs"]["4"]["text"]
+    assert summary.startswith("eval loss ") and f"validation images: output/tests_validation/{run}_step*.png" in summary
+    assert " best " in summary, summary
     assert names == sorted([f"{run}_curve.png"] + [f"{run}_step{s:06}_{k}.png" for s in (0, 1) for k in (1, 2)])
     shown = result.outputs["4"]["images"]
     assert shown[0]["type"] == "temp"  # the loss curve

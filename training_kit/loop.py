@@ -71,6 +71,7 @@ class Run:
     lr_factor: Callable[[int], float] = lambda step: 1.0
     checkpoint: Callable[[int, OptimizerState], None] | None = None  # called every `checkpoint_every` steps
     checkpoint_every: int = 0
+    checkpoint_name: str = ""  # how the user finds the checkpoint again (its entry in resume_from)
     resume: Resume | None = None
 
 
@@ -106,30 +107,47 @@ def train(run: Run) -> Outcome:
         require_differentiable(loss)
         scaler.scale(loss).backward()
 
+    run.progress.say("preparing: the loss before training, on the fixed evaluation set")
     eval_before = run.evaluate()
     run.patches.require_ran()
-    run.progress.start(run.start_step)
     losses: list[StepLoss] = []
-    seconds = 0.0
-    with global_rng_kept():
-        for step in range(run.start_step + 1, run.steps + 1):
-            t0 = time.perf_counter()
-            for group, base_lr in zip(run.optimizer.param_groups, base_lrs):
-                group["lr"] = base_lr * run.lr_factor(step)
-            losses.append(run.step(step, backward))
-            require_finite_loss(losses[-1].loss, step, run.loss_stop.input_name, run.loss_stop.kept, run.loss_stop.fix)
-            if step == run.start_step + 1:
-                require_gradients(run.optimizer, base_lrs)
-            scaler.step(run.optimizer)
-            scaler.update()
-            run.optimizer.zero_grad(set_to_none=True)
-            seconds += time.perf_counter() - t0
-            if run.checkpoint is not None and run.checkpoint_every and step % run.checkpoint_every == 0:
-                run.checkpoint(step, optimizer_state(run.optimizer, run.named, scaler))
-            run.progress.update(step, losses[-1].loss, losses[-1].terms)
+    seconds, kept = 0.0, None
+    try:
+        run.progress.start(run.start_step)
+        with global_rng_kept():
+            for step in range(run.start_step + 1, run.steps + 1):
+                t0 = time.perf_counter()
+                for group, base_lr in zip(run.optimizer.param_groups, base_lrs):
+                    group["lr"] = base_lr * run.lr_factor(step)
+                losses.append(run.step(step, backward))
+                require_finite_loss(losses[-1].loss, step, run.loss_stop.input_name, run.loss_stop.kept,
+                                    run.loss_stop.fix)
+                if step == run.start_step + 1:
+                    require_gradients(run.optimizer, base_lrs)
+                scaler.step(run.optimizer)
+                scaler.update()
+                run.optimizer.zero_grad(set_to_none=True)
+                seconds += time.perf_counter() - t0
+                if run.checkpoint is not None and run.checkpoint_every and step % run.checkpoint_every == 0:
+                    run.checkpoint(step, optimizer_state(run.optimizer, run.named, scaler))
+                    kept = step
+                run.progress.update(step, losses[-1].loss, losses[-1].terms)
+    except host.progress.Cancelled:
+        run.progress.say(cancelled_text(run, run.progress.done, kept))
+        raise
+    run.progress.say("finishing: the loss after training, on the same evaluation set")
     eval_after = run.evaluate()
     return Outcome(losses, eval_before, eval_after, seconds / max(1, run.steps - run.start_step),
                    optimizer_state(run.optimizer, run.named, scaler), restored)
+
+
+def cancelled_text(run: Run, done: int, kept: int | None) -> str:
+    """What the node shows after Cancel: where the run stopped and what the user still has."""
+    text = f"Cancelled after step {done} of {run.steps}. "
+    if kept is None:
+        return text + run.loss_stop.kept[0].upper() + run.loss_stop.kept[1:]
+    return text + f"The checkpoint of step {kept} is kept: to go on from it, choose {run.checkpoint_name} in " \
+                  "resume_from."
 
 
 def require_differentiable(loss: torch.Tensor) -> None:
