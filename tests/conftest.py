@@ -2,11 +2,14 @@
 
 In-process tests import `comfy.*` from the dev host (CPU flag set first) and this repository as the
 package `inst_styleforge`. End-to-end tests share one server per session (`comfy_server`), started
-with this package linked into its custom_nodes and always stopped, even when a test fails.
+with this package linked into its custom_nodes and always stopped, even when a test fails; the UI
+tests also run on the newest frontend, on a server of their own (`ui`).
 """
 
+import contextlib
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,7 @@ from devhost.browser import DESKTOP_VIEWPORT, FRONTEND_READY_JS, frontend_page  
 from devhost.comfy_server import ComfyServer  # noqa: E402
 from devhost.example_inputs import painting  # noqa: E402
 from devhost.inprocess import import_comfy, import_package  # noqa: E402
-from devhost.paths import BASE_DIR, DEVHOST  # noqa: E402
+from devhost.paths import BASE_DIR, DEVHOST, NEWEST_FRONTEND  # noqa: E402
 
 import_comfy()
 keep_ray_on_loopback()  # before any test module imports ray: the tests' Ray keeps to 127.0.0.1, as the command's
@@ -61,20 +64,55 @@ def object_info(comfy_server) -> dict:
     return comfy_server.get("/object_info")
 
 
-@pytest.fixture(scope="module")
-def frontend(comfy_server):
-    """A headless Chromium for the module's tests, showing the server's frontend at a desktop size with
-    its first graph loaded (the tutorial marked done in the user's settings, or the frontend would open
-    its template browser on load). Stopped after the module: an open frontend takes about a fifth of a
-    core all along (it draws every progress message the server broadcasts), which the tests after it
-    would pay for."""
+@contextlib.contextmanager
+def _frontend_page(server: ComfyServer, log_name: str):
+    """Headless Chromium showing `server`'s frontend at a desktop size with its first graph loaded (the
+    tutorial marked done in the user's settings, or the frontend would open its template browser on load)."""
     settings = BASE_DIR / "user" / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True, exist_ok=True)
     saved = json.loads(settings.read_text()) if settings.exists() else {}
     settings.write_text(json.dumps(dict(saved, **{"Comfy.TutorialCompleted": True}), indent=2))
-    with frontend_page(comfy_server.url, DEVHOST / "logs" / "chromium-tests.log", DESKTOP_VIEWPORT,
+    with frontend_page(server.url, DEVHOST / "logs" / log_name, DESKTOP_VIEWPORT,
                        ready_js=f"{FRONTEND_READY_JS} && app.graph.nodes.length > 0") as browser:
         yield browser
+
+
+@pytest.fixture(scope="module")
+def frontend(comfy_server):
+    """A headless Chromium on the session's server (the pinned frontend) for the module's tests. Stopped
+    after the module: an open frontend takes about a fifth of a core all along (it draws every progress
+    message the server broadcasts), which the tests after it would pay for."""
+    with _frontend_page(comfy_server, "chromium-tests.log") as browser:
+        yield browser
+
+
+@dataclass
+class UI:
+    """A frontend as a user has it: `page` shows it, served by `server`."""
+
+    frontend: str  # "pinned" (the version requirements-cpu.txt installs) or "newest"
+    server: ComfyServer
+    page: object  # devhost.browser.HeadlessChromium
+
+
+@pytest.fixture(scope="module", params=["pinned", "newest"])
+def ui(request, comfy_server):
+    """The UI tests' frontend, each in turn: the pinned one on the session's server, and the newest
+    (devhost/install.sh puts it beside the pinned one) on a server of its own started with
+    --front-end-root, stopped with its browser after the module's tests on it."""
+    if request.param == "pinned":
+        with _frontend_page(comfy_server, "chromium-tests.log") as page:
+            yield UI("pinned", comfy_server, page)
+        return
+    server = ComfyServer(DEVHOST / "logs" / "server-newest-frontend.log",
+                         extra_args=("--cache-lru", str(SERVER_CACHED_RESULTS),
+                                     "--front-end-root", str(NEWEST_FRONTEND)))
+    try:
+        server.start()
+        with _frontend_page(server, "chromium-newest-frontend.log") as page:
+            yield UI("newest", server, page)
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

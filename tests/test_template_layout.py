@@ -8,6 +8,7 @@ from itertools import combinations
 
 import pytest
 
+from devhost.browser import DESKTOP_VIEWPORT
 from devhost.make_workflows import INTRO_TITLE
 from devhost.paths import REPO_ROOT, TEMPLATES
 from devhost.screenshots import SCREENSHOTS, slug
@@ -15,6 +16,7 @@ from devhost.screenshots import SCREENSHOTS, slug
 TEMPLATE_FILES = sorted(TEMPLATES.glob("*.json"))
 TITLE_HEIGHT = 30  # LiteGraph's node title bar, drawn above a node's pos
 TITLE_CHAR_WIDTH = 6.0
+SIDE_BAR = 64  # CSS pixels the frontend's side bar covers at the left of the canvas (at most)
 LOADER_INPUTS = {"CheckpointLoaderSimple": "checkpoints", "CLIPVisionLoader": "clip_vision"}
 
 
@@ -57,6 +59,16 @@ def test_no_two_nodes_or_groups_overlap_and_every_node_sits_in_one_stage(path):
         if node is not intro[0]:
             assert sum(_inside(nodes[node["id"]], g) for g in groups) == 1, f"{node['type']} is not in one group"
     assert nodes[intro[0]["id"]][3] < min(g[1] for g in groups), "the intro note is above every group"
+
+
+@pytest.mark.parametrize("path", TEMPLATE_FILES, ids=[p.stem for p in TEMPLATE_FILES])
+def test_the_saved_view_opens_at_100_percent_on_the_whole_intro_note(path):
+    workflow = json.loads(path.read_text())
+    view = workflow["extra"]["ds"]
+    [intro] = [_node_box(n) for n in workflow["nodes"] if n.get("title") == INTRO_TITLE]
+    left, top, right, bottom = ((v + view["offset"][i % 2]) * view["scale"] for i, v in enumerate(intro))
+    assert view["scale"] == 1.0
+    assert SIDE_BAR <= left and right <= DESKTOP_VIEWPORT[0] and 0 <= top and bottom <= DESKTOP_VIEWPORT[1]
 
 
 @pytest.mark.parametrize("path", TEMPLATE_FILES, ids=[p.stem for p in TEMPLATE_FILES])
