@@ -1,12 +1,15 @@
-"""Screenshots of every bundled workflow in the real ComfyUI frontend at 100% zoom, for the README
-(`docs/screenshots/<slug>.png`) and as the template browser's thumbnails (`example_workflows/<name>.jpg`,
-which ComfyUI serves beside each template), and the template browser showing them. One command
-regenerates them all:
+"""Screenshots of every bundled workflow in the real ComfyUI frontend at 100% zoom after a run, for the
+README (`docs/screenshots/<slug>.png`) and as the template browser's thumbnails
+(`example_workflows/<name>.jpg`, which ComfyUI serves beside each template), and the template browser
+showing them. One command regenerates them all:
 
     .devhost/venv/bin/python -m devhost.screenshots [--main-job out/examples-...]
 
-Each workflow is opened with the frontend's own loader, the canvas is set to scale 1 with the graph's
-top-left corner in view, and the page is made large enough to hold the whole graph.
+Each workflow is opened with the frontend's own loader, run from the UI on the tiny test models
+(random weights: its pictures are noise) with a few training steps, its widgets then set back to the
+template's own values, so the picture shows the template as shipped with every result in place. The
+canvas is set to scale 1 with the graph's top-left corner in view, and the page is made large enough
+to hold the whole graph.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from PIL import Image
 
 from .browser import DESKTOP_VIEWPORT, HeadlessChromium, frontend_page
 from .comfy_server import ComfyServer
+from .frontend_actions import RESULTS_SHOWN_S, queue_from_ui, set_widgets
 from .paths import DEVHOST, REPO_ROOT, TEMPLATES
+from .run_examples import MODEL_SUBSTITUTES, TINY_RUN_OVERRIDES
 
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 MARGIN = 120  # CSS pixels kept free around the graph, clear of the frontend's side bar and corner widgets
@@ -34,6 +39,12 @@ BACKGROUND = (32, 32, 32)
 TEMPLATE_BROWSER = "template_browser"
 ICON_SIDE = 400  # the Registry's largest icon
 WORKFLOW_WITH_SCORES = "InST - learn a painting style and generate with it"
+# The run behind each screenshot: the tiny models, a few steps, a validation round every other step.
+SCREENSHOT_RUN = {**TINY_RUN_OVERRIDES,
+                  **{trainer: {**TINY_RUN_OVERRIDES[trainer], "steps": 4}
+                     for trainer in ("InST_TrainStyle", "StyleForge_Train", "StyleForge_TrainMulti")},
+                  "StylePersonalization_Validation": {"every": 2, "steps": 4},
+                  "StyleForge_Options": {"checkpoint_every": 0}}
 
 
 def slug(name: str) -> str:
@@ -49,13 +60,22 @@ def graph_bounds(workflow: dict) -> tuple[float, float, float, float]:
     return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
-def capture(page: HeadlessChromium, workflow: dict) -> Image.Image:
-    left, top, right, bottom = graph_bounds(workflow)
-    width, height = int(right - left), int(bottom - top)
-    page.set_viewport(width + 3 * MARGIN, height + 3 * MARGIN)
+def capture(page: HeadlessChromium, server: ComfyServer, workflow: dict) -> Image.Image:
+    """The workflow after a run (SCREENSHOT_RUN), showing the template's own widget values."""
     options = "{showMissingModelsDialog: false}"  # the dev host has the tiny models under other names
     load = f"app.loadGraphData({json.dumps(workflow)}, true, true, null, {options})"
     page.evaluate(f"(async () => {{ await {load}; }})()", await_promise=True)
+    shipped = page.evaluate("Object.fromEntries(app.graph._nodes.map(n => "
+                            "[n.id, Object.fromEntries((n.widgets || []).map(w => [w.name, w.value]))]))")
+    set_widgets(page, SCREENSHOT_RUN, MODEL_SUBSTITUTES, {})
+    result, _ = queue_from_ui(page, server)
+    if not result.ok:
+        raise RuntimeError(f"the run for the screenshot failed: {result.error}")
+    set_widgets(page, {}, {}, shipped)
+    time.sleep(RESULTS_SHOWN_S)
+    left, top, right, bottom = graph_bounds(json.loads(page.evaluate("JSON.stringify(app.graph.serialize())")))
+    width, height = int(right - left), int(bottom - top)
+    page.set_viewport(width + 3 * MARGIN, height + 3 * MARGIN)
     rect = page.evaluate(f"""(() => {{
         const ds = app.canvas.ds;
         ds.scale = 1;
@@ -123,7 +143,7 @@ def main() -> int:
         server.start()
         with frontend_page(server.url, DEVHOST / "logs" / "screenshots-chromium.log", DESKTOP_VIEWPORT) as page:
             for path in sorted(TEMPLATES.glob("*.json")):
-                image = capture(page, json.loads(path.read_text()))
+                image = capture(page, server, json.loads(path.read_text()))
                 image.save(SCREENSHOTS / f"{slug(path.stem)}.png", optimize=True)
                 thumbnail(image).save(path.with_suffix(".jpg"), quality=85)
                 print(f"{path.stem}: {image.width}x{image.height}")

@@ -3,7 +3,7 @@
 In-process tests import `comfy.*` from the dev host (CPU flag set first) and this repository as the
 package `inst_styleforge`. End-to-end tests share one server per session (`comfy_server`), started
 with this package linked into its custom_nodes and always stopped, even when a test fails; the UI
-tests also run on the newest frontend, on a server of their own (`ui`).
+tests also run on the newest frontend, in front of the same server (`ui`).
 """
 
 import contextlib
@@ -23,6 +23,7 @@ from devhost import fixtures  # noqa: E402
 from devhost.browser import DESKTOP_VIEWPORT, FRONTEND_READY_JS, frontend_page  # noqa: E402
 from devhost.comfy_server import ComfyServer  # noqa: E402
 from devhost.example_inputs import painting  # noqa: E402
+from devhost.frontend_proxy import FrontendProxy  # noqa: E402
 from devhost.inprocess import import_comfy, import_package  # noqa: E402
 from devhost.paths import BASE_DIR, DEVHOST, NEWEST_FRONTEND  # noqa: E402
 
@@ -43,8 +44,9 @@ def tiny_models() -> dict[str, Path]:
 
 
 # The session's server keeps up to this many node results (ComfyUI's --cache-lru) instead of only the
-# last prompt's, so the three families' checkpoints load once each rather than at every switch.
-SERVER_CACHED_RESULTS = 64
+# last prompt's, so the three families' checkpoints load once each rather than at every switch, and the
+# templates the pinned frontend ran are still cached when the newest frontend runs them.
+SERVER_CACHED_RESULTS = 128
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +67,7 @@ def object_info(comfy_server) -> dict:
 
 
 @contextlib.contextmanager
-def _frontend_page(server: ComfyServer, log_name: str):
+def _frontend_page(server: ComfyServer | FrontendProxy, log_name: str):
     """Headless Chromium showing `server`'s frontend at a desktop size with its first graph loaded (the
     tutorial marked done in the user's settings, or the frontend would open its template browser on load)."""
     settings = BASE_DIR / "user" / "default" / "comfy.settings.json"
@@ -97,22 +99,17 @@ class UI:
 
 @pytest.fixture(scope="module", params=["pinned", "newest"])
 def ui(request, comfy_server):
-    """The UI tests' frontend, each in turn: the pinned one on the session's server, and the newest
-    (devhost/install.sh puts it beside the pinned one) on a server of its own started with
-    --front-end-root, stopped with its browser after the module's tests on it."""
+    """The UI tests' frontend, each in turn, both in front of the session's server: the pinned one, which
+    the server serves itself, and the newest (devhost/install.sh puts it beside the pinned one), served
+    by a reverse proxy that passes everything else to the server (devhost/frontend_proxy.py). One
+    server, so what a test ran on the pinned frontend comes from the cache on the newest."""
     if request.param == "pinned":
         with _frontend_page(comfy_server, "chromium-tests.log") as page:
             yield UI("pinned", comfy_server, page)
         return
-    server = ComfyServer(DEVHOST / "logs" / "server-newest-frontend.log",
-                         extra_args=("--cache-lru", str(SERVER_CACHED_RESULTS),
-                                     "--front-end-root", str(NEWEST_FRONTEND)))
-    try:
-        server.start()
-        with _frontend_page(server, "chromium-newest-frontend.log") as page:
-            yield UI("newest", server, page)
-    finally:
-        server.stop()
+    with FrontendProxy(comfy_server.url, NEWEST_FRONTEND) as proxy, \
+            _frontend_page(proxy, "chromium-newest-frontend.log") as page:
+        yield UI("newest", comfy_server, page)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,14 @@ import uuid
 
 import pytest
 
-from devhost.browser import HeadlessChromium
+from devhost.frontend_actions import (
+    RESULTS_SHOWN_S,
+    node_text_js,
+    open_from_template_browser,
+    overlapping_nodes,
+    queue_from_ui,
+    set_widgets,
+)
 from devhost.paths import BASE_DIR, TEMPLATES
 from devhost.run_examples import MODEL_SUBSTITUTES, TINY_RUN_OVERRIDES
 from devhost.ui_workflow import ui_to_api
@@ -23,7 +30,6 @@ from devhost.ui_workflow import ui_to_api
 TEMPLATE_FILES = sorted(TEMPLATES.glob("*.json"))
 TRAINERS = ("InST_TrainStyle", "StyleForge_Train", "StyleForge_TrainMulti")
 TRAINING_STEPS_IN_TESTS = 1
-RESULTS_SHOWN_S = 1.0  # after a run, for the frontend to load and show its images (and grow the nodes)
 # The generation prompt a user changes between queues, by template: (node id, new text).
 GENERATION_PROMPT = {
     "InST - learn a painting style and generate with it": (9, "a lighthouse at dusk in the style of *"),
@@ -31,18 +37,6 @@ GENERATION_PROMPT = {
     "StyleForge - train a style LoRA": (10, "a lighthouse at dusk, zwx style"),
     "StyleForge Multi - people and backgrounds in one LoRA": (10, "a man, zwx style, in a park, ohwx style"),
 }
-
-
-def open_from_template_browser(frontend: HeadlessChromium, name: str) -> None:
-    """Comfy > Browse Templates, this package's category, then the template's card."""
-    frontend.evaluate("app.extensionManager.command.execute('Comfy.BrowseTemplates')", await_promise=True)
-    card = f"document.querySelector('[data-testid=\"template-workflow-{name}\"]')"
-    # the category list fills in as the dialog loads: click the package's category until its cards show
-    frontend.wait_for(f"!!{card} || void [...document.querySelectorAll('[role=dialog] span')].find(e => "
-                  "e.textContent.trim() === 'inst_styleforge')?.click()", timeout=60)
-    frontend.evaluate(f"{card}.click()")
-    frontend.wait_for(f"app.graph._nodes.length > 0 && "
-                  f"app.extensionManager.workflow.activeWorkflow?.filename === {json.dumps(name)}", timeout=60)
 
 
 def missing_models_report(ui) -> str:
@@ -68,55 +62,6 @@ def missing_models_report(ui) -> str:
 def without_titles(prompt: dict) -> dict:
     """A prompt as the server runs it: the `_meta` titles are only for people reading it."""
     return {node_id: {k: v for k, v in node.items() if k != "_meta"} for node_id, node in prompt.items()}
-
-
-def overlapping_nodes(page: HeadlessChromium) -> list[tuple[int, int]]:
-    """Pairs of nodes whose boxes (title bar included) overlap on the page, as laid out now."""
-    return page.evaluate("""(() => {
-        const T = LiteGraph.NODE_TITLE_HEIGHT, boxes = app.graph._nodes.map(n =>
-            [n.id, n.pos[0], n.pos[1] - T, n.pos[0] + n.size[0], n.pos[1] + n.size[1]]), pairs = [];
-        for (const [i, a] of boxes.entries()) for (const b of boxes.slice(i + 1))
-            if (a[1] < b[3] && b[1] < a[3] && a[2] < b[4] && b[2] < a[4]) pairs.push([a[0], b[0]]);
-        return pairs;
-    })()""")
-
-
-def set_widgets(frontend: HeadlessChromium, values_by_type: dict, models: dict, node_values: dict) -> None:
-    """What a user would edit: pick the tiny models in the loaders, shrink sizes and steps."""
-    frontend.evaluate(f"""(() => {{
-        const byType = {json.dumps(values_by_type)}, models = {json.dumps(models)}, byId = {json.dumps(node_values)};
-        for (const n of app.graph._nodes)
-            for (const w of n.widgets || []) {{
-                const wanted = {{...(byType[n.type] || {{}}), ...(byId[n.id] || {{}})}};
-                if (w.name in models && typeof w.value === 'string') w.value = models[w.name];
-                if (w.name in wanted) w.value = wanted[w.name];
-            }}
-        app.graph.setDirtyCanvas(true, true);
-    }})()""")
-
-
-def queue_from_ui(frontend: HeadlessChromium, server) -> tuple[object, float]:
-    """The frontend's Queue command; (the finished prompt's result, its execution seconds)."""
-    before = set(server.get("/history"))
-    frontend.evaluate("app.extensionManager.command.execute('Comfy.QueuePrompt')", await_promise=True)
-    deadline = time.time() + 60
-    while not (new := (set(server.get("/history")) | set(_queued(server))) - before):
-        assert time.time() < deadline, "the UI queued nothing"
-        time.sleep(0.05)
-    result = server.wait(new.pop())
-    stamps = {kind: body["timestamp"] for kind, body in result.messages if "timestamp" in body}
-    return result, (stamps["execution_success"] - stamps["execution_start"]) / 1000 if result.ok else 0.0
-
-
-def node_text_js(node_id: str) -> str:
-    """JavaScript for the progress text a node shows (the frontend's text preview widget), or null."""
-    return (f"(app.graph.getNodeById({int(node_id)})?.widgets?.find(w => w.name === '$$node-text-preview')"
-            "?.value ?? null)")
-
-
-def _queued(server) -> list[str]:
-    queue = server.get("/queue")
-    return [item[1] for item in queue["queue_running"] + queue["queue_pending"]]
 
 
 @pytest.mark.parametrize("path", TEMPLATE_FILES, ids=[p.stem for p in TEMPLATE_FILES])
