@@ -31,6 +31,7 @@ IMPORT_FAILURE_MARKERS = ("IMPORT FAILED", "Cannot import", "Error while calling
 LORA_KEY_MISSING = "lora key not loaded"
 POLL_S = 0.05  # how often start() and wait() ask the server; a prompt's result is seen this soon after it ends
 PROGRESS_TEXT = 3  # the binary websocket message that carries a node's progress text (BinaryEventTypes.TEXT)
+USUAL_UMASK = 0o022  # the server runs as started from a usual shell: the files it writes are 0644
 
 @dataclass
 class PromptResult:
@@ -84,7 +85,7 @@ class ComfyServer:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         t0 = time.time()
         self.proc = subprocess.Popen(cmd, cwd=COMFY_DIR, stdout=self._log_file, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, env=env, umask=USUAL_UMASK)
         while time.time() - t0 < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}; log: {self.log_path}\n"

@@ -42,9 +42,11 @@ def test_trained_style_conditions_reloads_and_exports_identically(comfy_server, 
     prompt.update(sample_to_latent(["6", 0], f"tests/inst_trained_{family}"))
     trained = comfy_server.run(prompt)
     assert trained.ok, trained.error
-    assert style_file.exists()
     assert trained.outputs["7"]["text"] == [f"embedding:tests_e2e_{family}"]
-    embedding = load_file(str(BASE_DIR / "models" / "embeddings" / f"tests_e2e_{family}.safetensors"))
+    embedding_file = BASE_DIR / "models" / "embeddings" / f"tests_e2e_{family}.safetensors"
+    # readable by the machine's other users, as ComfyUI's own saves under the usual umask (022)
+    assert {oct(p.stat().st_mode & 0o777) for p in (style_file, embedding_file)} == {oct(0o644)}
+    embedding = load_file(str(embedding_file))
     assert {k: tuple(v.shape) for k, v in embedding.items()} == EMBEDDING_SHAPES[family]
     [curve] = comfy_server.output_files(trained, "8")
     assert Image.open(curve).size == (640, 360)

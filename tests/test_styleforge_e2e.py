@@ -53,6 +53,7 @@ def test_single_lora_loads_in_stock_lora_loader_and_reproduces_the_trainer(serve
                                       ckpt=ckpt, text_encoder_lr=1e-3, seed=11))
     _ok(trained)
     lora_file = LORAS / "styleforge_test" / f"single_{family}.safetensors"
+    assert lora_file.stat().st_mode & 0o777 == 0o644  # as ComfyUI's own saves under the usual umask (022)
     keys = load_file(str(lora_file)).keys()
     assert any(k.startswith("lora_unet_") for k in keys)
     assert _text_encoder_prefixes(keys) == TEXT_ENCODER_PREFIXES[family]
