@@ -41,6 +41,14 @@ TINY_RUN_OVERRIDES = {
     "StyleForge_Options": {"checkpoint_every": 15},
     "StylePersonalization_Validation": {"every": 10, "steps": 4},
 }
+TRAINERS = ("InST_TrainStyle", "StyleForge_Train", "StyleForge_TrainMulti")
+
+
+def tiny_run(training_steps: int) -> dict:
+    """TINY_RUN_OVERRIDES with every trainer's steps set to `training_steps` (the UI tests, the screenshots)."""
+    return {**TINY_RUN_OVERRIDES, **{t: {**TINY_RUN_OVERRIDES[t], "steps": training_steps} for t in TRAINERS}}
+
+
 GRID_TILE, GRID_LABEL = 128, 90  # validation grid: tile side (tiny-model images are upscaled), label column
 # Model folders whose new files are results of a run (learned styles, embeddings, LoRAs).
 RESULT_FOLDERS = ("output", "models/loras", "models/embeddings", "models/inst_styles")

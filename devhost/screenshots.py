@@ -29,7 +29,7 @@ from .browser import DESKTOP_VIEWPORT, HeadlessChromium, frontend_page
 from .comfy_server import ComfyServer
 from .frontend_actions import RESULTS_SHOWN_S, queue_from_ui, set_widgets
 from .paths import DEVHOST, REPO_ROOT, TEMPLATES
-from .run_examples import MODEL_SUBSTITUTES, TINY_RUN_OVERRIDES
+from .run_examples import MODEL_SUBSTITUTES, tiny_run
 
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 MARGIN = 120  # CSS pixels kept free around the graph, clear of the frontend's side bar and corner widgets
@@ -40,10 +40,7 @@ TEMPLATE_BROWSER = "template_browser"
 ICON_SIDE = 400  # the Registry's largest icon
 WORKFLOW_WITH_SCORES = "InST - learn a painting style and generate with it"
 # The run behind each screenshot: the tiny models, a few steps, a validation round every other step.
-SCREENSHOT_RUN = {**TINY_RUN_OVERRIDES,
-                  **{trainer: {**TINY_RUN_OVERRIDES[trainer], "steps": 4}
-                     for trainer in ("InST_TrainStyle", "StyleForge_Train", "StyleForge_TrainMulti")},
-                  "StylePersonalization_Validation": {"every": 2, "steps": 4},
+SCREENSHOT_RUN = {**tiny_run(training_steps=4), "StylePersonalization_Validation": {"every": 2, "steps": 4},
                   "StyleForge_Options": {"checkpoint_every": 0}}
 
 

@@ -12,7 +12,7 @@ from .. import host
 from ..inst_core.style import CONTEXTS
 from ..inst_core.style_file import STYLE_FOLDER, load_style
 from ..inst_core.training import CONTINUE_INPUT, RANGES, InSTTrainingConfig, train_style
-from ..training_kit.files import model_file_path, path_in
+from ..training_kit.files import NONE_CHOSEN, model_file_path, path_in
 from ..training_kit.memory import CHECKPOINTING_TOOLTIP, GRADIENT_CHECKPOINTING
 from ..training_kit.precision import PRECISION_TOOLTIP, PRECISIONS
 from .categories import INST
@@ -21,7 +21,6 @@ from .training_display import finished
 from .training_validation import ValidationType
 
 DEFAULTS = InSTTrainingConfig()
-NO_CONTINUE = "[none]"
 
 
 def _saved_styles() -> list[str]:
@@ -75,9 +74,9 @@ class TrainStyle(io.ComfyNode):
         """`settings` and `options` are training inputs, named as InSTTrainingConfig's fields."""
         target = path_in(host.files.model_folder(STYLE_FOLDER), filename, "filename") if filename.strip() else None
         options = dict(options or {})
-        continue_from = options.pop(CONTINUE_INPUT, NO_CONTINUE)
+        continue_from = options.pop(CONTINUE_INPUT, NONE_CHOSEN)
         saved = None
-        if continue_from != NO_CONTINUE:
+        if continue_from != NONE_CHOSEN:
             saved = load_style(model_file_path(STYLE_FOLDER, continue_from, CONTINUE_INPUT), CONTINUE_INPUT)
         config = InSTTrainingConfig(**settings, **options)
         paintings = [painting[i:i + 1] for i in range(painting.shape[0])]
@@ -112,8 +111,8 @@ class InSTOptions(io.ComfyNode):
                                default=DEFAULTS.gradient_checkpointing, tooltip=CHECKPOINTING_TOOLTIP),
                 io.Combo.Input("precision", options=list(PRECISIONS), default=DEFAULTS.precision,
                                tooltip=PRECISION_TOOLTIP),
-                io.Combo.Input(CONTINUE_INPUT, options=[NO_CONTINUE, *_saved_styles()],
-                               default=NO_CONTINUE,
+                io.Combo.Input(CONTINUE_INPUT, options=[NONE_CHOSEN, *_saved_styles()],
+                               default=NONE_CHOSEN,
                                tooltip="Continue a style this trainer saved in models/inst_styles up to 'steps' "
                                        "steps in all: its encoder, and AdamW's state from the .optimizer file "
                                        "beside it, so the result equals one longer run."),

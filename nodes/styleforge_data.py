@@ -3,7 +3,8 @@
 from comfy_api.latest import io, ui
 
 from .. import host
-from ..styleforge_core.datasets import NO_FOLDER, image_set
+from ..styleforge_core.datasets import image_set
+from ..training_kit.files import NONE_CHOSEN
 from .categories import STYLEFORGE
 from .styleforge_types import StyleForgeImagesType
 
@@ -19,7 +20,7 @@ class StyleForgeImageSet(io.ComfyNode):
                         "each image). Unreadable or non-image files are skipped, and images too small to train "
                         "on are refused, each counted in the summary.",
             inputs=[
-                io.Combo.Input("folder", options=[NO_FOLDER, *host.files.input_subfolders()], default=NO_FOLDER,
+                io.Combo.Input("folder", options=[NONE_CHOSEN, *host.files.input_subfolders()], default=NONE_CHOSEN,
                                tooltip="A folder of images under ComfyUI's input directory (PNG, JPEG, WebP, ...; "
                                        "EXIF rotation applied, transparency on white). New folders: copy your "
                                        "images into ComfyUI/input/<a folder>, then press R to refresh this "

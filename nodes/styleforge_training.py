@@ -23,7 +23,7 @@ from ..styleforge_core.training import (
     TrainingSets,
     train_styleforge,
 )
-from ..training_kit.files import model_file_path, path_in
+from ..training_kit.files import NONE_CHOSEN, model_file_path, path_in
 from ..training_kit.memory import CHECKPOINTING_TOOLTIP, GRADIENT_CHECKPOINTING
 from ..training_kit.precision import PRECISION_TOOLTIP, PRECISIONS
 from .categories import STYLEFORGE
@@ -32,10 +32,9 @@ from .training_display import finished
 from .training_validation import ValidationType
 
 DEFAULTS = StyleForgeConfig()
-NO_RESUME = "[none]"
 ALPHA_AS_RANK = 0.0
 # The options node's values when none is connected (its own defaults).
-OPTION_DEFAULTS = {CHECKPOINT_INPUT: "styleforge/checkpoint", RESUME_INPUT: NO_RESUME, "alpha": ALPHA_AS_RANK}
+OPTION_DEFAULTS = {CHECKPOINT_INPUT: "styleforge/checkpoint", RESUME_INPUT: NONE_CHOSEN, "alpha": ALPHA_AS_RANK}
 
 
 def _models() -> list:
@@ -107,7 +106,7 @@ def train(cls: type[io.ComfyNode], model, clip, vae, sets: TrainingSets, options
     if config.checkpoint_every:
         checkpoint = path_in(host.files.model_folder(LORA_FOLDER), checkpoint_name, CHECKPOINT_INPUT)
     resume = None
-    if resume_from != NO_RESUME:
+    if resume_from != NONE_CHOSEN:
         resume = load_lora(model_file_path(LORA_FOLDER, resume_from, RESUME_INPUT), RESUME_INPUT)
     bar = host.progress.StepProgress(config.steps)
     result = train_styleforge(model, clip, vae, sets, config, bar, checkpoint, resume, validation)
@@ -233,8 +232,8 @@ class StyleForgeOptions(io.ComfyNode):
                                      "written atomically, so Cancel leaves the last one intact."),
                 io.String.Input(CHECKPOINT_INPUT, default=OPTION_DEFAULTS[CHECKPOINT_INPUT],
                                 tooltip="Checkpoint file name under models/loras (replaced at each checkpoint)."),
-                io.Combo.Input(RESUME_INPUT, options=[NO_RESUME, *host.files.model_files(LORA_FOLDER)],
-                               default=NO_RESUME,
+                io.Combo.Input(RESUME_INPUT, options=[NONE_CHOSEN, *host.files.model_files(LORA_FOLDER)],
+                               default=NONE_CHOSEN,
                                tooltip="Continue a StyleForge LoRA from models/loras: its step count, rank and "
                                        "alpha come from its metadata, and AdamW's state from the .optimizer file "
                                        "beside it."),

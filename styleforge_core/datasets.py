@@ -18,7 +18,7 @@ from PIL import UnidentifiedImageError
 
 from .. import host
 from ..training_kit.errors import InputError
-from ..training_kit.files import inside
+from ..training_kit.files import NONE_CHOSEN, inside
 from ..training_kit.images import image_sha256, read_image, require_image
 
 CAPTION_SUFFIX = ".txt"
@@ -131,13 +131,10 @@ def combine(sets: list[ImageSet]) -> ImageSet:
                     tuple(f for s in sets for f in s.refused))
 
 
-NO_FOLDER = "[none]"  # the dataset node's folder when only connected images make the set
-
-
 def image_set(folder: str, batch: torch.Tensor | None) -> ImageSet:
     """The set a dataset node describes: the folder's images, the batch's, or both. `folder` is one of
-    the listed folders or a typed path under the input directory; empty or NO_FOLDER: none."""
-    named = folder.strip() not in ("", NO_FOLDER)
+    the listed folders or a typed path under the input directory; empty or NONE_CHOSEN: none."""
+    named = folder.strip() not in ("", NONE_CHOSEN)
     sets = ([load_folder(folder)] if named else []) + ([from_batch(batch)] if batch is not None else [])
     if not sets:
         raise InputError("folder", "names no folder and no images are connected.",

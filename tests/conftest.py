@@ -90,7 +90,8 @@ def frontend(comfy_server):
 
 @dataclass
 class UI:
-    """A frontend as a user has it: `page` shows it, served by `server`."""
+    """A frontend as a user has it: `page` shows it, and what it queues runs on `server` (for the
+    newest frontend, through the proxy in front of it)."""
 
     frontend: str  # "pinned" (the version requirements-cpu.txt installs) or "newest"
     server: ComfyServer

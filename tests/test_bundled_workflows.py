@@ -24,11 +24,10 @@ from devhost.frontend_actions import (
     set_widgets,
 )
 from devhost.paths import BASE_DIR, TEMPLATES
-from devhost.run_examples import MODEL_SUBSTITUTES, TINY_RUN_OVERRIDES
+from devhost.run_examples import MODEL_SUBSTITUTES, TRAINERS, tiny_run
 from devhost.ui_workflow import ui_to_api
 
 TEMPLATE_FILES = sorted(TEMPLATES.glob("*.json"))
-TRAINERS = ("InST_TrainStyle", "StyleForge_Train", "StyleForge_TrainMulti")
 TRAINING_STEPS_IN_TESTS = 1
 # The generation prompt a user changes between queues, by template: (node id, new text).
 GENERATION_PROMPT = {
@@ -77,9 +76,7 @@ def test_template_opened_and_queued_in_the_frontend_runs_and_requeues_from_cache
     if ui.frontend == "newest":  # it titles untitled nodes by its own translated names ('CFG Guider'), not sent
         converted, queued_by_frontend = (without_titles(p) for p in (converted, queued_by_frontend))
     assert converted == queued_by_frontend
-    shrink = {**TINY_RUN_OVERRIDES, **{t: {**TINY_RUN_OVERRIDES[t], "steps": TRAINING_STEPS_IN_TESTS}
-                                       for t in TRAINERS}}
-    set_widgets(page, shrink, MODEL_SUBSTITUTES, {})
+    set_widgets(page, tiny_run(TRAINING_STEPS_IN_TESTS), MODEL_SUBSTITUTES, {})
     first, first_s = queue_from_ui(page, server)
     assert first.ok, first.error
     saved = [f for node_id in first.outputs for f in server.output_files(first, node_id)]
@@ -115,8 +112,7 @@ def test_a_cancelled_trainer_says_what_it_kept_and_the_checkpoint_is_listed_to_r
     checkpoint = BASE_DIR / "models" / "loras" / f"{name}.safetensors"
     template = json.loads((TEMPLATES / "StyleForge - train a style LoRA.json").read_text())
     page.evaluate(f"app.loadGraphData({json.dumps(template)})", await_promise=True)
-    set_widgets(page, {**TINY_RUN_OVERRIDES, "StyleForge_Train": {**TINY_RUN_OVERRIDES["StyleForge_Train"],
-                                                                    "steps": 500},
+    set_widgets(page, {**tiny_run(training_steps=500),
                        "StyleForge_Options": {"checkpoint_every": 1, "checkpoint_name": name}},
                 MODEL_SUBSTITUTES, {})
     resume_from = ("app.graph._nodes.find(n => n.type === 'StyleForge_Options').widgets"

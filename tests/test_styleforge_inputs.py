@@ -55,7 +55,9 @@ def test_missing_and_empty_folders_are_refused(sf, input_folder):
         datasets.load_folder("no_such_folder")
     with pytest.raises(InputError, match="'folder'.*has no usable images"):
         datasets.load_folder(name)
-    for no_folder in ("", datasets.NO_FOLDER):
+    from inst_styleforge.training_kit.files import NONE_CHOSEN
+
+    for no_folder in ("", NONE_CHOSEN):
         with pytest.raises(InputError, match="'folder'.*names no folder and no images are connected"):
             datasets.image_set(no_folder, None)
 

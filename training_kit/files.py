@@ -18,6 +18,7 @@ from .. import host
 from .errors import InputError
 
 PICK_FROM_LIST = "Pick a file from the list, or refresh the page after adding one."
+NONE_CHOSEN = "[none]"  # the first entry of a node's list of files or folders: none of them
 # What a user still has when a save node cannot write: what it saves is in ComfyUI's cache.
 SAVE_AGAIN_FROM_CACHE = "What it saves is still in ComfyUI's cache: queue the prompt again and only the save runs."
 

@@ -111,7 +111,7 @@ def train(run: Run) -> Outcome:
     eval_before = run.evaluate()
     run.patches.require_ran()
     losses: list[StepLoss] = []
-    seconds, kept = 0.0, None
+    seconds, done, kept = 0.0, run.start_step, None  # kept: the step of the last checkpoint written
     try:
         run.progress.start(run.start_step)
         with global_rng_kept():
@@ -128,12 +128,13 @@ def train(run: Run) -> Outcome:
                 scaler.update()
                 run.optimizer.zero_grad(set_to_none=True)
                 seconds += time.perf_counter() - t0
+                done = step
                 if run.checkpoint is not None and run.checkpoint_every and step % run.checkpoint_every == 0:
                     run.checkpoint(step, optimizer_state(run.optimizer, run.named, scaler))
                     kept = step
                 run.progress.update(step, losses[-1].loss, losses[-1].terms)
     except host.progress.Cancelled:
-        run.progress.say(cancelled_text(run, run.progress.done, kept))
+        run.progress.say(cancelled_text(run, done, kept))
         raise
     run.progress.say("finishing: the loss after training, on the same evaluation set")
     eval_after = run.evaluate()

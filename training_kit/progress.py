@@ -10,11 +10,10 @@ from .validation import Validator
 
 class TrainingProgress:
     """`bar` is the node's progress bar (None outside the server: no display, no Cancel);
-    `validator` runs the validation rounds (None: no validation). `done` is the last step finished."""
+    `validator` runs the validation rounds (None: no validation)."""
 
     def __init__(self, bar: host.progress.StepProgress | None, steps: int, validator: Validator | None = None):
         self.bar, self.steps, self.validator = bar, steps, validator
-        self.done = 0
 
     def say(self, text: str) -> None:
         """Text on the node that is not a step: what is being prepared, why the run stopped."""
@@ -23,7 +22,6 @@ class TrainingProgress:
 
     def start(self, step: int) -> None:
         """Validate the weights training starts from (step 0, or the step a resumed run starts at)."""
-        self.done = step
         if self.validator is not None:
             round_ = self.validator.run(step)
             self._show(step, "validation before training" + _score_text(round_.score), round_.images[0])
@@ -31,7 +29,6 @@ class TrainingProgress:
     def update(self, step: int, loss: float, terms: dict[str, float] | None = None) -> None:
         """Show step `step`'s loss (and its named terms), validating when due; raises ComfyUI's
         interrupt on Cancel."""
-        self.done = step
         shown = f"step {step}/{self.steps}  loss {loss:.4f}"
         if terms:
             shown += " (" + ", ".join(f"{name} {value:.4f}" for name, value in terms.items()) + ")"
