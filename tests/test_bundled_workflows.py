@@ -50,9 +50,10 @@ def missing_models_report(ui) -> str:
         page.evaluate(f"{dialog}.querySelector('button[aria-label=Close], .p-dialog-close-button').click()")
         page.wait_for(f"!{dialog}", timeout=30)
         return text
-    details = "[...document.querySelectorAll('button')].find(b => b.textContent.trim() === 'View details')"
-    page.wait_for(f"!!{details}", timeout=30)
-    page.evaluate(f"{details}.click()")
+    # found and clicked in one step: the notice re-renders while the workflow settles (seen: the button
+    # found, then gone by the next call)
+    page.wait_for("(b => !!b && (b.click(), true))([...document.querySelectorAll('button')]"
+                  ".find(b => b.textContent.trim() === 'View details'))", timeout=30)
     page.wait_for("document.body.innerText.includes('Missing Models')", timeout=30)
     text = page.evaluate("document.body.innerText")
     return text[text.index("Workflow Overview"):]
