@@ -73,12 +73,15 @@ class Lesson:
 
 CHECKPOINT_TEXT = (f"**Checkpoint**: `{CHECKPOINT['name']}` in `models/checkpoints` ([download]({CHECKPOINT['url']})); "
                    "any SD1.5 model works, and SD2.x and SDXL ones too.")
-# The frontend names a download after its link's last part, and the one source of this CLIP vision
-# model (OpenAI's) calls it model.safetensors: the note says to save it under the name the loader expects.
+# ComfyUI Desktop saves a template's model download into its folder under the template's name. A browser
+# saves it into its Downloads folder under the name the server sends (it ignores a cross-site link's
+# `download` name), and the one source of this CLIP vision model, OpenAI's repository, sends
+# model.safetensors: the note says where the file goes and under which name.
 INST_MODELS_NOTE = Note("Models", "**Models**\n\n" + CHECKPOINT_TEXT + "\n\n**CLIP vision ViT-L/14**: "
-                        f"`{CLIP_VISION['name']}` in `models/clip_vision`: [download]({CLIP_VISION['url']}) "
-                        f"(OpenAI's file comes as `model.safetensors`: save it as `{CLIP_VISION['name']}`).\n\n"
-                        "Press R after adding a model.", width=340, height=260)
+                        f"`{CLIP_VISION['name']}` in `models/clip_vision`: [download]({CLIP_VISION['url']}). "
+                        "ComfyUI Desktop saves it there under that name; a browser saves it to your Downloads "
+                        "folder as `model.safetensors`: move it to `models/clip_vision` and rename it "
+                        f"`{CLIP_VISION['name']}`.\n\nPress R after adding a model.", width=340, height=300)
 STYLEFORGE_MODELS_NOTE = Note("Models", "**Models**\n\n" + CHECKPOINT_TEXT + "\n\nPress R after adding a model.",
                               width=340, height=170)
 

@@ -59,6 +59,24 @@ def missing_models_report(ui) -> str:
     return text[text.index("Workflow Overview"):]
 
 
+def download_requests(page, names: list[str]) -> dict[str, dict]:
+    """What frontend 1.58 asks the browser for when each named model's Download is clicked in the Issues
+    panel: the link and the file name. Link clicks are recorded, not followed (the tests run offline). A
+    browser keeps that name for same-site links only; ComfyUI Desktop saves under it into the folder."""
+    page.evaluate("window.__downloads = {}; HTMLAnchorElement.prototype.click = function () "
+                  "{ window.__downloads[this.download] = {url: this.href, name: this.download}; }")
+    for name in names:
+        page.evaluate(f"document.querySelector('button[aria-label={json.dumps('Download ' + name)}]').click()")
+    page.wait_for(f"Object.keys(window.__downloads).length === {len(names)}", timeout=10)
+    return page.evaluate("window.__downloads")
+
+
+def template_models(path) -> list[dict]:
+    """The model files a template lists for download (name, folder, link), from its loaders."""
+    nodes = json.loads(path.read_text())["nodes"]
+    return [model for n in nodes for model in n.get("properties", {}).get("models", [])]
+
+
 def without_titles(prompt: dict) -> dict:
     """A prompt as the server runs it: the `_meta` titles are only for people reading it."""
     return {node_id: {k: v for k, v in node.items() if k != "_meta"} for node_id, node in prompt.items()}
@@ -71,6 +89,11 @@ def test_template_opened_and_queued_in_the_frontend_runs_and_requeues_from_cache
     missing = missing_models_report(ui)
     assert "v1-5-pruned-emaonly-fp16.safetensors" in missing and "checkpoints" in missing and "Download" in missing
     assert "no file selected" not in missing and "Missing Inputs" not in missing  # the shipped pictures are found
+    models = template_models(path)
+    assert all(m["name"] in missing and m["directory"] in missing for m in models)
+    if ui.frontend == "newest":  # each download is asked for under the name the template's loader uses
+        requested = download_requests(page, [m["name"] for m in models])
+        assert requested == {m["name"]: {"url": m["url"], "name": m["name"]} for m in models}
     # the main job converts templates with devhost.ui_workflow: it gives what the frontend itself queues
     queued_by_frontend = page.evaluate("app.graphToPrompt().then((prompt) => prompt.output)", await_promise=True)
     converted = ui_to_api(json.loads(path.read_text()), object_info)
