@@ -211,7 +211,7 @@ STYLEFORGE_OPTIONS = dict(
     style_template="{} style", aux_prompt="style", min_aux_images=4, alpha=0.0, include_conv=False,
     text_encoder_lr=0.0, lr_schedule="constant", warmup_steps=0, batch_size=1, grad_accumulation=1,
     min_snr_gamma=0.0, noise_offset=0.0, crops_per_image=1, random_flip=True, gradient_checkpointing="auto",
-    passes="auto", precision="auto", checkpoint_every=250, resume_from="[none]")
+    passes="auto", precision="auto", checkpoint_every=250, resume_from="[none]", aspect_buckets=False)
 STYLEFORGE_TRAINING = dict(aux_weight=1.0, rank=16, steps=1000, unet_lr=1e-4, resolution=512, seed=0)
 OPTIONS_NOTE = Note("Options", "**Options** (optional): LoRA alpha and layers, the text-encoder learning rate, "
                     "schedule, batch, memory, checkpoints every N steps, and **resume_from** a checkpoint (AdamW's "

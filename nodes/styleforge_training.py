@@ -71,7 +71,8 @@ def _training() -> list:
         io.Float.Input("unet_lr", default=d.unet_lr, **RANGES["unet_lr"].widget(), step=1e-6,
                        tooltip="AdamW learning rate of the UNet adapters (paper: 1e-4)."),
         io.Int.Input("resolution", default=d.resolution, **RANGES["resolution"].widget(),
-                     tooltip="Short side resized to this, then a random square crop (paper: 512; SDXL: 1024)."),
+                     tooltip="Short side resized to this, then a random square crop (paper: 512; SDXL: 1024); "
+                             "with aspect_buckets (options), the area of this square at the image's own aspect."),
         io.Int.Input("seed", default=d.seed, **RANGES["seed"].widget(),
                      tooltip="Seed for adapter initialisation, crops, timesteps, noise and sample order."),
         StyleForgeOptionsType.Input("options", optional=True,
@@ -237,6 +238,12 @@ class StyleForgeOptions(io.ComfyNode):
                                tooltip="Continue a StyleForge LoRA from models/loras: its step count, rank and "
                                        "alpha come from its metadata, and AdamW's state from the .optimizer file "
                                        "beside it."),
+                # last, and optional: workflows and API prompts saved before it keep their values
+                io.Boolean.Input("aspect_buckets", default=d.aspect_buckets, optional=True,
+                                 tooltip="Train each image at about resolution x resolution pixels in the aspect "
+                                         "ratio closest to its own (sides in steps of 64 px, from half to twice "
+                                         "the resolution), instead of a square crop: portraits and landscapes "
+                                         "keep their whole picture."),
             ],
             outputs=[StyleForgeOptionsType.Output(display_name="options")],
         )

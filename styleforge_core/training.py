@@ -27,7 +27,8 @@ from ..training_kit.diffusion_loss import draw_timesteps_and_noise, min_snr_weig
 from ..training_kit.errors import InputError
 from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.files import write_failure_named
-from ..training_kit.images import SampleSize, cropped, square_crop
+from ..training_kit.buckets import bucket_crop
+from ..training_kit.images import SampleSize, cover_crop, cropped
 from ..training_kit.input_rules import BATCH_SIZE, RESOLUTION, SEED, Range, check_ranges
 from ..training_kit.loop import Backward, LossStop, Resume, Run, StepLoss, train, training_session
 from ..training_kit.memory import gradient_checkpointing_on
@@ -85,6 +86,7 @@ class StyleForgeConfig:
     resolution: int = 512
     crops_per_image: int = 1
     random_flip: bool = True
+    aspect_buckets: bool = False  # each image at the bucket of its aspect ratio, not a square crop
     gradient_checkpointing: str = "auto"  # see training_kit.memory
     passes: str = "auto"  # see PASSES
     precision: str = "auto"
@@ -123,18 +125,37 @@ class TrainingSets:
         return sum(len(s.images) for s in (self.style, self.aux, self.backgrounds) if s is not None)
 
 
+def by_shape(tensors: list[torch.Tensor], indices: list[int]) -> list[list[int]]:
+    """`indices` grouped by the shape of their tensors, in order of first appearance: each group can be
+    stacked into one batch."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index in indices:
+        groups.setdefault(tuple(tensors[index].shape), []).append(index)
+    return list(groups.values())
+
+
 @dataclass
 class EncodedSet:
-    """An image set ready to train on: model-space latents of every view (crops x flips,
-    `views_per_image` consecutive views per image) and each view's prompt."""
+    """An image set ready to train on: the model-space latent (C, h, w) of every view (crops x flips,
+    `views_per_image` consecutive views per image; with aspect buckets their sizes differ) and each
+    view's prompt."""
 
-    latents: torch.Tensor
+    latents: list[torch.Tensor]
     prompts: list[str]
     sizes: list[SampleSize]  # each view's geometry, for SDXL's size conditioning
     views_per_image: int
 
     def first_views(self) -> list[int]:
         return list(range(0, len(self.prompts), self.views_per_image))
+
+    def stacked(self, views: list[int]) -> torch.Tensor:
+        return torch.stack([self.latents[view] for view in views])
+
+    def square_latent_shape(self, side: int) -> tuple[int, int, int]:
+        """The latent shape of a side x side picture (the VAE's scale read off the first view)."""
+        channels, height, _ = self.latents[0].shape
+        latent_side = side * height // self.sizes[0].target[0]
+        return channels, latent_side, latent_side
 
 
 @dataclass
@@ -207,22 +228,27 @@ def _check_aux(config: StyleForgeConfig, sets: TrainingSets) -> None:
 
 def encode_set(model, vae, images: ImageSet, prompt: str, config: StyleForgeConfig,
                generator: torch.Generator) -> EncodedSet:
-    """VAE-encode every view once: `crops_per_image` random crops of each image, each also flipped;
-    every view is bound to `prompt` (plus its image's caption)."""
+    """VAE-encode every view once: `crops_per_image` random crops of each image (square, or at its aspect
+    bucket), each also flipped; every view is bound to `prompt` (plus its image's caption)."""
     views, prompts, sizes = [], [], []
     for image, caption in zip(images.images, images.captions):
         for _ in range(config.crops_per_image):
-            geometry = square_crop(image, config.resolution, generator)
+            geometry = (bucket_crop(image, config.resolution, generator) if config.aspect_buckets
+                        else cover_crop(image, (config.resolution, config.resolution), generator))
             crop = cropped(image, geometry)
             flips = [(crop, geometry), (crop.flip(2), geometry.flipped())] if config.random_flip else [(crop, geometry)]
             for view, size in flips:
                 views.append(view)
                 sizes.append(size)
                 prompts.append(bound_prompt(prompt, caption))
-    # outside inference mode, so the cached latents can enter autograd
-    with torch.inference_mode(False), torch.no_grad():
-        latents = host.images.vae_encode(vae, torch.cat(views)).float()
-        latents = host.diffusion.latent_to_model_space(model, latents).to(host.models.compute_device(model))
+    latents: list[torch.Tensor] = [torch.empty(0)] * len(views)
+    for group in by_shape(views, list(range(len(views)))):
+        # outside inference mode, so the cached latents can enter autograd
+        with torch.inference_mode(False), torch.no_grad():
+            encoded = host.images.vae_encode(vae, torch.cat([views[i] for i in group])).float()
+            encoded = host.diffusion.latent_to_model_space(model, encoded).to(host.models.compute_device(model))
+        for view, latent in zip(group, encoded):
+            latents[view] = latent
     return EncodedSet(latents, prompts, sizes, len(views) // len(images))
 
 
@@ -269,12 +295,20 @@ def distinct_views(count: int, batch_size: int, generator: torch.Generator) -> t
     return torch.cat(permutations)[:batch_size]
 
 
+def bucket_of_a_random_view(images: EncodedSet, generator: torch.Generator) -> list[int]:
+    """The views of one latent size: the size of a view drawn at random, so that each aspect bucket is
+    drawn as often as it holds views (every view, without aspect buckets)."""
+    drawn = int(torch.randint(len(images.prompts), (1,), generator=generator))
+    return next(group for group in by_shape(images.latents, list(range(len(images.prompts)))) if drawn in group)
+
+
 def draw(model, images: EncodedSet, config: StyleForgeConfig, seed: int) -> Draw:
+    """A step's `batch_size` samples of a set: distinct views of one bucket, with their timesteps and noise."""
     generator = torch.Generator().manual_seed(seed)
-    indices = distinct_views(len(images.prompts), config.batch_size, generator)
-    latents = images.latents[indices]
+    bucket = bucket_of_a_random_view(images, generator)
+    picked = [bucket[i] for i in distinct_views(len(bucket), config.batch_size, generator).tolist()]
+    latents = images.stacked(picked)
     timesteps, noise = draw_timesteps_and_noise(model, latents.shape, generator, config.noise_offset)
-    picked = indices.tolist()
     return Draw(latents, [images.prompts[i] for i in picked], [images.sizes[i] for i in picked], timesteps,
                 noise.to(latents.device))
 
@@ -299,15 +333,15 @@ def evaluation_loss(model, conditioner: TextConditioner, components: list[Compon
     encoder trains (a frozen one's prompts come from the training's own cache)."""
     if not conditioner.frozen:
         conditioner = TextConditioner(conditioner.clip, conditioner.device, frozen=True)
-    views = [component.images.first_views() for component in components]
+    batches = [(c.images, views) for c in components
+               for views in by_shape(c.images.latents, c.images.first_views())]  # one latent size each
 
     def loss(index: int, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        images = components[index].images
-        sample = Draw(latents, [images.prompts[i] for i in views[index]], [images.sizes[i] for i in views[index]],
-                      timesteps, noise)
+        images, views = batches[index]
+        sample = Draw(latents, [images.prompts[i] for i in views], [images.sizes[i] for i in views], timesteps, noise)
         return prediction_errors(model, conditioner, [sample], 0.0)[0]
 
-    return fixed_set_loss([c.images.latents[v] for c, v in zip(components, views)], loss)
+    return fixed_set_loss([images.stacked(views) for images, views in batches], loss)
 
 
 def resume_entry(path: Path) -> str:
@@ -399,8 +433,8 @@ def validator(model, clip, vae, sets: TrainingSets, components: list[Component],
         return host.text.encode_tokens(clip, host.text.tokenize(clip, text))
 
     references = [*sets.style.images, *(sets.backgrounds.images if config.method == "Multi" else ())]
-    return Validator(settings, prompts, model, clip, vae, tuple(components[0].images.latents.shape[1:]), condition,
-                     references, config.steps)
+    latent_shape = components[0].images.square_latent_shape(config.resolution)
+    return Validator(settings, prompts, model, clip, vae, latent_shape, condition, references, config.steps)
 
 
 def _notes(config: StyleForgeConfig, sets: TrainingSets, start_step: int, seconds_per_step: float,
@@ -441,7 +475,9 @@ def accumulate_gradients(model, conditioner: TextConditioner, precision: Precisi
             (mse_ref,) = mse([ref])
             mse_aux = torch.zeros_like(mse_ref)
             accumulate(mse_ref)
-        elif config.separate_passes:  # StyleRef's backward first frees its activations before Aux's forward
+        elif config.separate_passes or ref.latents.shape != aux.latents.shape:
+            # StyleRef's backward first frees its activations before Aux's forward (and samples of two
+            # aspect buckets cannot share a batch)
             (mse_ref,) = mse([ref])
             accumulate(mse_ref)
             (mse_aux,) = mse([aux])

@@ -11,7 +11,8 @@ OPTIONS = {"style_template": "{} style", "aux_prompt": "style", "min_aux_images"
            "include_conv": False, "text_encoder_lr": 0.0, "lr_schedule": "constant", "warmup_steps": 0,
            "batch_size": 1, "grad_accumulation": 1, "min_snr_gamma": 0.0, "noise_offset": 0.0, "crops_per_image": 1,
            "random_flip": True, "gradient_checkpointing": "auto", "passes": "auto", "precision": "auto",
-           "checkpoint_every": 0, "checkpoint_name": "styleforge_test/checkpoint", "resume_from": "[none]"}
+           "checkpoint_every": 0, "checkpoint_name": "styleforge_test/checkpoint", "resume_from": "[none]",
+           "aspect_buckets": False}
 
 
 def image_set(folder: str) -> dict:

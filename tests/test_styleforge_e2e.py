@@ -50,7 +50,7 @@ def _text_encoder_prefixes(keys) -> set[str]:
 def test_single_lora_loads_in_stock_lora_loader_and_reproduces_the_trainer(server, family):
     ckpt = FAMILY_CKPTS[family]
     trained = server.run(train_single(f"styleforge_test/single_{family}", f"styleforge_test/trainer_{family}",
-                                      ckpt=ckpt, text_encoder_lr=1e-3, seed=11))
+                                      ckpt=ckpt, text_encoder_lr=1e-3, seed=11, aspect_buckets=True))
     _ok(trained)
     lora_file = LORAS / "styleforge_test" / f"single_{family}.safetensors"
     assert lora_file.stat().st_mode & 0o777 == 0o644  # as ComfyUI's own saves under the usual umask (022)
@@ -61,6 +61,7 @@ def test_single_lora_loads_in_stock_lora_loader_and_reproduces_the_trainer(serve
     assert meta["method"] == "Single" and meta["base_model_family"] == FAMILY_NAMES[family]
     assert meta["steps"] == str(TINY_TRAINING["steps"])
     assert json.loads(meta["tokens"]) == {"V": "zwx"} and json.loads(meta["datasets"])["aux"]["images"] == 4
+    assert json.loads(meta["settings"])["aspect_buckets"] is True  # the options node's input reached the trainer
 
     since = len(server.log_text())
     loaded = server.run(stock_lora_sample(f"styleforge_test/single_{family}.safetensors",

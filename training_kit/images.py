@@ -65,17 +65,19 @@ def exact_size(image: torch.Tensor, height: int, width: int) -> SampleSize:
     return SampleSize(tuple(image.shape[1:3]), (height, width), (0, 0), (height, width))
 
 
-def square_crop(image: torch.Tensor, size: int, generator: torch.Generator | None) -> SampleSize:
-    """Short side to `size`, then a (random, or centre without a generator) size x size crop."""
+def cover_crop(image: torch.Tensor, target: tuple[int, int], generator: torch.Generator | None) -> SampleSize:
+    """Resized, aspect kept, to just cover `target` (height, width), then a (random, or centre without a
+    generator) crop of that size: a square target gives the usual short-side resize and square crop."""
     h, w = image.shape[1:3]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    th, tw = target
+    scale = max(th / h, tw / w)
+    nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
     if generator is None:
-        top, left = (nh - size) // 2, (nw - size) // 2
+        top, left = (nh - th) // 2, (nw - tw) // 2
     else:
-        top = int(torch.randint(0, nh - size + 1, (1,), generator=generator))
-        left = int(torch.randint(0, nw - size + 1, (1,), generator=generator))
-    return SampleSize((h, w), (nh, nw), (top, left), (size, size))
+        top = int(torch.randint(0, nh - th + 1, (1,), generator=generator))
+        left = int(torch.randint(0, nw - tw + 1, (1,), generator=generator))
+    return SampleSize((h, w), (nh, nw), (top, left), (th, tw))
 
 
 def cropped(image: torch.Tensor, geometry: SampleSize) -> torch.Tensor:
@@ -85,8 +87,8 @@ def cropped(image: torch.Tensor, geometry: SampleSize) -> torch.Tensor:
 
 
 def resize_and_crop(image: torch.Tensor, size: int, generator: torch.Generator | None) -> torch.Tensor:
-    """The pixels of a `square_crop` (for callers that do not need its geometry)."""
-    return cropped(image, square_crop(image, size, generator))
+    """The pixels of a square `cover_crop` (for callers that do not need its geometry)."""
+    return cropped(image, cover_crop(image, (size, size), generator))
 
 
 def image_sha256(image: torch.Tensor) -> str:
