@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 
 from .. import host
+from ..training_kit.buckets import bucket_crop
 from ..training_kit.diffusion_loss import draw_timesteps_and_noise, min_snr_weights, prediction_mse
 from ..training_kit.errors import InputError
 from ..training_kit.evaluation import fixed_set_loss
 from ..training_kit.files import write_failure_named
-from ..training_kit.buckets import bucket_crop
 from ..training_kit.images import SampleSize, cover_crop, cropped
 from ..training_kit.input_rules import BATCH_SIZE, RESOLUTION, SEED, Range, check_ranges
 from ..training_kit.loop import Backward, LossStop, Resume, Run, StepLoss, train, training_session
