@@ -12,8 +12,10 @@ ComfyUI detects exactly as it detects the real ones:
   tokens) with a shallow one-width UNet.
 - `tiny_sdxl_vega`: an SDXL-family checkpoint that ComfyUI detects as Segmind Vega: the real CLIP-L
   and CLIP-G text towers (pooled output, size conditioning) and a shallow one-width UNet.
-- `tiny_sd3_unet`: a one-block SD3 MMDiT (diffusion model only), a real model of another family,
-  for checking that the SD-only nodes refuse it.
+- `tiny_sd35_medium`: an SD3.5 Medium checkpoint: a two-block MMDiT-X (hidden width 128, RMS-normed
+  q/k, the extra self-attention of SD3.5 Medium in block 0), the real CLIP-L and CLIP-G text towers
+  (no T5, as SD3.5 runs without it) and TAESD3 (16 latent channels) as VAE. ComfyUI detects it as its
+  SD3 family with flow-matching sampling (shift 3).
 
 ComfyUI's layers skip weight initialisation, so every layer is initialised explicitly here.
 Run `python -m devhost.fixtures` to build them all into the dev host's model folders.
@@ -38,9 +40,9 @@ from .paths import BASE_DIR, FIXTURE_CACHE
 class Fixture:
     name: str
     folder: str  # ComfyUI model folder under base/models
-    kind: str  # "checkpoint", "clip_vision" or "sd3_unet"
+    kind: str  # "checkpoint" or "clip_vision"
     family: str = "SD15"  # checkpoints: ComfyUI's supported-model class the file is built for
-    unet: str = "sd15_one_level"  # checkpoints: a key of UNET_LAYOUTS
+    unet: str = "sd15_one_level"  # checkpoints: a key of UNET_LAYOUTS (or MMDIT_LAYOUTS for SD3)
     vae: str = "taesd"
     seed: int = 0
 
@@ -83,13 +85,25 @@ UNET_LAYOUTS = {
                   "transformer_depth_middle": 10},
 }
 
+# MMDiT layouts, as ComfyUI's MMDiT arguments; ComfyUI reads them back off the weights
+# (comfy/model_detection.py): the hidden width is 64 x depth, q/k RMS norms mark SD3.5, an `attn2` in a
+# block marks SD3.5 Medium's MMDiT-X. The position embedding covers 512 x 512 px (32 x 32 patches).
+MMDIT_LAYOUTS = {
+    "sd35_medium_shallow": {"depth": 2, "patch_size": 2, "in_channels": 16, "out_channels": 16,
+                            "adm_in_channels": 2048, "qk_norm": "rms", "x_block_self_attn_layers": [0],
+                            "context_embedder_config": {"target": "torch.nn.Linear",
+                                                        "params": {"in_features": 4096, "out_features": 128}},
+                            "pos_embed_max_size": 32, "num_patches": 1024, "pos_embed_scaling_factor": None},
+}
+
 TINY_SD15 = Fixture("tiny_sd15_taesd", "checkpoints", "checkpoint")
 TINY_SD15_KL = Fixture("tiny_sd15_kl", "checkpoints", "checkpoint", unet="sd15_two_level", vae="kl")
 TINY_SD2_V = Fixture("tiny_sd2_768v", "checkpoints", "checkpoint", family="SD20", unet="sd2_shallow")
 TINY_SDXL = Fixture("tiny_sdxl_vega", "checkpoints", "checkpoint", family="SDXL", unet="sdxl_vega_shallow")
 TINY_CLIP_VISION = Fixture("tiny_clip_vision_vitl", "clip_vision", "clip_vision")
-TINY_SD3 = Fixture("tiny_sd3_unet", "diffusion_models", "sd3_unet")
-ALL_FIXTURES = (TINY_SD15, TINY_SD15_KL, TINY_SD2_V, TINY_SDXL, TINY_CLIP_VISION, TINY_SD3)
+TINY_SD35 = Fixture("tiny_sd35_medium", "checkpoints", "checkpoint", family="SD3", unet="sd35_medium_shallow",
+                    vae="taesd3")
+ALL_FIXTURES = (TINY_SD15, TINY_SD15_KL, TINY_SD2_V, TINY_SDXL, TINY_CLIP_VISION, TINY_SD35)
 # Real-size random-weight checkpoints for `bench --full` only: never built by the tests.
 FULL_SD15 = Fixture("full_sd15", "checkpoints", "checkpoint", unet="sd15_full", vae="kl")
 FULL_SDXL = Fixture("full_sdxl", "checkpoints", "checkpoint", family="SDXL", unet="sdxl_full", vae="kl")
@@ -129,6 +143,22 @@ def _unet(layout: str):
     return unet
 
 
+def _mmdit(layout: str):
+    import comfy.ops
+    import torch
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
+
+    model = MMDiT(input_size=None, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init,
+                  **MMDIT_LAYOUTS[layout])
+    _init_layers(model)
+    torch.nn.init.normal_(model.pos_embed, std=0.02)  # a bare parameter: uninitialised memory otherwise
+    return model
+
+
+def _diffusion_model(fx: Fixture):
+    return _mmdit(fx.unet) if fx.family == "SD3" else _unet(fx.unet)
+
+
 def _mark_v_prediction(unet) -> None:
     """ComfyUI calls an SD2 checkpoint v-prediction (768-v) when this LayerNorm's bias has a standard
     deviation above 0.09, as trained 768-v weights do (comfy/supported_models.py, SD20.model_type)."""
@@ -142,10 +172,12 @@ def _text_encoders(family: str):
     import comfy.sd1_clip
     import comfy.sdxl_clip
     import comfy.text_encoders.sd2_clip
+    import comfy.text_encoders.sd3_clip
     import torch
 
     classes = {"SD15": comfy.sd1_clip.SD1ClipModel, "SD20": comfy.text_encoders.sd2_clip.SD2ClipModel,
-               "SDXL": comfy.sdxl_clip.SDXLClipModel}
+               "SDXL": comfy.sdxl_clip.SDXLClipModel,
+               "SD3": lambda **kw: comfy.text_encoders.sd3_clip.SD3ClipModel(clip_l=True, clip_g=True, t5=False, **kw)}
     encoders = classes[family](device="cpu", dtype=torch.float32)
     _init_layers(encoders)
     return encoders
@@ -160,8 +192,8 @@ def _vae(kind: str):
             "double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
             "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0})
         _init_layers(vae)
-    else:
-        vae = TAESD(latent_channels=4)
+    else:  # "taesd" (4 latent channels) or "taesd3" (16)
+        vae = TAESD(latent_channels=16 if kind == "taesd3" else 4)
         _init_layers(vae)
         vae.vae_scale.data.fill_(1.0)  # 0 would give infinite latents
     return vae
@@ -173,7 +205,7 @@ def _checkpoint_state(fx: Fixture) -> dict:
     import comfy.supported_models
 
     config = getattr(comfy.supported_models, fx.family)({})
-    unet = _unet(fx.unet)
+    unet = _diffusion_model(fx)
     if fx.family == "SD20":
         _mark_v_prediction(unet)
     state = config.process_unet_state_dict_for_saving(unet.state_dict())
@@ -197,28 +229,12 @@ def _clip_vision_state() -> dict:
     return model.state_dict()
 
 
-def _sd3_unet_state() -> dict:
-    import comfy.ops
-    import torch
-    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
-
-    model = MMDiT(input_size=None, patch_size=2, in_channels=16, out_channels=16, depth=1, adm_in_channels=2048,
-                  context_embedder_config={"target": "torch.nn.Linear",
-                                           "params": {"in_features": 4096, "out_features": 64}},
-                  pos_embed_max_size=16, num_patches=256, pos_embed_scaling_factor=None, x_block_self_attn_layers=[],
-                  dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
-    _init_layers(model)
-    torch.nn.init.normal_(model.pos_embed, std=0.02)  # a bare parameter: uninitialised memory otherwise
-    return model.state_dict()
-
-
-STATE_BUILDERS = {"checkpoint": _checkpoint_state, "clip_vision": lambda fx: _clip_vision_state(),
-                  "sd3_unet": lambda fx: _sd3_unet_state()}
+STATE_BUILDERS = {"checkpoint": _checkpoint_state, "clip_vision": lambda fx: _clip_vision_state()}
 # The code each kind of fixture is built by: its cache key hashes this code, the fixture's fields and
 # its UNet layout, so editing one builder rebuilds only the fixtures it makes.
-BUILDER_CODE = {"checkpoint": (_init_layers, _unet, _mark_v_prediction, _text_encoders, _vae, _checkpoint_state),
-                "clip_vision": (_init_layers, _clip_vision_state),
-                "sd3_unet": (_init_layers, _sd3_unet_state)}
+BUILDER_CODE = {"checkpoint": (_init_layers, _unet, _mmdit, _diffusion_model, _mark_v_prediction, _text_encoders,
+                               _vae, _checkpoint_state),
+                "clip_vision": (_init_layers, _clip_vision_state)}
 
 
 def _stored(state: dict) -> dict:
@@ -234,7 +250,7 @@ def _stored(state: dict) -> dict:
 
 def _cache_key(fx: Fixture) -> str:
     code = [inspect.getsource(f) for f in (*BUILDER_CODE[fx.kind], _stored)]
-    layout = UNET_LAYOUTS[fx.unet] if fx.kind == "checkpoint" else None
+    layout = {**UNET_LAYOUTS, **MMDIT_LAYOUTS}[fx.unet] if fx.kind == "checkpoint" else None
     payload = json.dumps({"fixture": asdict(fx), "layout": layout, "code": code}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -284,8 +300,9 @@ def _one_thread() -> None:
 
 def install_all(processes: int = 2) -> dict[str, Path]:
     """Every fixture, {name: its path in the model folders}. Those not cached yet are built side by side
-    in `processes` fresh processes (one torch thread each), the slowest (the SDXL one) first."""
-    missing = sorted((fx for fx in ALL_FIXTURES if not cached_file(fx).exists()), key=lambda fx: fx.family != "SDXL")
+    in `processes` fresh processes (one torch thread each), the slowest (those with CLIP-G) first."""
+    missing = sorted((fx for fx in ALL_FIXTURES if not cached_file(fx).exists()),
+                     key=lambda fx: fx.family not in ("SDXL", "SD3"))
     if len(missing) > 1:
         spawn = multiprocessing.get_context("spawn")  # no fork of a process that already runs torch
         with ProcessPoolExecutor(min(processes, len(missing)), mp_context=spawn, initializer=_one_thread) as pool:

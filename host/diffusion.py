@@ -1,4 +1,7 @@
-"""The diffusion model's own parameterisation: latent space, noise levels, its inputs and outputs."""
+"""The diffusion model's own parameterisation: latent space, noise levels, its inputs and outputs.
+
+Noise levels come from the MODEL's model sampling as ComfyUI samples with it: a node that patches it
+(ModelSamplingSD3's shift, ModelSamplingDiscrete's v-prediction) is what training sees too."""
 
 from __future__ import annotations
 
@@ -15,18 +18,37 @@ def latent_from_model_space(model, latent: torch.Tensor) -> torch.Tensor:
     return model.model.process_latent_out(latent)
 
 
+def _sampling(model):
+    return model.get_model_object("model_sampling")
+
+
 def num_timesteps(model) -> int:
-    return int(model.model.model_sampling.sigmas.shape[0])
+    return int(_sampling(model).sigmas.shape[0])
 
 
 def sigma_at(model, timesteps: torch.Tensor) -> torch.Tensor:
-    """Noise level of integer training timesteps (0 .. num_timesteps-1) in ComfyUI's sigma space."""
-    sigmas = model.model.model_sampling.sigmas
-    return sigmas[timesteps.to(sigmas.device).long()]
+    """Noise level of training timesteps (0 .. num_timesteps-1; flow models' may be fractional) in
+    ComfyUI's sigma space."""
+    sampling = _sampling(model)
+    return sampling.sigma(timesteps.to(sampling.sigmas.device).float())
+
+
+def is_flow_matching(model) -> bool:
+    """Whether the model is trained by flow matching (SD3, SD3.5, Flux): x_t = (1 - sigma) x_0 +
+    sigma * noise, which ComfyUI calls the CONST parameterisation."""
+    return isinstance(_sampling(model), comfy.model_sampling.CONST)
+
+
+def flow_timesteps(model, t: torch.Tensor) -> torch.Tensor:
+    """The model's timesteps of flow times `t` in (0, 1) before its shift: `sigma_at` of them is the
+    shifted noise level s t / (1 + (s - 1) t) that ComfyUI's flow model sampling gives. ComfyUI's flow
+    samplings map a noise level to a timestep linearly (`timestep(sigma)`: sigma x 1000 for SD3), so
+    mapping the unshifted t gives the timestep whose sigma is the shifted one."""
+    return _sampling(model).timestep(t.float())
 
 
 def noised(model, latent: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    return model.model.model_sampling.noise_scaling(sigma, noise, latent)
+    return _sampling(model).noise_scaling(sigma, noise, latent)
 
 
 def _size_kwargs(original: tuple[int, int], crop_top_left: tuple[int, int], target: tuple[int, int]) -> dict:
@@ -61,13 +83,13 @@ def predict_denoised(model, x: torch.Tensor, sigma: torch.Tensor, inputs: dict) 
 
 def denoised_from_output(model, sigma: torch.Tensor, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The denoised estimate ComfyUI derives from a raw model output (epsilon, v, ...) at `x`."""
-    return model.model.model_sampling.calculate_denoised(sigma, output, x)
+    return _sampling(model).calculate_denoised(sigma, output, x)
 
 
 def is_v_prediction(model) -> bool:
-    return isinstance(model.model.model_sampling, comfy.model_sampling.V_PREDICTION)
+    return isinstance(_sampling(model), comfy.model_sampling.V_PREDICTION)
 
 
 def timestep_sigmas(model) -> torch.Tensor:
     """Sigma of every discrete training timestep (index t), as a CPU tensor."""
-    return model.get_model_object("model_sampling").sigmas.float().cpu()
+    return _sampling(model).sigmas.float().cpu()

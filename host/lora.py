@@ -10,8 +10,10 @@ import torch
 
 
 def unet_lora_key_map(model) -> dict[str, str]:
-    """ComfyUI's map of every LoRA name it accepts for the UNet -> the weight key it patches."""
-    return comfy.lora.model_lora_keys_unet(model.model, {})
+    """ComfyUI's map of every LoRA name it accepts for the diffusion model -> the weight key it patches,
+    for the names that patch a whole weight (for SD3, ComfyUI also maps diffusers' separate q, k and v
+    names onto slices of the fused qkv weight)."""
+    return {name: key for name, key in comfy.lora.model_lora_keys_unet(model.model, {}).items() if isinstance(key, str)}
 
 
 def text_encoder_lora_key_map(clip) -> dict[str, str]:

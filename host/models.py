@@ -7,8 +7,11 @@ from pathlib import Path
 
 import comfy.clip_vision
 import comfy.sd
+import comfy.text_encoders.sd3_clip
 import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+SD3_TEXT_WIDTH = 4096
 
 
 def model_family(model) -> str:
@@ -21,18 +24,42 @@ def has_unet(model) -> bool:
     return isinstance(model.model.diffusion_model, UNetModel)
 
 
-def unet_context_width(model) -> int:
-    return int(model.model.model_config.unet_config["context_dim"])
+def text_context_width(model) -> int:
+    """The width of the text features the diffusion model takes: a UNet's cross-attention context, an
+    MMDiT's context embedder input."""
+    config = model.model.model_config.unet_config
+    if "context_dim" in config:
+        return int(config["context_dim"])
+    return int(config["context_embedder_config"]["params"]["in_features"])
+
+
+def _encoder_slot(clip, key: str) -> str | None:
+    """The attribute of ComfyUI's text-encoder model that holds the encoder of tokenizer key `key`
+    ("clip_l" for "l", "t5xxl" for "t5xxl"), None if it has none."""
+    return next((name for name in (f"clip_{key}", key) if hasattr(clip.cond_stage_model, name)), None)
 
 
 def text_encoder_widths(clip) -> dict[str, int | None]:
-    """Token-embedding width of each text encoder, keyed as ComfyUI's tokenizer keys them ("l", "g",
-    "h"); None for an encoder not laid out as ComfyUI's CLIP text models are."""
+    """Token-embedding width of each text encoder that is loaded, keyed as ComfyUI's tokenizer keys
+    them ("l", "g", "h", "t5xxl"); None for an encoder not laid out as ComfyUI's text models are. An
+    encoder the family has but this CLIP lacks (SD3.5 without T5) is left out."""
     widths = {}
     for key in clip.tokenize("").keys():
-        encoder = getattr(clip.cond_stage_model, f"clip_{key}", None)
+        slot = _encoder_slot(clip, key)
+        encoder = None if slot is None else getattr(clip.cond_stage_model, slot)
+        if slot is not None and encoder is None:
+            continue
         widths[key] = None if encoder is None else int(encoder.transformer.get_input_embeddings().weight.shape[1])
     return widths
+
+
+def text_feature_width(clip) -> int:
+    """The width of the text features the CLIP gives: its encoders' token features side by side, except
+    ComfyUI's SD3 text encoder, which pads CLIP-L and CLIP-G's (768 + 1280) to T5-XXL's 4096 and puts
+    T5's tokens after theirs."""
+    if isinstance(clip.cond_stage_model, comfy.text_encoders.sd3_clip.SD3ClipModel):
+        return SD3_TEXT_WIDTH
+    return sum(width or 0 for width in text_encoder_widths(clip).values())
 
 
 def compute_device(model) -> torch.device:

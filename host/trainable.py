@@ -162,13 +162,18 @@ def _checkpoint_forward(module: torch.nn.Module, patches: TrainingPatches) -> No
         return torch.utils.checkpoint.checkpoint(run, *_options_copied(args), use_reentrant=False,
                                                  **_options_copied(kwargs))
 
-    patches.set(module, checkpointed, "UNet layers (gradient checkpointing)")
+    patches.set(module, checkpointed, "diffusion model blocks (gradient checkpointing)")
 
 
-def _checkpoint_unet(unet: torch.nn.Module, patches: TrainingPatches) -> None:
-    """Checkpoint every layer of every UNet block. The layers, not the blocks: ComfyUI's UNet runs a
-    block by calling its layers one by one (`forward_timestep_embed`), never the block's forward.
-    Some UNets (KOALA) have no middle block."""
+def _checkpoint_blocks(diffusion_model: torch.nn.Module, patches: TrainingPatches) -> None:
+    """Checkpoint every layer of every UNet block, or every joint block of an MMDiT. A UNet's layers,
+    not its blocks: ComfyUI's UNet runs a block by calling its layers one by one
+    (`forward_timestep_embed`), never the block's forward. Some UNets (KOALA) have no middle block."""
+    if hasattr(diffusion_model, "joint_blocks"):
+        for block in diffusion_model.joint_blocks:
+            _checkpoint_forward(block, patches)
+        return
+    unet = diffusion_model
     for block in [*unet.input_blocks, unet.middle_block, *unet.output_blocks]:
         for layer in block if block is not None else ():
             _checkpoint_forward(layer, patches)
@@ -277,5 +282,5 @@ def training_context(model=None, clip=None, gradient_checkpointing: bool = False
         if model is not None:
             restore.enter_context(memory_efficient_attention(model))
             if gradient_checkpointing:
-                _checkpoint_unet(model.model.diffusion_model, patches)
+                _checkpoint_blocks(model.model.diffusion_model, patches)
         yield patches

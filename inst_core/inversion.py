@@ -49,7 +49,7 @@ def check_strength(strength: float) -> None:
 
 def check_conditioning(model, conditioning: list, input_name: str) -> None:
     """Refuse text features of another model family (e.g. SD2's 1024-wide CLIP-H into an SD1.5 UNet)."""
-    width = host.models.unet_context_width(model)
+    width = host.models.text_context_width(model)
     for found in host.text.conditioning_widths(conditioning):
         if found != width:
             raise InputError(input_name, f"has {found}-wide text features but the model expects {width}: "

@@ -14,6 +14,10 @@ from ..training_kit.model_checks import text_encoder_widths
 UNET_ROOT = "diffusion_model."
 UNET_BLOCKS = ("diffusion_model.input_blocks.", "diffusion_model.middle_block.", "diffusion_model.output_blocks.")
 FIRST_INPUT_CONV = "diffusion_model.input_blocks.0."
+MMDIT_BLOCKS = "diffusion_model.joint_blocks."
+# An MMDiT block's attention (fused qkv and output projection; attn2: SD3.5 Medium's extra
+# self-attention) and MLP linears, in its image and text streams; not its adaLN modulation.
+MMDIT_LAYERS = (".attn.qkv", ".attn.proj", ".attn2.qkv", ".attn2.proj", ".mlp.fc1", ".mlp.fc2")
 WEIGHT = ".weight"
 
 
@@ -52,8 +56,11 @@ def _text_encoder_lora_names(clip) -> dict[str, str]:
 
 
 def _is_unet_lora_layer(path: str, layer: torch.nn.Module, include_conv: bool) -> bool:
-    """Attention and feed-forward linears of the transformer blocks (and SDXL's linear proj_in/out);
-    with `include_conv`, also the convolutions of the UNet blocks except the first input conv."""
+    """Attention and feed-forward linears of the transformer blocks (and SDXL's linear proj_in/out; an
+    MMDiT's joint blocks' attention and MLP); with `include_conv`, also the convolutions of the UNet
+    blocks except the first input conv."""
+    if isinstance(layer, torch.nn.Linear) and path.startswith(MMDIT_BLOCKS):
+        return path.endswith(MMDIT_LAYERS)
     if isinstance(layer, torch.nn.Linear):
         return ".transformer_blocks." in path or path.endswith((".proj_in", ".proj_out"))
     return (include_conv and isinstance(layer, torch.nn.Conv2d) and path.startswith(UNET_BLOCKS)

@@ -1,8 +1,9 @@
 """StyleForge dual-binding LoRA training (Park et al., arXiv 2404.05256), Single and Multi.
 
 Every step holds one StyleRef sample bound to "[V] style" and one Aux sample bound to "style"; the
-loss is MSE_ref + lambda * MSE_aux in the model's own parameterisation (epsilon for SD1.x). The two
-terms go through the UNet as one batch or one after the other (`passes`). Multi alternates its two
+loss is MSE_ref + lambda * MSE_aux in the model's own parameterisation (epsilon for SD1.x, v for SD2.x
+768-v, the flow-matching velocity for SD3.5). The two terms go through the model as one batch or one
+after the other (`passes`). Multi alternates its two
 components micro-batch by micro-batch (people bound to "[V] style", backgrounds to "[W] style"), each with its own
 Aux weight lambda. Only LoRA adapters are optimised; the UNet, text encoder and VAE weights stay
 bit-for-bit the same.
@@ -32,7 +33,7 @@ from ..training_kit.images import SampleSize, cover_crop, cropped
 from ..training_kit.input_rules import BATCH_SIZE, RESOLUTION, SEED, Range, check_ranges
 from ..training_kit.loop import Backward, LossStop, Resume, Run, StepLoss, train, training_session
 from ..training_kit.memory import gradient_checkpointing_on
-from ..training_kit.model_checks import require_matching_clip, require_stable_diffusion
+from ..training_kit.model_checks import SD3_FAMILY, require_matching_clip, require_stable_diffusion
 from ..training_kit.optimizer_state import OptimizerState
 from ..training_kit.precision import TRAIN_IN_FP32, Precision, training_precision
 from ..training_kit.progress import TrainingProgress
@@ -224,6 +225,20 @@ def _check_aux(config: StyleForgeConfig, sets: TrainingSets) -> None:
     if len(sets.aux) < config.min_aux_images:
         raise InputError("aux", f"has {len(sets.aux)} images; at least min_aux_images={config.min_aux_images} are "
                          "needed (the paper uses 15-20).", "Add images, lower min_aux_images, " + without)
+
+
+def check_family(config: StyleForgeConfig, model) -> str:
+    """The model's family, which StyleForge trains: an SD UNet or an SD3/SD3.5 MMDiT, with the options
+    that apply to it."""
+    family = require_stable_diffusion(model, also=(SD3_FAMILY,))
+    if config.include_conv and not host.models.has_unet(model):
+        raise InputError("include_conv", f"is on, but a {family} model has no convolutions in its blocks to adapt.",
+                         "Turn include_conv off.")
+    if config.min_snr_gamma and host.diffusion.is_flow_matching(model):
+        raise InputError("min_snr_gamma", f"is {config.min_snr_gamma}, but min-SNR weighting is defined for epsilon "
+                         f"and v models; {family} trains by flow matching, whose logit-normal noise levels weight the "
+                         "loss instead.", "Set min_snr_gamma to 0.")
+    return family
 
 
 def encode_set(model, vae, images: ImageSet, prompt: str, config: StyleForgeConfig,
@@ -496,7 +511,7 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
                      resume: StyleForgeLoRA | None = None,
                      validation: ValidationSettings | None = None) -> TrainingResult[StyleForgeLoRA]:
     check_inputs(config, sets)
-    family = require_stable_diffusion(model)
+    family = check_family(config, model)
     require_matching_clip(model, clip)
     config = resumed_config(config, resume, family)
     start_step = resume.steps if resume is not None else 0

@@ -158,6 +158,12 @@ def sdxl(tiny_models):
 
 
 @pytest.fixture(scope="session")
+def sd35(tiny_models):
+    """The tiny SD3.5 Medium (MMDiT-X, flow matching, CLIP-L + CLIP-G, no T5), in-process."""
+    return _load_checkpoint(tiny_models["tiny_sd35_medium"])
+
+
+@pytest.fixture(scope="session")
 def clip_vision(tiny_models):
     import comfy.clip_vision
     import torch

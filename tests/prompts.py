@@ -3,7 +3,9 @@
 TINY_CKPT = "tiny_sd15_taesd.safetensors"
 SD2_V_CKPT = "tiny_sd2_768v.safetensors"
 SDXL_CKPT = "tiny_sdxl_vega.safetensors"
-# Every SD family the nodes support, as the tiny checkpoint of each (id -> file).
+SD35_CKPT = "tiny_sd35_medium.safetensors"
+# Every SD UNet family the nodes support, as the tiny checkpoint of each (id -> file); StyleForge
+# also trains SD3.5 (SD35_CKPT).
 FAMILY_CKPTS = {"sd15": TINY_CKPT, "sd2_v": SD2_V_CKPT, "sdxl": SDXL_CKPT}
 
 

@@ -18,6 +18,19 @@ def test_tiny_sd15_fixtures_are_detected_as_sd15_eps(tiny_models):
         assert cond.shape == (1, 77, 768) and torch.isfinite(cond).all(), name
 
 
+def test_tiny_sd35_is_detected_as_sd35_medium_with_flow_sampling_and_both_clip_towers(sd35):
+    model, clip, vae = sd35
+    config = model.model.model_config
+    assert type(config).__name__ == "SD3" and model.model.model_type.name == "FLOW"
+    assert config.unet_config["qk_norm"] == "rms" and config.unet_config["x_block_self_attn_layers"] == [0]
+    assert model.get_model_object("model_sampling").shift == 3.0
+    assert clip.cond_stage_model.clip_l is not None and clip.cond_stage_model.clip_g is not None
+    assert clip.cond_stage_model.t5xxl is None
+    assert type(vae.first_stage_model).__name__ == "TAESD" and vae.latent_channels == 16
+    cond, pooled = clip.encode_from_tokens(clip.tokenize("a cat"), return_pooled=True)
+    assert cond.shape == (1, 77, 4096) and pooled.shape == (1, 2048) and torch.isfinite(cond).all()
+
+
 def test_tiny_clip_vision_is_detected_as_vit_l14(clip_vision):
     with torch.inference_mode():  # as the server's executor runs it
         out = clip_vision.encode_image(torch.rand(1, 224, 224, 3))

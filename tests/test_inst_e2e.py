@@ -8,7 +8,7 @@ import pytest
 import torch
 from locked_folders import immutable
 from PIL import Image
-from prompts import FAMILY_CKPTS, inst_training, sample_to_latent, txt2img, validation_node
+from prompts import FAMILY_CKPTS, SD35_CKPT, inst_training, sample_to_latent, txt2img, validation_node
 from safetensors.torch import load_file
 from saved_files import file_metadata, saved_latent
 
@@ -145,8 +145,7 @@ def test_prompt_without_placeholder_is_refused(comfy_server, painting_file):
 
 def test_a_model_of_another_family_is_refused_through_the_server(comfy_server, painting_file):
     prompt = inst_training(painting_file, steps=1, filename="")
-    prompt["9"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sd3_unet.safetensors",
-                                                          "weight_dtype": "default"}}
+    prompt["9"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SD35_CKPT}}
     prompt["4"]["inputs"]["model"] = ["9", 0]
     assert "Input 'model': is a SD3 model" in _error_message(comfy_server.run(prompt))
 

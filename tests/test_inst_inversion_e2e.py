@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from prompts import FAMILY_CKPTS, inversion_with_sampler_custom_advanced
+from prompts import FAMILY_CKPTS, SD35_CKPT, inversion_with_sampler_custom_advanced
 from saved_files import saved_latent
 
 from devhost.comfy_server import PromptRejected
@@ -124,10 +124,9 @@ def test_latent_adain_node_gives_the_content_the_style_means_and_keeps_its_layou
 
 
 def test_both_inversion_nodes_refuse_a_model_of_another_family_by_name(comfy_server):
-    """An SD3 MMDiT (flow matching) into either node: refused on 'model' before anything samples."""
+    """An SD3.5 MMDiT (flow matching) into either node: refused on 'model' before anything samples."""
     prompt = inversion_with_sampler_custom_advanced(_content_file(), prefix="tests/never")
-    prompt["20"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sd3_unet.safetensors",
-                                                           "weight_dtype": "default"}}
+    prompt["20"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SD35_CKPT}}
     noise_only = {**prompt, "7": {**prompt["7"], "inputs": {**prompt["7"]["inputs"], "model": ["20", 0]}}}
     result = comfy_server.run(noise_only)
     assert not result.ok and "Input 'model': is a SD3 model" in result.error["exception_message"]

@@ -1,7 +1,8 @@
-"""StyleForge end to end through the real ComfyUI server: train -> save -> stock LoraLoader on every SD
-family (text encoders trained too), Multi on SD1.5, Cancel mid-training with its explanation and resume,
-the image sets' folder list. At 64 px with a few steps. That gradient checkpointing trains the same LoRA
-is math, checked in-process (test_styleforge_training.py)."""
+"""StyleForge end to end through the real ComfyUI server: train -> save -> stock LoraLoader on every
+family it trains, SD1.5, SD2 768-v, SDXL and SD3.5 (text encoders trained too), Multi on SD1.5 and SD3.5,
+Cancel mid-training with its explanation and resume, the image sets' folder list. At 64 px with a few
+steps. That gradient checkpointing trains the same LoRA is math, checked in-process
+(test_styleforge_training.py)."""
 
 import json
 import shutil
@@ -11,7 +12,7 @@ import pytest
 import torch
 from locked_folders import immutable
 from PIL import Image
-from prompts import FAMILY_CKPTS
+from prompts import FAMILY_CKPTS, SD35_CKPT
 from safetensors.torch import load_file
 from saved_files import file_metadata, saved_latent
 from styleforge_prompts import EXAMPLE, TINY_TRAINING, stock_lora_sample, train_multi, train_single
@@ -37,18 +38,20 @@ def _ok(result):
     assert result.ok, result.error
 
 
-# The kohya prefixes of the text-encoder LoRA keys per family (SDXL: one per text encoder).
-TEXT_ENCODER_PREFIXES = {"sd15": {"lora_te_"}, "sd2_v": {"lora_te_"}, "sdxl": {"lora_te1_", "lora_te2_"}}
-FAMILY_NAMES = {"sd15": "SD15", "sd2_v": "SD20", "sdxl": "Segmind_Vega"}
+STYLEFORGE_CKPTS = {**FAMILY_CKPTS, "sd35": SD35_CKPT}
+# The kohya prefixes of the text-encoder LoRA keys per family (SDXL, SD3.5: one per CLIP text encoder).
+TEXT_ENCODER_PREFIXES = {"sd15": {"lora_te_"}, "sd2_v": {"lora_te_"}, "sdxl": {"lora_te1_", "lora_te2_"},
+                         "sd35": {"lora_te1_", "lora_te2_"}}
+FAMILY_NAMES = {"sd15": "SD15", "sd2_v": "SD20", "sdxl": "Segmind_Vega", "sd35": "SD3"}
 
 
 def _text_encoder_prefixes(keys) -> set[str]:
     return {k.split("_", 2)[0] + "_" + k.split("_", 2)[1] + "_" for k in keys if k.startswith("lora_te")}
 
 
-@pytest.mark.parametrize("family", FAMILY_CKPTS)
+@pytest.mark.parametrize("family", STYLEFORGE_CKPTS)
 def test_single_lora_loads_in_stock_lora_loader_and_reproduces_the_trainer(server, family):
-    ckpt = FAMILY_CKPTS[family]
+    ckpt = STYLEFORGE_CKPTS[family]
     trained = server.run(train_single(f"styleforge_test/single_{family}", f"styleforge_test/trainer_{family}",
                                       ckpt=ckpt, text_encoder_lr=1e-3, seed=11, aspect_buckets=True))
     _ok(trained)

@@ -1,9 +1,15 @@
 """The denoising loss both trainers optimise, in the model's own parameterisation, and its random draws.
 
-A training sample is a clean latent, a timestep t drawn uniformly from the model's training timesteps
-and Gaussian noise; the loss is the mean squared error of the model's raw output against its target
-(the noise for epsilon models such as SD1.x, v for v-prediction models such as SD2.x 768-v), as in
-the latent diffusion objective (Rombach et al. 2022, arXiv 2112.10752) both papers train with.
+A training sample is a clean latent, a noise level and Gaussian noise; the loss is the mean squared
+error of the model's raw output against its target: the noise for epsilon models such as SD1.x, v for
+v-prediction models such as SD2.x 768-v (the latent diffusion objective both papers train with,
+Rombach et al. 2022, arXiv 2112.10752), and the velocity noise - x_0 for flow-matching models such
+as SD3.5 (rectified flow, Esser et al. 2024, arXiv 2403.03206, sec. 2).
+
+The noise level of a UNet sample is that of a timestep drawn uniformly from the model's 1000 training
+timesteps. A flow-matching sample's time t is logit-normal with mean 0 and standard deviation 1 (SD3's
+best sampler, "rf/lognorm(0.00, 1.00)", sec. 3.1 and 5.1), shifted as the model samples
+(sigma = s t / (1 + (s - 1) t), s = 3 for SD3.5; sec. 5.3.2), as diffusers' and kohya's SD3 trainers do.
 """
 
 from __future__ import annotations
@@ -16,9 +22,14 @@ from .images import SampleSize
 
 def draw_timesteps_and_noise(model, shape: torch.Size, generator: torch.Generator,
                              noise_offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A timestep per sample and noise of `shape`; `noise_offset` adds a per-channel constant (as in
-    "noise offset" fine-tuning, which helps very dark or bright images)."""
-    timesteps = torch.randint(0, host.diffusion.num_timesteps(model), (shape[0],), generator=generator)
+    """A timestep per sample (its noise level: `host.diffusion.sigma_at`) and noise of `shape`;
+    `noise_offset` adds a per-channel constant (as in "noise offset" fine-tuning, which helps very dark
+    or bright images)."""
+    if host.diffusion.is_flow_matching(model):
+        t = torch.sigmoid(torch.randn(shape[0], generator=generator))  # logit-normal(0, 1)
+        timesteps = host.diffusion.flow_timesteps(model, t)
+    else:
+        timesteps = torch.randint(0, host.diffusion.num_timesteps(model), (shape[0],), generator=generator)
     noise = torch.randn(shape, generator=generator)
     if noise_offset:
         noise = noise + noise_offset * torch.randn((*shape[:2], 1, 1), generator=generator)

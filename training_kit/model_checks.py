@@ -1,4 +1,5 @@
-"""Which loaded models the trainers accept: a Stable Diffusion UNet and the CLIP of the same checkpoint."""
+"""Which loaded models the trainers accept: a Stable Diffusion UNet (and, where a node supports it, an
+SD3/SD3.5 MMDiT), and the CLIP of the same checkpoint."""
 
 from __future__ import annotations
 
@@ -8,14 +9,20 @@ from .errors import InputError
 # Model families whose UNet takes text cross-attention the way InST and StyleForge need.
 STABLE_DIFFUSION_FAMILIES = ("SD15", "SD20", "SD21UnclipL", "SD21UnclipH", "SDXL", "SDXLRefiner", "SSD1B",
                              "Segmind_Vega", "KOALA_700M", "KOALA_1B")
+SD3_FAMILY = "SD3"  # ComfyUI's one class for SD3 and SD3.5 (MMDiT, flow matching)
+FAMILY_TEXT = {SD3_FAMILY: "an SD3 or SD3.5 MMDiT"}
 
 
-def require_stable_diffusion(model, input_name: str = "model") -> str:
-    """ComfyUI's family name of `model`, which must be a Stable Diffusion UNet."""
+def require_stable_diffusion(model, input_name: str = "model", also: tuple[str, ...] = ()) -> str:
+    """ComfyUI's family name of `model`, which must be a Stable Diffusion UNet or of a family in `also`
+    (the DiT families the node supports too)."""
     family = host.models.model_family(model)
+    if family in also:
+        return family
     if family not in STABLE_DIFFUSION_FAMILIES or not host.models.has_unet(model):
-        raise InputError(input_name, f"is a {family} model; this node needs a Stable Diffusion UNet "
-                         "(SD1.x, SD2.x or SDXL).", "Load an SD checkpoint with Load Checkpoint.")
+        needed = " or ".join(["a Stable Diffusion UNet (SD1.x, SD2.x or SDXL)", *(FAMILY_TEXT[f] for f in also)])
+        raise InputError(input_name, f"is a {family} model; this node needs {needed}.",
+                         "Load a checkpoint of a supported family with Load Checkpoint.")
     return family
 
 
@@ -25,15 +32,15 @@ def text_encoder_widths(clip) -> dict[str, int]:
     for key, width in widths.items():
         if width is None:
             raise InputError("clip", f"has a text encoder '{key}' this package does not know.",
-                             "Use the CLIP output of an SD1.x, SD2.x or SDXL checkpoint.")
+                             "Use the CLIP output of an SD1.x, SD2.x, SDXL or SD3.5 checkpoint.")
     return widths
 
 
 def require_matching_clip(model, clip) -> dict[str, int]:
-    """The text encoders' widths, which together must be the UNet's cross-attention width."""
+    """The text encoders' widths; the features they give together must be as wide as the model takes."""
     widths = text_encoder_widths(clip)
-    expected = host.models.unet_context_width(model)
-    if sum(widths.values()) != expected:
-        raise InputError("clip", f"gives {sum(widths.values())}-wide text features but the model expects {expected}.",
+    width, expected = host.models.text_feature_width(clip), host.models.text_context_width(model)
+    if width != expected:
+        raise InputError("clip", f"gives {width}-wide text features but the model expects {expected}.",
                          "Use the CLIP loaded from the same checkpoint as the model.")
     return widths
