@@ -75,25 +75,33 @@ def test_single_lora_loads_in_stock_lora_loader_and_reproduces_the_trainer(serve
     assert torch.allclose(ours, stock, atol=LATENT_TOLERANCE), (ours - stock).abs().max()
 
 
-# Multi through the server on SD1.5, its text encoders trained. On SD2 and SDXL it shares Single's loss,
-# size conditioning and save path, which test_single_...[sd2_v] and [sdxl] run through the server (every
-# key in stock Load LoRA) and test_sdxl_size_conditioning.py checks in-process; what Multi adds, turns
-# and lambdas, is checked in-process in test_styleforge_training.py.
-def test_multi_binds_both_tokens_and_loads_in_stock_lora_loader(server):
-    result = server.run(train_multi("styleforge_test/multi", ckpt=FAMILY_CKPTS["sd15"], steps=1, seed=12,
-                                    passes="separate", text_encoder_lr=1e-3))
+# Multi through the server on SD1.5 and SD3.5 (a UNet and an MMDiT); on SD1.5 with its text encoder
+# trained (on SD3.5 Single trains its two, whose save path Multi shares). On SD2 and SDXL it shares
+# Single's loss, size conditioning and save path, which test_single_...[sd2_v] and [sdxl] run through
+# the server (every key in stock Load LoRA) and test_sdxl_size_conditioning.py checks in-process; what
+# Multi adds, turns and lambdas, is checked in-process in test_styleforge_training.py.
+MULTI_TEXT_ENCODER_LR = {"sd15": 1e-3, "sd35": 0.0}
+
+
+@pytest.mark.parametrize("family", MULTI_TEXT_ENCODER_LR)
+def test_multi_binds_both_tokens_and_loads_in_stock_lora_loader(server, family):
+    ckpt, text_encoder_lr = STYLEFORGE_CKPTS[family], MULTI_TEXT_ENCODER_LR[family]
+    result = server.run(train_multi(f"styleforge_test/multi_{family}", ckpt=ckpt, steps=1, seed=12,
+                                    passes="separate", text_encoder_lr=text_encoder_lr))
     _ok(result)
-    lora_file = LORAS / "styleforge_test" / "multi.safetensors"
-    assert _text_encoder_prefixes(load_file(str(lora_file)).keys()) == TEXT_ENCODER_PREFIXES["sd15"]
+    lora_file = LORAS / "styleforge_test" / f"multi_{family}.safetensors"
+    keys = load_file(str(lora_file)).keys()
+    assert _text_encoder_prefixes(keys) == (TEXT_ENCODER_PREFIXES[family] if text_encoder_lr else set())
+    assert any(k.startswith("lora_unet_") for k in keys)
     meta = file_metadata(lora_file)
-    assert meta["method"] == "Multi"
+    assert meta["method"] == "Multi" and meta["base_model_family"] == FAMILY_NAMES[family]
     assert json.loads(meta["settings"])["passes"] == "separate"
     assert json.loads(meta["tokens"]) == {"V": "zwx", "W": "ohwx"}
     assert json.loads(meta["prompts"]) == {"V": "zwx style", "W": "ohwx style", "aux": "style"}
     assert set(json.loads(meta["datasets"])) == {"people", "backgrounds", "aux"}
     since = len(server.log_text())
-    _ok(server.run(stock_lora_sample("styleforge_test/multi.safetensors", "styleforge_test/stock_multi",
-                                     ckpt=FAMILY_CKPTS["sd15"])))
+    _ok(server.run(stock_lora_sample(f"styleforge_test/multi_{family}.safetensors",
+                                     f"styleforge_test/stock_multi_{family}", ckpt=ckpt)))
     assert server.log_problems(since=since) == []  # every key loaded
 
 
