@@ -27,10 +27,10 @@ SECONDS=0
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
   "$PYTHON" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__)"; } | tee "$OUT/machine.txt"
 # Most important first: InST and StyleForge 1000 steps at 512 px (the targets are for 1000 steps), SDXL
-# 100 steps at 1024 px (its target is memory), then what an 8 GB card does, then fp16 against fp32
-# (shorter runs: their difference, not their length, is the figure).
+# and SD3.5 100 steps at 1024 px (their target is memory), then what an 8 GB card does, then fp16
+# against fp32 (shorter runs: their difference, not their length, is the figure).
 "$PYTHON" bench/gpu_bench.py --out "$OUT/gpu_bench.jsonl" --deadline-s "$DEADLINE_S" \
-  --cases inst_sd15_512:1000 styleforge_sd15_512:1000 styleforge_sdxl_1024:100 "$@"
+  --cases inst_sd15_512:1000 styleforge_sd15_512:1000 styleforge_sdxl_1024:100 styleforge_sd35_1024:100 "$@"
 left() { echo $((DEADLINE_S - SECONDS > 1 ? DEADLINE_S - SECONDS : 1)); }  # 0 would mean no deadline
 "$PYTHON" bench/gpu_bench.py --out "$OUT/gpu_bench.jsonl" --deadline-s "$(left)" --cap-gb 8 \
   --cases inst_sd15_512:50 styleforge_sd15_512:50 styleforge_sdxl_1024:10 "$@"

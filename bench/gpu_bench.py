@@ -8,13 +8,16 @@
 It needs a Python whose torch has CUDA: a dev host's venv with a CUDA build of torch, or the device
 kit (`bench/device_run.sh`, which runs the whole GPU plan on a bare GPU machine).
 The models are the random-weight full-size fixtures (`devhost/fixtures.py`: SD1.5 with its 860M UNet,
-SDXL with its 2.6B UNet), built once on demand; `--tiny` swaps in the tiny ones at 64 px.
+SDXL with its 2.6B UNet, SD3.5 Medium with its 2.5B MMDiT), built once, those the chosen cases load;
+`--tiny` swaps in the tiny ones at 64 px.
 
 Cases, each in its own process (so each peak is its own):
 - `inst_sd15_512`: InST, 512 px, batch 1, paper settings, the node's defaults (precision auto: the
   precision ComfyUI loads the UNet in, fp16 on most GPUs, loss-scaled; gradient checkpointing on).
 - `styleforge_sd15_512`: StyleForge Single, 512 px, rank 8, text encoder frozen, the node's defaults.
 - `styleforge_sdxl_1024`: StyleForge Single on SDXL at 1024 px.
+- `styleforge_sd35_1024`: StyleForge Single on SD3.5 Medium (2.5B MMDiT, CLIP-L and CLIP-G, no T5) at
+  1024 px: flow matching, adapters on the joint blocks.
 - `fp16_vs_fp32`: StyleForge on SD1.5 at 512 px trained twice, same seed: fp16 (loss-scaled) on the
   UNet as ComfyUI loads it, and fp32 on the UNet loaded in fp32; the relative difference of their
   evaluation losses (the fixed evaluation set of the training kit).
@@ -41,17 +44,20 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(REPO_ROOT))
 
-CASES = ("inst_sd15_512", "styleforge_sd15_512", "styleforge_sdxl_1024", "fp16_vs_fp32")
+CASES = ("inst_sd15_512", "styleforge_sd15_512", "styleforge_sdxl_1024", "styleforge_sd35_1024", "fp16_vs_fp32")
 IMAGES_PER_SET = 4
 FP16_TOLERANCE = 0.02  # relative difference of the evaluation loss accepted between fp16 and fp32
 
 
 def _fixtures(args) -> None:
-    """Build (once) and link the models the cases load; on the CPU, so the driver holds no GPU memory."""
+    """Build (once) and link the models the chosen cases load; on the CPU, so the driver holds no GPU memory."""
     from devhost import fixtures
 
-    for fx in (fixtures.TINY_SD15, fixtures.TINY_SDXL, fixtures.TINY_CLIP_VISION) if args.tiny else (
-            fixtures.FULL_SD15, fixtures.FULL_SDXL, fixtures.TINY_CLIP_VISION):
+    sd15, sdxl, sd35 = ((fixtures.TINY_SD15, fixtures.TINY_SDXL, fixtures.TINY_SD35) if args.tiny else
+                        (fixtures.FULL_SD15, fixtures.FULL_SDXL, fixtures.FULL_SD35))
+    needed = {"inst_sd15_512": (sd15, fixtures.TINY_CLIP_VISION), "styleforge_sd15_512": (sd15,),
+              "styleforge_sdxl_1024": (sdxl,), "styleforge_sd35_1024": (sd35,), "fp16_vs_fp32": (sd15,)}
+    for fx in dict.fromkeys(fx for case, _ in args.cases for fx in needed[case]):
         fixtures.install(fx)
 
 
@@ -167,7 +173,8 @@ def measure(case: str, args) -> dict:
     def size(full: int) -> int:
         return 64 if args.tiny else full
 
-    sd15, sdxl = ("tiny_sd15_taesd", "tiny_sdxl_vega") if args.tiny else ("full_sd15", "full_sdxl")
+    sd15, sdxl, sd35 = (("tiny_sd15_taesd", "tiny_sdxl_vega", "tiny_sd35_medium") if args.tiny else
+                        ("full_sd15", "full_sdxl", "full_sd35_medium"))
     try:
         if case == "inst_sd15_512":
             out = _train_inst(args, size(512))
@@ -175,6 +182,8 @@ def measure(case: str, args) -> dict:
             out = _train_styleforge(args, sd15, size(512))
         elif case == "styleforge_sdxl_1024":
             out = _train_styleforge(args, sdxl, size(1024))
+        elif case == "styleforge_sd35_1024":
+            out = _train_styleforge(args, sd35, size(1024))
         else:
             import torch
 

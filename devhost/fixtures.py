@@ -94,6 +94,12 @@ MMDIT_LAYOUTS = {
                             "context_embedder_config": {"target": "torch.nn.Linear",
                                                         "params": {"in_features": 4096, "out_features": 128}},
                             "pos_embed_max_size": 32, "num_patches": 1024, "pos_embed_scaling_factor": None},
+    # SD3.5 Medium as released (2.5B): 24 blocks of width 1536, MMDiT-X self-attention in blocks 0-12.
+    "sd35_medium_full": {"depth": 24, "patch_size": 2, "in_channels": 16, "out_channels": 16,
+                         "adm_in_channels": 2048, "qk_norm": "rms", "x_block_self_attn_layers": list(range(13)),
+                         "context_embedder_config": {"target": "torch.nn.Linear",
+                                                     "params": {"in_features": 4096, "out_features": 1536}},
+                         "pos_embed_max_size": 384, "num_patches": 147456, "pos_embed_scaling_factor": None},
 }
 
 TINY_SD15 = Fixture("tiny_sd15_taesd", "checkpoints", "checkpoint")
@@ -107,6 +113,8 @@ ALL_FIXTURES = (TINY_SD15, TINY_SD15_KL, TINY_SD2_V, TINY_SDXL, TINY_CLIP_VISION
 # Real-size random-weight checkpoints for `bench --full` only: never built by the tests.
 FULL_SD15 = Fixture("full_sd15", "checkpoints", "checkpoint", unet="sd15_full", vae="kl")
 FULL_SDXL = Fixture("full_sdxl", "checkpoints", "checkpoint", family="SDXL", unet="sdxl_full", vae="kl")
+FULL_SD35 = Fixture("full_sd35_medium", "checkpoints", "checkpoint", family="SD3", unet="sd35_medium_full",
+                    vae="taesd3")
 
 
 def _init_layers(module) -> None:
