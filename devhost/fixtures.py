@@ -16,6 +16,8 @@ ComfyUI detects exactly as it detects the real ones:
   q/k, the extra self-attention of SD3.5 Medium in block 0), the real CLIP-L and CLIP-G text towers
   (no T5, as SD3.5 runs without it) and TAESD3 (16 latent channels) as VAE. ComfyUI detects it as its
   SD3 family with flow-matching sampling (shift 3).
+- `tiny_sd15_pix2pix_unet`: an InstructPix2Pix UNet (SD1.5's, eight input channels; diffusion model
+  only), a real family these nodes do not take, for checking that they refuse it by name.
 
 ComfyUI's layers skip weight initialisation, so every layer is initialised explicitly here.
 Run `python -m devhost.fixtures` to build them all into the dev host's model folders.
@@ -40,7 +42,7 @@ from .paths import BASE_DIR, FIXTURE_CACHE
 class Fixture:
     name: str
     folder: str  # ComfyUI model folder under base/models
-    kind: str  # "checkpoint" or "clip_vision"
+    kind: str  # "checkpoint", "clip_vision" or "unet" (a diffusion model alone, for UNETLoader)
     family: str = "SD15"  # checkpoints: ComfyUI's supported-model class the file is built for
     unet: str = "sd15_one_level"  # checkpoints: a key of UNET_LAYOUTS (or MMDIT_LAYOUTS for SD3)
     vae: str = "taesd"
@@ -65,6 +67,10 @@ _SDXL = {"context_dim": 2048, "num_heads": -1, "num_head_channels": 64, "use_lin
 UNET_LAYOUTS = {
     "sd15_one_level": {**_SD1, "channel_mult": [1], "num_res_blocks": [1], "transformer_depth": [1],
                        "transformer_depth_output": [1, 1], "transformer_depth_middle": 1},
+    # InstructPix2Pix: SD1.5's UNet taking the image's latent beside the noisy one (8 input channels).
+    "sd15_pix2pix_one_level": {**_SD1, "in_channels": 8, "channel_mult": [1], "num_res_blocks": [1],
+                               "transformer_depth": [1], "transformer_depth_output": [1, 1],
+                               "transformer_depth_middle": 1},
     "sd15_two_level": {**_SD1, "channel_mult": [1, 2], "num_res_blocks": [1, 1], "transformer_depth": [1, 1],
                        "transformer_depth_output": [1] * 4, "transformer_depth_middle": 1},
     "sd15_full": {**_SD1, "channel_mult": [1, 2, 4, 4], "num_res_blocks": [2] * 4,
@@ -109,7 +115,8 @@ TINY_SDXL = Fixture("tiny_sdxl_vega", "checkpoints", "checkpoint", family="SDXL"
 TINY_CLIP_VISION = Fixture("tiny_clip_vision_vitl", "clip_vision", "clip_vision")
 TINY_SD35 = Fixture("tiny_sd35_medium", "checkpoints", "checkpoint", family="SD3", unet="sd35_medium_shallow",
                     vae="taesd3")
-ALL_FIXTURES = (TINY_SD15, TINY_SD15_KL, TINY_SD2_V, TINY_SDXL, TINY_CLIP_VISION, TINY_SD35)
+TINY_PIX2PIX = Fixture("tiny_sd15_pix2pix_unet", "diffusion_models", "unet", unet="sd15_pix2pix_one_level")
+ALL_FIXTURES = (TINY_SD15, TINY_SD15_KL, TINY_SD2_V, TINY_SDXL, TINY_CLIP_VISION, TINY_SD35, TINY_PIX2PIX)
 # Real-size random-weight checkpoints for `bench --full` only: never built by the tests.
 FULL_SD15 = Fixture("full_sd15", "checkpoints", "checkpoint", unet="sd15_full", vae="kl")
 FULL_SDXL = Fixture("full_sdxl", "checkpoints", "checkpoint", family="SDXL", unet="sdxl_full", vae="kl")
@@ -138,10 +145,10 @@ def _unet(layout: str):
     import torch
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    unet = UNetModel(image_size=32, in_channels=4, out_channels=4, model_channels=320, legacy=False,
-                     use_spatial_transformer=True, use_temporal_attention=False, use_temporal_resblock=False,
-                     use_checkpoint=False, dtype=torch.float32, operations=comfy.ops.disable_weight_init,
-                     **UNET_LAYOUTS[layout])
+    arguments = {"image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320, "legacy": False,
+                 "use_spatial_transformer": True, "use_temporal_attention": False, "use_temporal_resblock": False,
+                 "use_checkpoint": False, "dtype": torch.float32, "operations": comfy.ops.disable_weight_init}
+    unet = UNetModel(**{**arguments, **UNET_LAYOUTS[layout]})
     _init_layers(unet)
     # SD zero-inits the output conv; a small non-zero one keeps predictions small while still letting
     # the conditioning reach the output (with zeros nothing upstream could be learned).
@@ -237,12 +244,14 @@ def _clip_vision_state() -> dict:
     return model.state_dict()
 
 
-STATE_BUILDERS = {"checkpoint": _checkpoint_state, "clip_vision": lambda fx: _clip_vision_state()}
+STATE_BUILDERS = {"checkpoint": _checkpoint_state, "clip_vision": lambda fx: _clip_vision_state(),
+                  "unet": lambda fx: _unet(fx.unet).state_dict()}
 # The code each kind of fixture is built by: its cache key hashes this code, the fixture's fields and
 # its UNet layout, so editing one builder rebuilds only the fixtures it makes.
 BUILDER_CODE = {"checkpoint": (_init_layers, _unet, _mmdit, _diffusion_model, _mark_v_prediction, _text_encoders,
                                _vae, _checkpoint_state),
-                "clip_vision": (_init_layers, _clip_vision_state)}
+                "clip_vision": (_init_layers, _clip_vision_state),
+                "unet": (_init_layers, _unet)}
 
 
 def _stored(state: dict) -> dict:
@@ -258,7 +267,7 @@ def _stored(state: dict) -> dict:
 
 def _cache_key(fx: Fixture) -> str:
     code = [inspect.getsource(f) for f in (*BUILDER_CODE[fx.kind], _stored)]
-    layout = {**UNET_LAYOUTS, **MMDIT_LAYOUTS}[fx.unet] if fx.kind == "checkpoint" else None
+    layout = {**UNET_LAYOUTS, **MMDIT_LAYOUTS}[fx.unet] if fx.kind in ("checkpoint", "unet") else None
     payload = json.dumps({"fixture": asdict(fx), "layout": layout, "code": code}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

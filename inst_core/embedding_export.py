@@ -1,6 +1,6 @@
 """A painting's style token as a standard textual-inversion embedding (what `embedding:NAME` loads).
 
-SD1.x/SD2.x: {"emb_params": (n, width)}; SDXL: {"clip_l": (n, 768), "clip_g": (n, 1280)}, the keys
+SD1.x/SD2.x: {"emb_params": (n, width)}; SDXL, SD3.5: {"clip_l": (n, 768), "clip_g": (n, 1280)}, the keys
 ComfyUI's tokenizers (and kohya, A1111) look for.
 """
 

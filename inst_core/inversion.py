@@ -3,14 +3,15 @@
 In ComfyUI's terms (sigma = sqrt((1 - abar) / abar), x_VE = x_VP / sqrt(abar)): noise the content
 latent z to the first sigma with random noise, let the model predict the noise under the style
 conditioning (conditional only, no guidance), and start sampling from z + sigma * predicted noise.
-Any ComfyUI sampler continues from there.
+Any ComfyUI sampler continues from there. On flow-matching models (SD3.5), where x_sigma =
+(1 - sigma) z + sigma * noise, the same: the start is (1 - sigma) z + sigma * predicted noise.
 
 Two ways to pick the noise level:
 - "self_consistent" (default): the inversion sigma is the first sigma of the sampling schedule, so
   the start point and the first sampling step agree. Strength is ComfyUI's denoise.
 - "paper_parity": the official notebook's arithmetic: noise at t = int(s * 1000), a 50-step DDIM
   grid entered at step int(s * 50) (t=681 for s=0.7 while the noise was made at t=700), CFG 10.
-  DDIM with eta 0 is ComfyUI's Euler in sigma space.
+  DDIM with eta 0 is ComfyUI's Euler in sigma space. SD1.x's DDPM arithmetic: not for flow models.
 """
 
 from __future__ import annotations
@@ -82,8 +83,12 @@ def inverted_noise(model, positive: list, content: torch.Tensor, plan: Inversion
     """Noise in model space whose use by a sampler starting at plan.sigmas[0] reproduces InST's
     inverted latent for this content."""
     noise = host.sampling.random_noise(content, seed, batch_index)
-    # the noise the model predicts at sigma_n (no guidance): (x - denoised) / sigma in VE terms
     x, denoised = host.sampling.denoise_once(model, positive, content, noise, plan.sigma_noise, seed)
+    if host.diffusion.is_flow_matching(model):
+        # x = (1 - s) z + s n, so the model predicts the noise (x - (1 - s) denoised) / s; a sampler that
+        # starts at s from it starts at (1 - s) z + s n_hat (flow plans invert where sampling starts)
+        return (x - (1 - plan.sigma_noise) * denoised) / plan.sigma_noise
+    # the noise the model predicts at sigma_n (no guidance): (x - denoised) / sigma in VE terms
     predicted = (x - denoised) / plan.sigma_noise
     sigma0 = float(plan.sigmas[0])
     # The start, in VP terms sqrt(abar_n) z + sqrt(1 - abar_n) eps_hat, read at sigma0 (the official
@@ -100,7 +105,7 @@ def style_transfer(model, positive: list, negative: list, content: dict, strengt
                    sampler_name: str, scheduler: str, seed: int, mode: str = SELF_CONSISTENT,
                    style: dict | None = None) -> dict:
     """The whole transfer: optional AdaIN, stochastic inversion, sampling. Returns a LATENT dict."""
-    require_stable_diffusion(model)  # the inversion's arithmetic is the UNet families' noise scaling
+    require_stable_diffusion(model)
     check_strength(strength)
     check_conditioning(model, positive, "positive")
     check_conditioning(model, negative, "negative")
@@ -111,6 +116,9 @@ def style_transfer(model, positive: list, negative: list, content: dict, strengt
         samples = adain(samples, host.sampling.latent_samples(style))
     if strength == 0:
         return host.sampling.latent_with_samples(content, samples)
+    if mode == PAPER_PARITY and host.diffusion.is_flow_matching(model):
+        raise InputError("mode", f"is {PAPER_PARITY}, the official SD1.x notebook's DDPM/DDIM arithmetic, which a "
+                         "flow-matching model (SD3.5) does not have.", f"Use {SELF_CONSISTENT}.")
     if mode == PAPER_PARITY:
         plan, cfg, sampler_name = parity_plan(model, strength), PARITY_CFG, PARITY_SAMPLER
     else:

@@ -4,6 +4,10 @@ The replacement happens in ComfyUI's token lists, before position embeddings, th
 textual-inversion `embedding:NAME` goes, so the conditioner and an exported embedding agree.
 With n vectors per token the placeholder is repeated n times before tokenizing, so long prompts
 are chunked exactly as they would be with the embedding.
+
+The token goes into every loaded CLIP text encoder (SDXL's and SD3.5's CLIP-L and CLIP-G). A T5
+encoder (SD3.5's optional third) is refused: an exported embedding, which stock prompts load, holds
+CLIP vectors only, so the conditioner and the embedding could not agree on T5's part.
 """
 
 from __future__ import annotations
@@ -12,6 +16,19 @@ import torch
 
 from .. import host
 from ..training_kit.errors import InputError
+
+CLIP_TEXT_ENCODERS = ("l", "g", "h")  # ComfyUI's tokenizer keys of CLIP-L, CLIP-G (OpenCLIP bigG), CLIP-H
+
+
+def _clip_text_encoders(clip) -> list[str]:
+    keys = list(host.models.text_encoder_widths(clip))
+    others = [key for key in keys if key not in CLIP_TEXT_ENCODERS]
+    if others:
+        raise InputError("clip", f"has a text encoder besides CLIP loaded ({', '.join(others)}); an InST style "
+                         "token lives in the CLIP text encoders only (an exported embedding holds no T5 vectors).",
+                         "For SD3.5, load its CLIP-L and CLIP-G without T5-XXL (DualCLIPLoader with clip_l, clip_g "
+                         "and type sd3, or a checkpoint without T5).")
+    return keys
 
 
 class StylePrompt:
@@ -25,7 +42,7 @@ class StylePrompt:
                              f"{placeholder}'.")
         self.tokens_template = host.text.tokenize(clip, text.replace(placeholder, " ".join([placeholder] * n_vectors)))
         self.slots: dict[str, list[tuple[int, int]]] = {}
-        for key in self.tokens_template:
+        for key in _clip_text_encoders(clip):
             ids = host.text.token_ids(clip, key, placeholder)
             if len(ids) != 1:
                 raise InputError("placeholder", f"'{placeholder}' is {len(ids)} tokens for text encoder '{key}'.",

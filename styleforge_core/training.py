@@ -33,7 +33,7 @@ from ..training_kit.images import SampleSize, cover_crop, cropped
 from ..training_kit.input_rules import BATCH_SIZE, RESOLUTION, SEED, Range, check_ranges
 from ..training_kit.loop import Backward, LossStop, Resume, Run, StepLoss, train, training_session
 from ..training_kit.memory import gradient_checkpointing_on
-from ..training_kit.model_checks import SD3_FAMILY, require_matching_clip, require_stable_diffusion
+from ..training_kit.model_checks import require_matching_clip, require_stable_diffusion
 from ..training_kit.optimizer_state import OptimizerState
 from ..training_kit.precision import TRAIN_IN_FP32, Precision, training_precision
 from ..training_kit.progress import TrainingProgress
@@ -228,9 +228,8 @@ def _check_aux(config: StyleForgeConfig, sets: TrainingSets) -> None:
 
 
 def check_family(config: StyleForgeConfig, model) -> str:
-    """The model's family, which StyleForge trains: an SD UNet or an SD3/SD3.5 MMDiT, with the options
-    that apply to it."""
-    family = require_stable_diffusion(model, also=(SD3_FAMILY,))
+    """The model's family, with the options that apply to it."""
+    family = require_stable_diffusion(model)
     if config.include_conv and not host.models.has_unet(model):
         raise InputError("include_conv", f"is on, but a {family} model has no convolutions in its blocks to adapt.",
                          "Turn include_conv off.")

@@ -4,9 +4,9 @@ TINY_CKPT = "tiny_sd15_taesd.safetensors"
 SD2_V_CKPT = "tiny_sd2_768v.safetensors"
 SDXL_CKPT = "tiny_sdxl_vega.safetensors"
 SD35_CKPT = "tiny_sd35_medium.safetensors"
-# Every SD UNet family the nodes support, as the tiny checkpoint of each (id -> file); StyleForge
-# also trains SD3.5 (SD35_CKPT).
-FAMILY_CKPTS = {"sd15": TINY_CKPT, "sd2_v": SD2_V_CKPT, "sdxl": SDXL_CKPT}
+PIX2PIX_UNET = "tiny_sd15_pix2pix_unet.safetensors"  # a family no node here takes (UNETLoader)
+# Every family the nodes support, as the tiny checkpoint of each (id -> file).
+FAMILY_CKPTS = {"sd15": TINY_CKPT, "sd2_v": SD2_V_CKPT, "sdxl": SDXL_CKPT, "sd35": SD35_CKPT}
 
 
 def txt2img(ckpt: str = TINY_CKPT, text: str = "a watercolor fox", seed: int = 1, size: int = 64,

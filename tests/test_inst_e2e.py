@@ -8,7 +8,7 @@ import pytest
 import torch
 from locked_folders import immutable
 from PIL import Image
-from prompts import FAMILY_CKPTS, SD35_CKPT, inst_training, sample_to_latent, txt2img, validation_node
+from prompts import FAMILY_CKPTS, PIX2PIX_UNET, inst_training, sample_to_latent, txt2img, validation_node
 from safetensors.torch import load_file
 from saved_files import file_metadata, saved_latent
 
@@ -24,8 +24,9 @@ def _error_message(result) -> str:
 
 # Width of each text encoder's token per family, as the exported embedding must hold them (the keys
 # stock `embedding:NAME` reads: one tensor for one encoder, clip_l + clip_g for SDXL).
-EMBEDDING_SHAPES = {"sd15": {"emb_params": (1, 768)}, "sd2_v": {"emb_params": (1, 1024)},
-                    "sdxl": {"clip_l": (1, 768), "clip_g": (1, 1280)}}
+CLIP_L_AND_G = {"clip_l": (1, 768), "clip_g": (1, 1280)}
+EMBEDDING_SHAPES = {"sd15": {"emb_params": (1, 768)}, "sd2_v": {"emb_params": (1, 1024)}, "sdxl": CLIP_L_AND_G,
+                    "sd35": CLIP_L_AND_G}
 
 
 @pytest.mark.parametrize("family", FAMILY_CKPTS)
@@ -145,9 +146,9 @@ def test_prompt_without_placeholder_is_refused(comfy_server, painting_file):
 
 def test_a_model_of_another_family_is_refused_through_the_server(comfy_server, painting_file):
     prompt = inst_training(painting_file, steps=1, filename="")
-    prompt["9"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SD35_CKPT}}
+    prompt["9"] = {"class_type": "UNETLoader", "inputs": {"unet_name": PIX2PIX_UNET, "weight_dtype": "default"}}
     prompt["4"]["inputs"]["model"] = ["9", 0]
-    assert "Input 'model': is a SD3 model" in _error_message(comfy_server.run(prompt))
+    assert "Input 'model': is a SD15_instructpix2pix model" in _error_message(comfy_server.run(prompt))
 
 
 def _save_foreign_style(pkg, name: str, **spec) -> str:

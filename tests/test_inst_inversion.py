@@ -1,4 +1,5 @@
-"""Stochastic inversion in-process on the tiny SD1.5: the formula, paper parity, limits, bad inputs."""
+"""Stochastic inversion in-process on the tiny SD1.5: the formula, paper parity, limits, bad inputs; and the
+flow-matching formula on the tiny SD3.5."""
 
 import pytest
 import torch
@@ -37,6 +38,29 @@ def test_inverted_start_equals_the_formula_from_the_models_own_prediction(setup)
         expected_start = z + sigma * (x - denoised) / sigma
     # the sampler starts at z + sigma * noise
     torch.testing.assert_close(z + sigma * noise, expected_start, rtol=0, atol=1e-4)
+
+
+def test_on_sd35_the_inverted_start_is_the_flow_formula_and_paper_parity_is_refused(pkg, sd35):
+    """Flow matching: x_s = (1 - s) z + s n, and the model's velocity v = n - z gives its predicted noise
+    x_s + (1 - s) v; the sampler starts at (1 - s) z + s * noise."""
+    from inst_styleforge.inst_core import inversion
+    from inst_styleforge.training_kit.errors import InputError
+
+    model, clip, vae = sd35
+    with torch.inference_mode():
+        content = {"samples": vae.encode(content_tensor())}
+        [[cond, extra]] = positive = clip.encode_from_tokens_scheduled(clip.tokenize("a cubist painting"))
+        sigmas = inversion.self_consistent_plan(model, 0.6, 10, "normal").sigmas
+        noise = inversion.predicted_noise_source(model, positive, sigmas, SEED).generate_noise(content)
+        s = float(sigmas[0])
+        z = model.model.process_latent_in(content["samples"])
+        x = (1 - s) * z + s * torch.randn(z.shape, generator=torch.manual_seed(SEED))
+        v = model.model.diffusion_model(x, torch.tensor([s * 1000]), context=cond, y=extra["pooled_output"])
+        expected_start = (1 - s) * z + s * (x + (1 - s) * v)
+    torch.testing.assert_close((1 - s) * z + s * noise, expected_start, rtol=0, atol=1e-4)
+    with pytest.raises(InputError, match="'mode': is paper_parity, the official SD1.x notebook's"):
+        inversion.style_transfer(model, positive, positive, content, 0.6, 4, 5.0, "euler", "normal", SEED,
+                                 mode=inversion.PAPER_PARITY)
 
 
 def test_paper_parity_equals_a_reference_ddim_loop(setup):

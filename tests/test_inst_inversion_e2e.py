@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from prompts import FAMILY_CKPTS, SD35_CKPT, inversion_with_sampler_custom_advanced
+from prompts import FAMILY_CKPTS, PIX2PIX_UNET, inversion_with_sampler_custom_advanced
 from saved_files import saved_latent
 
 from devhost.comfy_server import PromptRejected
@@ -34,6 +34,11 @@ def _save(images: list, prefix: str) -> dict:
     return {"class_type": "SaveImage", "inputs": {"images": images, "filename_prefix": prefix}}
 
 
+# paper_parity is SD1.x's DDPM/DDIM arithmetic: flow-matching SD3.5 refuses it (test_inst_inversion.py)
+TRANSFER_MODES = {family: (("40", "self_consistent"), ("43", "paper_parity")) for family in FAMILY_CKPTS} | {
+    "sd35": (("40", "self_consistent"),)}
+
+
 @pytest.mark.parametrize("family", FAMILY_CKPTS)
 def test_inversion_noise_in_stock_sampler_custom_advanced_and_the_transfer_node_run_on_every_family(
         comfy_server, family):
@@ -48,7 +53,7 @@ def test_inversion_noise_in_stock_sampler_custom_advanced_and_the_transfer_node_
     prompt["31"] = dict(prompt["11"], inputs=dict(prompt["11"]["inputs"], samples=["30", 0]))
     prompt["32"] = _save(["31", 0], f"tests/inversion_{family}_seed4")
     prompt["13"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}}
-    for node_id, mode in (("40", "self_consistent"), ("43", "paper_parity")):
+    for node_id, mode in TRANSFER_MODES[family]:
         prompt[node_id] = _transfer_node(mode, style=["13", 0])
         prompt[str(int(node_id) + 1)] = {"class_type": "VAEDecode", "inputs": {"samples": [node_id, 0],
                                                                                 "vae": ["1", 2]}}
@@ -57,7 +62,7 @@ def test_inversion_noise_in_stock_sampler_custom_advanced_and_the_transfer_node_
     assert result.ok, result.error
     seed3, seed4 = _pixels(comfy_server, result, "12"), _pixels(comfy_server, result, "32")
     assert not np.array_equal(seed3, seed4)
-    for node_id in ("12", "32", "42", "45"):
+    for node_id in ("12", "32", *(str(int(node) + 2) for node, _ in TRANSFER_MODES[family])):
         assert _pixels(comfy_server, result, node_id).shape == (64, 64, 3)
 
 
@@ -124,17 +129,17 @@ def test_latent_adain_node_gives_the_content_the_style_means_and_keeps_its_layou
 
 
 def test_both_inversion_nodes_refuse_a_model_of_another_family_by_name(comfy_server):
-    """An SD3.5 MMDiT (flow matching) into either node: refused on 'model' before anything samples."""
+    """An InstructPix2Pix UNet into either node: refused on 'model' before anything samples."""
     prompt = inversion_with_sampler_custom_advanced(_content_file(), prefix="tests/never")
-    prompt["20"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SD35_CKPT}}
+    prompt["20"] = {"class_type": "UNETLoader", "inputs": {"unet_name": PIX2PIX_UNET, "weight_dtype": "default"}}
     noise_only = {**prompt, "7": {**prompt["7"], "inputs": {**prompt["7"]["inputs"], "model": ["20", 0]}}}
     result = comfy_server.run(noise_only)
-    assert not result.ok and "Input 'model': is a SD3 model" in result.error["exception_message"]
+    assert not result.ok and "Input 'model': is a SD15_instructpix2pix model" in result.error["exception_message"]
     for node in ("6", "7", "8", "9", "10", "11", "12"):
         del prompt[node]
     prompt["40"] = _transfer_node("self_consistent")
     prompt["40"]["inputs"]["model"] = ["20", 0]
     prompt["41"] = {"class_type": "SaveLatent", "inputs": {"samples": ["40", 0], "filename_prefix": "tests/never"}}
     result = comfy_server.run(prompt)
-    assert not result.ok and "Input 'model': is a SD3 model" in result.error["exception_message"]
+    assert not result.ok and "Input 'model': is a SD15_instructpix2pix model" in result.error["exception_message"]
     assert comfy_server.get("/system_stats")  # still serving

@@ -95,13 +95,16 @@ def test_cpu_autocast_is_refused(inst, sd15, clip_vision):
         inst.train_style(model, clip, vae, clip_vision, [painting_tensor()], config)
 
 
-def test_a_model_of_another_family_is_refused_by_name(inst, sd15, sd35, clip_vision):
+def test_a_model_of_another_family_is_refused_by_name(inst, sd15, clip_vision, tiny_models):
+    import comfy.sd
     from inst_styleforge.training_kit.errors import InputError
 
     _, clip, vae = sd15
-    sd3 = sd35[0]
-    with pytest.raises(InputError, match="Input 'model': is a SD3 model; this node needs a Stable Diffusion UNet"):
-        inst.train_style(sd3, clip, vae, clip_vision, [painting_tensor()], inst.InSTTrainingConfig(**FAST))
+    with torch.inference_mode():
+        pix2pix = comfy.sd.load_diffusion_model(str(tiny_models["tiny_sd15_pix2pix_unet"]))
+    with pytest.raises(InputError, match="Input 'model': is a SD15_instructpix2pix model; this node needs a Stable "
+                                         "Diffusion model: an SD1.x, SD2.x or SDXL UNet, or SD3/SD3.5's MMDiT"):
+        inst.train_style(pix2pix, clip, vae, clip_vision, [painting_tensor()], inst.InSTTrainingConfig(**FAST))
 
 
 def test_fp16_autocast_scales_the_loss_so_gradients_fp16_would_flush_to_zero_survive(inst, sd15, clip_vision):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from locked_folders import immutable
 from PIL import Image
-from prompts import FAMILY_CKPTS, SD35_CKPT
+from prompts import FAMILY_CKPTS, PIX2PIX_UNET
 from safetensors.torch import load_file
 from saved_files import file_metadata, saved_latent
 from styleforge_prompts import EXAMPLE, TINY_TRAINING, stock_lora_sample, train_multi, train_single
@@ -38,7 +38,6 @@ def _ok(result):
     assert result.ok, result.error
 
 
-STYLEFORGE_CKPTS = {**FAMILY_CKPTS, "sd35": SD35_CKPT}
 # The kohya prefixes of the text-encoder LoRA keys per family (SDXL, SD3.5: one per CLIP text encoder).
 TEXT_ENCODER_PREFIXES = {"sd15": {"lora_te_"}, "sd2_v": {"lora_te_"}, "sdxl": {"lora_te1_", "lora_te2_"},
                          "sd35": {"lora_te1_", "lora_te2_"}}
@@ -49,9 +48,9 @@ def _text_encoder_prefixes(keys) -> set[str]:
     return {k.split("_", 2)[0] + "_" + k.split("_", 2)[1] + "_" for k in keys if k.startswith("lora_te")}
 
 
-@pytest.mark.parametrize("family", STYLEFORGE_CKPTS)
+@pytest.mark.parametrize("family", FAMILY_CKPTS)
 def test_single_lora_loads_in_stock_lora_loader_and_reproduces_the_trainer(server, family):
-    ckpt = STYLEFORGE_CKPTS[family]
+    ckpt = FAMILY_CKPTS[family]
     trained = server.run(train_single(f"styleforge_test/single_{family}", f"styleforge_test/trainer_{family}",
                                       ckpt=ckpt, text_encoder_lr=1e-3, seed=11, aspect_buckets=True))
     _ok(trained)
@@ -85,7 +84,7 @@ MULTI_TEXT_ENCODER_LR = {"sd15": 1e-3, "sd35": 0.0}
 
 @pytest.mark.parametrize("family", MULTI_TEXT_ENCODER_LR)
 def test_multi_binds_both_tokens_and_loads_in_stock_lora_loader(server, family):
-    ckpt, text_encoder_lr = STYLEFORGE_CKPTS[family], MULTI_TEXT_ENCODER_LR[family]
+    ckpt, text_encoder_lr = FAMILY_CKPTS[family], MULTI_TEXT_ENCODER_LR[family]
     result = server.run(train_multi(f"styleforge_test/multi_{family}", ckpt=ckpt, steps=1, seed=12,
                                     passes="separate", text_encoder_lr=text_encoder_lr))
     _ok(result)
@@ -176,6 +175,18 @@ def test_a_run_that_cannot_change_any_weight_is_refused_and_the_server_goes_on(s
     assert "text_encoder_lr are both 0" in refused.error["exception_message"]
     assert not (LORAS / "styleforge_test" / "no_lr.safetensors").exists()
     assert server.get("/system_stats")["system"]
+
+
+def test_a_model_of_a_family_it_does_not_train_is_refused_naming_those_it_does(server):
+    prompt = train_single("styleforge_test/pix2pix", "styleforge_test/pix2pix")
+    prompt["9"] = {"class_type": "UNETLoader", "inputs": {"unet_name": PIX2PIX_UNET, "weight_dtype": "default"}}
+    prompt[TRAINER]["inputs"]["model"] = ["9", 0]
+    refused = server.run(prompt)
+    assert not refused.ok
+    assert refused.error["exception_message"].startswith(
+        "Input 'model': is a SD15_instructpix2pix model; this node needs a Stable Diffusion model: an SD1.x, SD2.x or "
+        "SDXL UNet, or SD3/SD3.5's MMDiT.")
+    assert not (LORAS / "styleforge_test" / "pix2pix.safetensors").exists()
 
 
 def test_image_sets_list_the_folders_under_input_as_they_are_now(server):

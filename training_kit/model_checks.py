@@ -1,5 +1,5 @@
-"""Which loaded models the trainers accept: a Stable Diffusion UNet (and, where a node supports it, an
-SD3/SD3.5 MMDiT), and the CLIP of the same checkpoint."""
+"""Which loaded models the nodes accept: a Stable Diffusion model (an SD1.x, SD2.x or SDXL UNet, or
+SD3/SD3.5's MMDiT), and the CLIP of the same checkpoint."""
 
 from __future__ import annotations
 
@@ -10,19 +10,17 @@ from .errors import InputError
 STABLE_DIFFUSION_FAMILIES = ("SD15", "SD20", "SD21UnclipL", "SD21UnclipH", "SDXL", "SDXLRefiner", "SSD1B",
                              "Segmind_Vega", "KOALA_700M", "KOALA_1B")
 SD3_FAMILY = "SD3"  # ComfyUI's one class for SD3 and SD3.5 (MMDiT, flow matching)
-FAMILY_TEXT = {SD3_FAMILY: "an SD3 or SD3.5 MMDiT"}
 
 
-def require_stable_diffusion(model, input_name: str = "model", also: tuple[str, ...] = ()) -> str:
-    """ComfyUI's family name of `model`, which must be a Stable Diffusion UNet or of a family in `also`
-    (the DiT families the node supports too)."""
+def require_stable_diffusion(model, input_name: str = "model") -> str:
+    """ComfyUI's family name of `model`, which must be a Stable Diffusion UNet or SD3/SD3.5's MMDiT."""
     family = host.models.model_family(model)
-    if family in also:
+    if family == SD3_FAMILY and not host.models.has_unet(model):
         return family
     if family not in STABLE_DIFFUSION_FAMILIES or not host.models.has_unet(model):
-        needed = " or ".join(["a Stable Diffusion UNet (SD1.x, SD2.x or SDXL)", *(FAMILY_TEXT[f] for f in also)])
-        raise InputError(input_name, f"is a {family} model; this node needs {needed}.",
-                         "Load a checkpoint of a supported family with Load Checkpoint.")
+        raise InputError(input_name, f"is a {family} model; this node needs a Stable Diffusion model: an SD1.x, "
+                         "SD2.x or SDXL UNet, or SD3/SD3.5's MMDiT.",
+                         "Load a checkpoint of one of those families with Load Checkpoint.")
     return family
 
 
