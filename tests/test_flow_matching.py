@@ -5,6 +5,7 @@ velocity target noise - x_0, and SD3's noise levels, logit-normal times shifted 
 
 import math
 
+import pytest
 import torch
 
 SHIFT = 3.0  # SD3.5's, as released (ComfyUI's SD3 model sampling default)
@@ -15,8 +16,8 @@ DRAWS = 20000
 KS_CRITICAL = 1.95 / math.sqrt(DRAWS)
 
 
-def _shifted(t: torch.Tensor) -> torch.Tensor:
-    return SHIFT * t / (1 + (SHIFT - 1) * t)
+def _shifted(t: torch.Tensor, shift: float = SHIFT) -> torch.Tensor:
+    return shift * t / (1 + (shift - 1) * t)
 
 
 def test_the_flow_matching_loss_is_the_mse_against_the_published_velocity(pkg, sd35):
@@ -42,9 +43,9 @@ def test_the_flow_matching_loss_is_the_mse_against_the_published_velocity(pkg, s
     assert not torch.allclose(ours, epsilon_target, rtol=1e-2)  # the velocity, not the noise
 
 
-def _logit_normal_shifted_cdf(sigma: torch.Tensor) -> torch.Tensor:
+def _logit_normal_shifted_cdf(sigma: torch.Tensor, shift: float) -> torch.Tensor:
     """P(shifted(t) <= sigma) for logit(t) ~ N(0, 1): t = sigma / (s - (s - 1) sigma) inverts the shift."""
-    t = sigma / (SHIFT - (SHIFT - 1) * sigma)
+    t = sigma / (shift - (shift - 1) * sigma)
     return 0.5 * (1 + torch.erf(torch.logit(t) / math.sqrt(2)))
 
 
@@ -57,16 +58,22 @@ def _ks_distance(sample: torch.Tensor, cdf) -> float:
     return float(torch.maximum(above, below).max())
 
 
-def test_noise_levels_are_logit_normal_times_shifted_as_the_model_samples(pkg, sd35):
+@pytest.mark.parametrize("shift", [SHIFT, 6.0])  # as loaded, and after stock ModelSamplingSD3 set to 6
+def test_noise_levels_are_logit_normal_times_shifted_as_the_model_samples(pkg, sd35, shift):
+    from comfy_extras.nodes_model_advanced import ModelSamplingSD3
     from inst_styleforge import host
     from inst_styleforge.training_kit.diffusion_loss import draw_timesteps_and_noise
 
-    model = sd35[0]
+    model = sd35[0] if shift == SHIFT else ModelSamplingSD3().patch(sd35[0], shift)[0]
     timesteps, _ = draw_timesteps_and_noise(model, torch.Size([DRAWS, 1, 1, 1]), torch.Generator().manual_seed(0))
     sigma = host.diffusion.sigma_at(model, timesteps)
-    assert _ks_distance(sigma, _logit_normal_shifted_cdf) < KS_CRITICAL
+
+    def cdf(s: torch.Tensor) -> torch.Tensor:
+        return _logit_normal_shifted_cdf(s, shift)
+
+    assert _ks_distance(sigma, cdf) < KS_CRITICAL
     # the test tells the neighbours apart: uniform times shifted, and logit-normal times unshifted
     generator = torch.Generator().manual_seed(0)
-    uniform = _shifted(torch.rand(DRAWS, generator=generator, dtype=torch.float64))
+    uniform = _shifted(torch.rand(DRAWS, generator=generator, dtype=torch.float64), shift)
     unshifted = torch.sigmoid(torch.randn(DRAWS, generator=generator, dtype=torch.float64))
-    assert min(_ks_distance(d, _logit_normal_shifted_cdf) for d in (uniform, unshifted)) > 5 * KS_CRITICAL
+    assert min(_ks_distance(d, cdf) for d in (uniform, unshifted)) > 5 * KS_CRITICAL

@@ -192,6 +192,25 @@ def test_hooked_adapters_compute_what_stock_lora_loading_merges(pkg, sd15):
     assert torch.allclose(hooked[1], merged[1], atol=1e-4, rtol=1e-4), (hooked[1] - merged[1]).abs().max()
 
 
+def test_sd35_text_encoder_adapters_carry_the_names_comfyui_maps_onto_those_layers(pkg, sd35):
+    """SD3.5's CLIP-L and CLIP-G adapters are saved as lora_te1_ / lora_te2_, and ComfyUI's LoRA key map
+    (what stock Load LoRA uses) sends each name to the very layer it trained. The same encoders train
+    through the server on SDXL; on SD3.5 the server test trains the MMDiT's adapters."""
+    import comfy.lora
+    from inst_styleforge.styleforge_core.lora_targets import lora_targets
+
+    model, clip, _ = sd35
+    targets = lora_targets(model, clip, include_conv=False, include_text_encoder=True)
+    text_encoder = {name: layer for name, layer in targets.items() if name.startswith("lora_te")}
+    assert {name.split("_")[1] for name in text_encoder} == {"te1", "te2"}
+    key_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {})
+    for name, layer in text_encoder.items():
+        assert clip.cond_stage_model.get_submodule(key_map[name].removesuffix(".weight")) is layer, name
+    clip_layers = sum(len(getattr(clip.cond_stage_model, f"clip_{k}").transformer.text_model.encoder.layers)
+                      for k in ("l", "g"))
+    assert len(text_encoder) == 6 * clip_layers  # q, k, v, out, fc1, fc2 of every layer of both
+
+
 RESUME_TOLERANCE = 1e-6  # max abs difference of LoRA weights (fp32; adapters are ~1e-2)
 
 
