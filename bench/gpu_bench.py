@@ -17,7 +17,8 @@ Cases, each in its own process (so each peak is its own):
 - `styleforge_sd15_512`: StyleForge Single, 512 px, rank 8, text encoder frozen, the node's defaults.
 - `styleforge_sdxl_1024`: StyleForge Single on SDXL at 1024 px.
 - `styleforge_sd35_1024`: StyleForge Single on SD3.5 Medium (2.5B MMDiT, CLIP-L and CLIP-G, no T5) at
-  1024 px: flow matching, adapters on the joint blocks.
+  1024 px: flow matching, adapters on the joint blocks. Its VAE is TAESD3 (the fixture's), so the one
+  encode of the images costs less than with SD3's full VAE; training's own peak is the MMDiT's.
 - `fp16_vs_fp32`: StyleForge on SD1.5 at 512 px trained twice, same seed: fp16 (loss-scaled) on the
   UNet as ComfyUI loads it, and fp32 on the UNet loaded in fp32; the relative difference of their
   evaluation losses (the fixed evaluation set of the training kit).

@@ -5,7 +5,6 @@ ComfyUI detects exactly as it detects the real ones:
 
 - `tiny_sd15_taesd`: SD1.5 UNet (model_channels 320, context 768) one level deep, the real SD1 CLIP
   text tower, TAESD as VAE. The fast one.
-- `tiny_sd15_kl`: two UNet levels and the real KL VAE. Closer to a real checkpoint.
 - `tiny_clip_vision_vitl`: the full 24-layer CLIP ViT-L/14 vision tower (ComfyUI only picks the
   ViT-L config when layer 22 exists), giving the 768-d `image_embeds` InST uses.
 - `tiny_sd2_768v`: an SD2.x 768-v checkpoint (v-prediction, the real OpenCLIP-H text tower, 1024-d
@@ -71,8 +70,6 @@ UNET_LAYOUTS = {
     "sd15_pix2pix_one_level": {**_SD1, "in_channels": 8, "channel_mult": [1], "num_res_blocks": [1],
                                "transformer_depth": [1], "transformer_depth_output": [1, 1],
                                "transformer_depth_middle": 1},
-    "sd15_two_level": {**_SD1, "channel_mult": [1, 2], "num_res_blocks": [1, 1], "transformer_depth": [1, 1],
-                       "transformer_depth_output": [1] * 4, "transformer_depth_middle": 1},
     "sd15_full": {**_SD1, "channel_mult": [1, 2, 4, 4], "num_res_blocks": [2] * 4,
                   "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "transformer_depth_output": [1] * 9 + [0] * 3,
                   "transformer_depth_middle": 1},
@@ -109,14 +106,13 @@ MMDIT_LAYOUTS = {
 }
 
 TINY_SD15 = Fixture("tiny_sd15_taesd", "checkpoints", "checkpoint")
-TINY_SD15_KL = Fixture("tiny_sd15_kl", "checkpoints", "checkpoint", unet="sd15_two_level", vae="kl")
 TINY_SD2_V = Fixture("tiny_sd2_768v", "checkpoints", "checkpoint", family="SD20", unet="sd2_shallow")
 TINY_SDXL = Fixture("tiny_sdxl_vega", "checkpoints", "checkpoint", family="SDXL", unet="sdxl_vega_shallow")
 TINY_CLIP_VISION = Fixture("tiny_clip_vision_vitl", "clip_vision", "clip_vision")
 TINY_SD35 = Fixture("tiny_sd35_medium", "checkpoints", "checkpoint", family="SD3", unet="sd35_medium_shallow",
                     vae="taesd3")
 TINY_PIX2PIX = Fixture("tiny_sd15_pix2pix_unet", "diffusion_models", "unet", unet="sd15_pix2pix_one_level")
-ALL_FIXTURES = (TINY_SD15, TINY_SD15_KL, TINY_SD2_V, TINY_SDXL, TINY_CLIP_VISION, TINY_SD35, TINY_PIX2PIX)
+ALL_FIXTURES = (TINY_SD15, TINY_SD2_V, TINY_SDXL, TINY_CLIP_VISION, TINY_SD35, TINY_PIX2PIX)
 # Real-size random-weight checkpoints for `bench --full` only: never built by the tests.
 FULL_SD15 = Fixture("full_sd15", "checkpoints", "checkpoint", unet="sd15_full", vae="kl")
 FULL_SDXL = Fixture("full_sdxl", "checkpoints", "checkpoint", family="SDXL", unet="sdxl_full", vae="kl")

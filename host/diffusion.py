@@ -27,10 +27,13 @@ def num_timesteps(model) -> int:
 
 
 def sigma_at(model, timesteps: torch.Tensor) -> torch.Tensor:
-    """Noise level of training timesteps (0 .. num_timesteps-1; flow models' may be fractional) in
-    ComfyUI's sigma space."""
+    """Noise level of training timesteps in ComfyUI's sigma space: integers 0 .. num_timesteps-1 (the
+    model's own table, so distilled or continuous samplings give their own levels), or for flow models
+    any timestep in that range (their sigma is a formula of it)."""
     sampling = _sampling(model)
-    return sampling.sigma(timesteps.to(sampling.sigmas.device).float())
+    if is_flow_matching(model):
+        return sampling.sigma(timesteps.to(sampling.sigmas.device).float())
+    return sampling.sigmas[timesteps.to(sampling.sigmas.device).long()]
 
 
 def is_flow_matching(model) -> bool:

@@ -20,7 +20,8 @@ from ..training_kit.errors import InputError
 CLIP_TEXT_ENCODERS = ("l", "g", "h")  # ComfyUI's tokenizer keys of CLIP-L, CLIP-G (OpenCLIP bigG), CLIP-H
 
 
-def _clip_text_encoders(clip) -> list[str]:
+def require_clip_text_encoders(clip) -> list[str]:
+    """The tokenizer keys of the CLIP's text encoders, which must all be CLIP ones (no T5)."""
     keys = list(host.models.text_encoder_widths(clip))
     others = [key for key in keys if key not in CLIP_TEXT_ENCODERS]
     if others:
@@ -42,7 +43,7 @@ class StylePrompt:
                              f"{placeholder}'.")
         self.tokens_template = host.text.tokenize(clip, text.replace(placeholder, " ".join([placeholder] * n_vectors)))
         self.slots: dict[str, list[tuple[int, int]]] = {}
-        for key in _clip_text_encoders(clip):
+        for key in require_clip_text_encoders(clip):
             ids = host.text.token_ids(clip, key, placeholder)
             if len(ids) != 1:
                 raise InputError("placeholder", f"'{placeholder}' is {len(ids)} tokens for text encoder '{key}'.",

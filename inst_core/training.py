@@ -35,7 +35,7 @@ from ..training_kit.seeds import global_rng_kept, step_seed
 from ..training_kit.validation import ValidationSettings, Validator
 from .style import CONTEXT_IMAGE_EMBED, CONTEXT_PATCH_TOKENS, ImageFeatures, InSTStyle, StyleSpec
 from .style_file import save_style
-from .style_prompt import StylePrompt
+from .style_prompt import StylePrompt, require_clip_text_encoders
 
 FLIP_PROBABILITY = 0.5
 CONTINUE_INPUT = "continue_from"
@@ -243,6 +243,7 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
     precision = training_precision(device, config.precision, host.models.compute_dtype(model))
     require_stable_diffusion(model)
     require_matching_clip(model, clip)
+    require_clip_text_encoders(clip)
     checkpointing = gradient_checkpointing_on(config.gradient_checkpointing, config.resolution)
     progress = TrainingProgress(progress_bar, config.steps)
     progress.say(f"preparing: {len(paintings)} painting(s) through CLIP vision and the VAE")

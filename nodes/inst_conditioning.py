@@ -5,7 +5,7 @@ from comfy_api.latest import io, ui
 from .. import host
 from ..inst_core.embedding_export import embedding_name, save_embedding
 from ..inst_core.style import DEFAULT_PLACEHOLDER
-from ..inst_core.style_prompt import StylePrompt
+from ..inst_core.style_prompt import StylePrompt, require_clip_text_encoders
 from ..training_kit.files import SAVE_AGAIN_FROM_CACHE, inside, write_failure_named
 from ..training_kit.model_checks import text_encoder_widths
 from .categories import INST
@@ -48,6 +48,7 @@ class StyleConditioning(io.ComfyNode):
     @classmethod
     def execute(cls, clip, style, text, placeholder, clip_vision_output=None, painting=None,
                 clip_vision=None) -> io.NodeOutput:
+        require_clip_text_encoders(clip)
         style.check_text_encoders(text_encoder_widths(clip))
         features = painting_features(style, clip_vision_output, painting, clip_vision)
         prompt = StylePrompt(clip, text, placeholder, style.spec.n_vectors)

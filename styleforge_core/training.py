@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .. import host
-from ..training_kit.buckets import bucket_crop
+from ..training_kit.buckets import BUCKET_STEP, bucket_crop
 from ..training_kit.diffusion_loss import draw_timesteps_and_noise, min_snr_weights, prediction_mse
 from ..training_kit.errors import InputError
 from ..training_kit.evaluation import fixed_set_loss
@@ -190,6 +190,11 @@ def check_inputs(config: StyleForgeConfig, sets: TrainingSets) -> None:
     if config.unet_lr == 0 and config.text_encoder_lr == 0:
         raise InputError("unet_lr", "and text_encoder_lr are both 0, so no weight would change.",
                          "Set unet_lr above 0 (the paper: 1e-4).")
+    if config.aspect_buckets and config.resolution % BUCKET_STEP:
+        raise InputError("resolution", f"is {config.resolution}, but with aspect_buckets every side is a multiple of "
+                         f"{BUCKET_STEP} px, so the square bucket would not be {config.resolution} px.",
+                         f"Use a multiple of {BUCKET_STEP} (512 for SD1.x, 1024 for SDXL and SD3.5), or turn "
+                         "aspect_buckets off.")
     _check_multi(config, sets)
     _check_aux(config, sets)
 
@@ -303,21 +308,25 @@ class Draw:
 
 
 def distinct_views(count: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    """`batch_size` view indices of a set of `count`, none twice while the set has enough views (a
-    random permutation, then another one for a batch larger than the set)."""
-    permutations = [torch.randperm(count, generator=generator) for _ in range(-(-batch_size // count))]
-    return torch.cat(permutations)[:batch_size]
+    """`batch_size` view indices of `count` views, none twice (all of them, in random order, when there
+    are no more than `batch_size`)."""
+    return torch.randperm(count, generator=generator)[:batch_size]
 
 
 def bucket_of_a_random_view(images: EncodedSet, generator: torch.Generator) -> list[int]:
-    """The views of one latent size: the size of a view drawn at random, so that each aspect bucket is
-    drawn as often as it holds views (every view, without aspect buckets)."""
+    """The views of one latent size: with aspect buckets, the size of a view drawn at random, so that each
+    bucket is drawn as often as it holds views; without them (one size), every view, and nothing drawn."""
+    buckets = by_shape(images.latents, list(range(len(images.prompts))))
+    if len(buckets) == 1:
+        return buckets[0]
     drawn = int(torch.randint(len(images.prompts), (1,), generator=generator))
-    return next(group for group in by_shape(images.latents, list(range(len(images.prompts)))) if drawn in group)
+    return next(bucket for bucket in buckets if drawn in bucket)
 
 
 def draw(model, images: EncodedSet, config: StyleForgeConfig, seed: int) -> Draw:
-    """A step's `batch_size` samples of a set: distinct views of one bucket, with their timesteps and noise."""
+    """A step's samples of a set: `batch_size` distinct views of one bucket (all of them when it holds no
+    more; kohya's buckets also make smaller batches rather than repeat an image), with their timesteps
+    and noise."""
     generator = torch.Generator().manual_seed(seed)
     bucket = bucket_of_a_random_view(images, generator)
     picked = [bucket[i] for i in distinct_views(len(bucket), config.batch_size, generator).tolist()]

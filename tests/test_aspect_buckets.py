@@ -2,6 +2,7 @@
 portrait, square and landscape images on SD1.5 and SDXL without square crops (each view's latent at its
 image's bucket), reproducibly from the seed."""
 
+import dataclasses
 import math
 
 import pytest
@@ -10,10 +11,10 @@ from images_for_tests import to_image_tensor
 
 from devhost.example_inputs import painting
 
-RESOLUTION = 96  # buckets (height x width): 64x64, 64x128, 128x64 (sides are multiples of 64)
-# (width, height) of the set's images, and the bucket (height, width) each must train at: 1:2 and 2:1
-# are buckets of their own at 96 px, so nothing is cropped off them.
-IMAGES = {(100, 200): (128, 64), (150, 150): (64, 64), (200, 100): (64, 128)}
+RESOLUTION = 128  # buckets (height x width): 64x192, 64x256, 128x128, 192x64, 256x64
+# (width, height) of the set's images, and the bucket (height, width) each must train at: 1:3 and 3:1
+# are buckets of their own at 128 px, so nothing is cropped off them.
+IMAGES = {(64, 192): (192, 64), (96, 96): (128, 128), (192, 64): (64, 192)}
 LATENT_SCALE = 8  # pixels per latent pixel of the SD VAEs
 
 
@@ -55,7 +56,7 @@ def _config(training):
 
 
 def _sets(datasets, training):
-    aux = datasets.from_batch(to_image_tensor(painting(9, (96, 96))))  # square: its own bucket, another batch
+    aux = datasets.from_batch(to_image_tensor(painting(9, (64, 64))))  # square: its own bucket, another batch
     return training.TrainingSets(_mixed_aspect_set(datasets), aux)
 
 
@@ -74,9 +75,24 @@ def test_a_mixed_aspect_set_trains_at_its_buckets_without_square_crops(pkg, requ
             assert size.original == (height, width) and size.target == bucket
             assert size.resized == bucket and size.crop_top_left == (0, 0)  # the whole picture, nothing cut
             assert tuple(encoded.latents[view].shape[1:]) == (bucket[0] // LATENT_SCALE, bucket[1] // LATENT_SCALE)
+    for seed in range(10):  # a batch: views of one bucket only, each once (here its image, plain and flipped)
+        picked = training.draw(model, encoded, dataclasses.replace(config, batch_size=4), seed)
+        assert len({size.target for size in picked.sizes}) == 1 and len(picked.sizes) == 2
+        assert len(torch.unique(picked.latents.flatten(1), dim=0)) == 2
     with torch.inference_mode():
         result = training.train_styleforge(model, clip, vae, sets, config)
     assert math.isfinite(result.eval_after) and result.eval_after != result.eval_before  # it trained
+
+
+def test_a_resolution_that_is_not_a_multiple_of_the_bucket_step_is_refused_with_buckets(pkg):
+    from inst_styleforge.styleforge_core import datasets, training
+    from inst_styleforge.training_kit.errors import InputError
+
+    config = dataclasses.replace(_config(training), resolution=96)
+    with pytest.raises(InputError, match="Input 'resolution': is 96, but with aspect_buckets every side is a "
+                                         "multiple of 64 px"):
+        training.check_inputs(config, _sets(datasets, training))
+    training.check_inputs(dataclasses.replace(config, aspect_buckets=False), _sets(datasets, training))
 
 
 def test_the_same_seed_trains_the_same_lora_from_a_mixed_aspect_set(pkg, sd15):

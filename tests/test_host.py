@@ -5,17 +5,13 @@ from PIL import Image
 from prompts import txt2img
 
 
-def test_tiny_sd15_fixtures_are_detected_as_sd15_eps(tiny_models):
-    import comfy.sd
-
-    for name, vae_class in (("tiny_sd15_taesd", "TAESD"), ("tiny_sd15_kl", "AutoencoderKL")):
-        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
-            str(tiny_models[name]), output_vae=True, output_clip=True)
-        assert type(model.model.model_config).__name__ == "SD15", name
-        assert model.model.model_type.name == "EPS", name
-        assert type(vae.first_stage_model).__name__ == vae_class, name
-        cond = clip.encode_from_tokens(clip.tokenize("a cat"))
-        assert cond.shape == (1, 77, 768) and torch.isfinite(cond).all(), name
+def test_tiny_sd15_is_detected_as_sd15_eps(sd15):
+    model, clip, vae = sd15
+    assert type(model.model.model_config).__name__ == "SD15"
+    assert model.model.model_type.name == "EPS"
+    assert type(vae.first_stage_model).__name__ == "TAESD"
+    cond = clip.encode_from_tokens(clip.tokenize("a cat"))
+    assert cond.shape == (1, 77, 768) and torch.isfinite(cond).all()
 
 
 def test_tiny_sd35_is_detected_as_sd35_medium_with_flow_sampling_and_both_clip_towers(sd35):

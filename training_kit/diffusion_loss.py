@@ -9,7 +9,8 @@ as SD3.5 (rectified flow, Esser et al. 2024, arXiv 2403.03206, sec. 2).
 The noise level of a UNet sample is that of a timestep drawn uniformly from the model's 1000 training
 timesteps. A flow-matching sample's time t is logit-normal with mean 0 and standard deviation 1 (SD3's
 best sampler, "rf/lognorm(0.00, 1.00)", sec. 3.1 and 5.1), shifted as the model samples
-(sigma = s t / (1 + (s - 1) t), s = 3 for SD3.5; sec. 5.3.2), as diffusers' and kohya's SD3 trainers do.
+(sigma = s t / (1 + (s - 1) t), s = 3 for SD3.5; sec. 5.3.2), as diffusers' SD3 trainer does by default
+(kohya's with --weighting_scheme logit_normal --training_shift 3).
 """
 
 from __future__ import annotations
