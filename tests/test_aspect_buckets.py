@@ -60,6 +60,7 @@ def _sets(datasets, training):
     return training.TrainingSets(_mixed_aspect_set(datasets), aux)
 
 
+@pytest.mark.usefixtures("tiny_models")  # built (in a fresh clone) at setup, not timed as this test's call
 @pytest.mark.parametrize("family", ["sd15", "sdxl"])
 def test_a_mixed_aspect_set_trains_at_its_buckets_without_square_crops(pkg, request, family):
     from inst_styleforge.styleforge_core import datasets, training
