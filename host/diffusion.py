@@ -50,6 +50,12 @@ def flow_timesteps(model, t: torch.Tensor) -> torch.Tensor:
     return _sampling(model).timestep(t.float())
 
 
+def flow_noise_scale(model) -> float:
+    """What a flow model's sampling multiplies the noise by before mixing it in (x = (1 - sigma) x_0 +
+    sigma * scale * noise): ComfyUI 0.38's `noise_scale`, 1 for SD3 and SD3.5; 0.3.75 has none (1)."""
+    return float(getattr(_sampling(model), "noise_scale", 1.0))
+
+
 def noised(model, latent: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return _sampling(model).noise_scaling(sigma, noise, latent)
 

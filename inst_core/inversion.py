@@ -86,8 +86,10 @@ def inverted_noise(model, positive: list, content: torch.Tensor, plan: Inversion
     x, denoised = host.sampling.denoise_once(model, positive, content, noise, plan.sigma_noise, seed)
     if host.diffusion.is_flow_matching(model):
         # x = (1 - s) z + s n, so the model predicts the noise (x - (1 - s) denoised) / s; a sampler that
-        # starts at s from it starts at (1 - s) z + s n_hat (flow plans invert where sampling starts)
-        return (x - (1 - plan.sigma_noise) * denoised) / plan.sigma_noise
+        # starts at s from it starts at (1 - s) z + s n_hat (flow plans invert where sampling starts). The
+        # sampler scales the noise it is given as it scaled n (ComfyUI 0.38's noise_scale): divided here.
+        predicted = (x - (1 - plan.sigma_noise) * denoised) / plan.sigma_noise
+        return predicted / host.diffusion.flow_noise_scale(model)
     # the noise the model predicts at sigma_n (no guidance): (x - denoised) / sigma in VE terms
     predicted = (x - denoised) / plan.sigma_noise
     sigma0 = float(plan.sigmas[0])
