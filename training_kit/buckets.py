@@ -2,10 +2,10 @@
 ratio is closest to its own, instead of a square crop that cuts a portrait's head or a landscape's
 sides off.
 
-The buckets follow kohya's sd-scripts (also in ComfyUI's own trainer): every side a multiple of
-BUCKET_STEP pixels, from half the resolution to twice it, as wide as the area allows. An image is
-resized to cover its bucket and cropped (along one side only, and by less than one step's worth of
-aspect ratio); a square image's bucket is the plain square crop.
+The buckets follow kohya's sd-scripts: every side a multiple of BUCKET_STEP pixels, from half the
+resolution to twice it, as wide as the area allows (the resolution itself a multiple of BUCKET_STEP,
+which the trainer checks). An image is resized to cover its bucket and cropped along one side only, by
+what its aspect ratio and the bucket's differ; a square image's bucket is the plain square crop.
 """
 
 from __future__ import annotations
