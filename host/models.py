@@ -46,10 +46,12 @@ def text_encoder_widths(clip) -> dict[str, int | None]:
     widths = {}
     for key in clip.tokenize("").keys():
         slot = _encoder_slot(clip, key)
-        encoder = None if slot is None else getattr(clip.cond_stage_model, slot)
-        if slot is not None and encoder is None:
+        if slot is None:
+            widths[key] = None
             continue
-        widths[key] = None if encoder is None else int(encoder.transformer.get_input_embeddings().weight.shape[1])
+        encoder = getattr(clip.cond_stage_model, slot)
+        if encoder is not None:
+            widths[key] = int(encoder.transformer.get_input_embeddings().weight.shape[1])
     return widths
 
 
