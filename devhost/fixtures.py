@@ -15,6 +15,11 @@ ComfyUI detects exactly as it detects the real ones:
   q/k, the extra self-attention of SD3.5 Medium in block 0), the real CLIP-L and CLIP-G text towers
   (no T5, as SD3.5 runs without it) and TAESD3 (16 latent channels) as VAE. ComfyUI detects it as its
   SD3 family with flow-matching sampling (shift 3).
+- `tiny_flux_dev`: a FLUX.1 [dev] checkpoint without text encoders: one double-stream and one
+  single-stream block at FLUX.1's own width (3072: 24 heads of the 128 channels its rotary position
+  embedding takes), its guidance and pooled-vector inputs, and a 16-channel TAESD (TAEF1's layout)
+  as VAE. ComfyUI detects it as Flux with flow-matching sampling (shift 1.15). Its text encoder
+  pair (CLIP-L and the 4.7B-parameter T5-XXL) is not built: see tests/test_flux.py.
 - `tiny_sd15_pix2pix_unet`: an InstructPix2Pix UNet (SD1.5's, eight input channels; diffusion model
   only), a real family these nodes do not take, for checking that they refuse it by name.
 
@@ -105,6 +110,13 @@ MMDIT_LAYOUTS = {
                          "pos_embed_max_size": 384, "num_patches": 147456, "pos_embed_scaling_factor": None},
 }
 
+# FLUX.1 layouts, as ComfyUI's Flux arguments. ComfyUI reads the width, depths, text and pooled widths
+# and the guidance input back off the weights; heads (24), MLP ratio and rotary axes are fixed.
+_FLUX = {"in_channels": 16, "out_channels": 16, "vec_in_dim": 768, "context_in_dim": 4096, "hidden_size": 3072,
+         "mlp_ratio": 4.0, "num_heads": 24, "axes_dim": [16, 56, 56], "theta": 10000, "patch_size": 2,
+         "qkv_bias": True, "guidance_embed": True}
+FLUX_LAYOUTS = {"flux_dev_shallow": {**_FLUX, "depth": 1, "depth_single_blocks": 1}}
+
 TINY_SD15 = Fixture("tiny_sd15_taesd", "checkpoints", "checkpoint")
 TINY_SD2_V = Fixture("tiny_sd2_768v", "checkpoints", "checkpoint", family="SD20", unet="sd2_shallow")
 TINY_SDXL = Fixture("tiny_sdxl_vega", "checkpoints", "checkpoint", family="SDXL", unet="sdxl_vega_shallow")
@@ -112,7 +124,9 @@ TINY_CLIP_VISION = Fixture("tiny_clip_vision_vitl", "clip_vision", "clip_vision"
 TINY_SD35 = Fixture("tiny_sd35_medium", "checkpoints", "checkpoint", family="SD3", unet="sd35_medium_shallow",
                     vae="taesd3")
 TINY_PIX2PIX = Fixture("tiny_sd15_pix2pix_unet", "diffusion_models", "unet", unet="sd15_pix2pix_one_level")
-ALL_FIXTURES = (TINY_SD15, TINY_SD2_V, TINY_SDXL, TINY_CLIP_VISION, TINY_SD35, TINY_PIX2PIX)
+TINY_FLUX = Fixture("tiny_flux_dev", "checkpoints", "checkpoint", family="Flux", unet="flux_dev_shallow",
+                    vae="taesd3")
+ALL_FIXTURES = (TINY_SD15, TINY_SD2_V, TINY_SDXL, TINY_CLIP_VISION, TINY_SD35, TINY_PIX2PIX, TINY_FLUX)
 # Real-size random-weight checkpoints for `bench --full` only: never built by the tests.
 FULL_SD15 = Fixture("full_sd15", "checkpoints", "checkpoint", unet="sd15_full", vae="kl")
 FULL_SDXL = Fixture("full_sdxl", "checkpoints", "checkpoint", family="SDXL", unet="sdxl_full", vae="kl")
@@ -166,8 +180,22 @@ def _mmdit(layout: str):
     return model
 
 
+def _flux(layout: str):
+    import comfy.ops
+    import torch
+    from comfy.ldm.flux.model import Flux
+
+    model = Flux(dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init, **FLUX_LAYOUTS[layout])
+    _init_layers(model)
+    for name, p in model.named_parameters():
+        if name.endswith(".scale"):  # the q/k RMS norms' gains: bare parameters
+            torch.nn.init.ones_(p)
+    return model
+
+
 def _diffusion_model(fx: Fixture):
-    return _mmdit(fx.unet) if fx.family == "SD3" else _unet(fx.unet)
+    builders = {"SD3": _mmdit, "Flux": _flux}
+    return builders.get(fx.family, _unet)(fx.unet)
 
 
 def _mark_v_prediction(unet) -> None:
@@ -220,7 +248,8 @@ def _checkpoint_state(fx: Fixture) -> dict:
     if fx.family == "SD20":
         _mark_v_prediction(unet)
     state = config.process_unet_state_dict_for_saving(unet.state_dict())
-    state.update(config.process_clip_state_dict_for_saving(_text_encoders(fx.family).state_dict()))
+    if fx.family != "Flux":
+        state.update(config.process_clip_state_dict_for_saving(_text_encoders(fx.family).state_dict()))
     state.update(config.process_vae_state_dict_for_saving(_vae(fx.vae).state_dict()))
     return state
 
@@ -244,7 +273,7 @@ STATE_BUILDERS = {"checkpoint": _checkpoint_state, "clip_vision": lambda fx: _cl
                   "unet": lambda fx: _unet(fx.unet).state_dict()}
 # The code each kind of fixture is built by: its cache key hashes this code, the fixture's fields and
 # its UNet layout, so editing one builder rebuilds only the fixtures it makes.
-BUILDER_CODE = {"checkpoint": (_init_layers, _unet, _mmdit, _diffusion_model, _mark_v_prediction, _text_encoders,
+BUILDER_CODE = {"checkpoint": (_init_layers, _unet, _mmdit, _flux, _diffusion_model, _mark_v_prediction, _text_encoders,
                                _vae, _checkpoint_state),
                 "clip_vision": (_init_layers, _clip_vision_state),
                 "unet": (_init_layers, _unet)}
@@ -263,7 +292,7 @@ def _stored(state: dict) -> dict:
 
 def _cache_key(fx: Fixture) -> str:
     code = [inspect.getsource(f) for f in (*BUILDER_CODE[fx.kind], _stored)]
-    layout = {**UNET_LAYOUTS, **MMDIT_LAYOUTS}[fx.unet] if fx.kind in ("checkpoint", "unet") else None
+    layout = {**UNET_LAYOUTS, **MMDIT_LAYOUTS, **FLUX_LAYOUTS}[fx.unet] if fx.kind in ("checkpoint", "unet") else None
     payload = json.dumps({"fixture": asdict(fx), "layout": layout, "code": code}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -315,7 +344,7 @@ def install_all(processes: int = 2) -> dict[str, Path]:
     """Every fixture, {name: its path in the model folders}. Those not cached yet are built side by side
     in `processes` fresh processes (one torch thread each), the slowest (those with CLIP-G) first."""
     missing = sorted((fx for fx in ALL_FIXTURES if not cached_file(fx).exists()),
-                     key=lambda fx: fx.family not in ("SDXL", "SD3"))
+                     key=lambda fx: fx.family not in ("SDXL", "SD3", "Flux"))
     if len(missing) > 1:
         spawn = multiprocessing.get_context("spawn")  # no fork of a process that already runs torch
         with ProcessPoolExecutor(min(processes, len(missing)), mp_context=spawn, initializer=_one_thread) as pool:

@@ -37,17 +37,26 @@ def sigma_at(model, timesteps: torch.Tensor) -> torch.Tensor:
 
 
 def is_flow_matching(model) -> bool:
-    """Whether the model is trained by flow matching (SD3, SD3.5, Flux): x_t = (1 - sigma) x_0 +
+    """Whether the model is trained by flow matching (SD3, SD3.5, FLUX.1): x_t = (1 - sigma) x_0 +
     sigma * noise, which ComfyUI calls the CONST parameterisation."""
     return isinstance(_sampling(model), comfy.model_sampling.CONST)
 
 
 def flow_timesteps(model, t: torch.Tensor) -> torch.Tensor:
     """The model's timesteps of flow times `t` in (0, 1) before its shift: `sigma_at` of them is the
-    shifted noise level s t / (1 + (s - 1) t) that ComfyUI's flow model sampling gives. ComfyUI's flow
-    samplings map a noise level to a timestep linearly (`timestep(sigma)`: sigma x 1000 for SD3), so
-    mapping the unshifted t gives the timestep whose sigma is the shifted one."""
+    shifted noise level s t / (1 + (s - 1) t) that ComfyUI's flow model sampling gives (Flux's is
+    written e^mu / (e^mu + 1/t - 1), the same with s = e^mu). ComfyUI's flow samplings map a noise
+    level to a timestep linearly (`timestep(sigma)`: sigma x 1000 for SD3, sigma for Flux), so mapping
+    the unshifted t gives the timestep whose sigma is the shifted one."""
     return _sampling(model).timestep(t.float())
+
+
+def timesteps_at(model, times: torch.Tensor) -> torch.Tensor:
+    """The model's training timesteps at `times` in (0, 1) of its range: a UNet's discrete timestep
+    (0.5 -> 500 of 1000), a flow model's timestep of that time before its shift (`flow_timesteps`)."""
+    if is_flow_matching(model):
+        return flow_timesteps(model, times)
+    return (times.double() * num_timesteps(model)).round().long()
 
 
 def flow_noise_scale(model) -> float:
@@ -60,6 +69,9 @@ def noised(model, latent: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor
     return _sampling(model).noise_scaling(sigma, noise, latent)
 
 
+DEFAULT_GUIDANCE = 3.5  # what ComfyUI gives FLUX.1 [dev] when the conditioning has none (FluxGuidance's default)
+
+
 def _size_kwargs(original: tuple[int, int], crop_top_left: tuple[int, int], target: tuple[int, int]) -> dict:
     """SDXL's size conditioning under the names ComfyUI's SDXL.encode_adm reads (width/height: the original)."""
     (height, width), (crop_h, crop_w), (target_height, target_width) = original, crop_top_left, target
@@ -68,11 +80,12 @@ def _size_kwargs(original: tuple[int, int], crop_top_left: tuple[int, int], targ
 
 
 def model_inputs(model, cond: torch.Tensor, pooled: torch.Tensor | None, latent: torch.Tensor,
-                 sizes: list | None = None) -> dict:
+                 sizes: list | None = None, guidance: float = DEFAULT_GUIDANCE) -> dict:
     """Keyword inputs of `apply_model` for this family: cross-attention, and SDXL's pooled output with
     each sample's size conditioning (`sizes`: objects with `original`, `crop_top_left` and `target`
     (height, width) pairs; without them, the latent's own size and no crop, which is what stock
-    sampling passes). Families without size conditioning ignore `sizes`."""
+    sampling passes), and a guidance-distilled model's (FLUX.1 [dev]) guidance scale. Families without
+    size conditioning ignore `sizes`, those without a guidance input `guidance`."""
     side = (latent.shape[-2] * 8, latent.shape[-1] * 8)
     geometry = [(side, (0, 0), side)] * latent.shape[0] if sizes is None else [
         (size.original, size.crop_top_left, size.target) for size in sizes]
@@ -80,7 +93,8 @@ def model_inputs(model, cond: torch.Tensor, pooled: torch.Tensor | None, latent:
     inputs = []
     for rows in groups:
         conds = model.model.extra_conds(cross_attn=cond[rows], pooled_output=None if pooled is None else pooled[rows],
-                                        noise=latent[rows], device=latent.device, **_size_kwargs(*geometry[rows][0]))
+                                        noise=latent[rows], device=latent.device, guidance=guidance,
+                                        **_size_kwargs(*geometry[rows][0]))
         inputs.append({name: c.cond for name, c in conds.items()})
     return {name: torch.cat([i[name] for i in inputs]) for name in inputs[0]}
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import comfy.clip_vision
 import comfy.sd
+import comfy.text_encoders.flux
 import comfy.text_encoders.sd3_clip
 import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-SD3_TEXT_WIDTH = 4096
+T5_XXL_WIDTH = 4096
 
 
 def model_family(model) -> str:
@@ -26,10 +27,12 @@ def has_unet(model) -> bool:
 
 def text_context_width(model) -> int:
     """The width of the text features the diffusion model takes: a UNet's cross-attention context, an
-    MMDiT's context embedder input."""
+    MMDiT's context embedder input, Flux's text input."""
     config = model.model.model_config.unet_config
     if "context_dim" in config:
         return int(config["context_dim"])
+    if "context_in_dim" in config:
+        return int(config["context_in_dim"])
     return int(config["context_embedder_config"]["params"]["in_features"])
 
 
@@ -58,9 +61,11 @@ def text_encoder_widths(clip) -> dict[str, int | None]:
 def text_feature_width(clip) -> int:
     """The width of the text features the CLIP gives: its encoders' token features side by side, except
     ComfyUI's SD3 text encoder, which pads CLIP-L and CLIP-G's (768 + 1280) to T5-XXL's 4096 and puts
-    T5's tokens after theirs."""
-    if isinstance(clip.cond_stage_model, comfy.text_encoders.sd3_clip.SD3ClipModel):
-        return SD3_TEXT_WIDTH
+    T5's tokens after theirs, and its Flux text encoder, whose features are T5-XXL's alone (CLIP-L gives
+    only the pooled vector)."""
+    if isinstance(clip.cond_stage_model, (comfy.text_encoders.sd3_clip.SD3ClipModel,
+                                          comfy.text_encoders.flux.FluxClipModel)):
+        return T5_XXL_WIDTH
     return sum(width or 0 for width in text_encoder_widths(clip).values())
 
 

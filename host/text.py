@@ -45,6 +45,13 @@ def encode_tokens(clip, tokens: dict) -> list:
     return clip.encode_from_tokens_scheduled(tokens)
 
 
+def encode_tokens_frozen(clip, tokens: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(text features, pooled) as stock CLIP Text Encode computes them (ComfyUI loads the text encoder
+    as it needs), as ordinary tensors that can enter autograd as constants."""
+    with torch.inference_mode(False), torch.no_grad():
+        return tuple(clip.encode_from_tokens(tokens, return_pooled=True))
+
+
 def encode_tokens_for_training(clip, tokens: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(cross-attention features, pooled) with gradient flowing back into tensor embeddings: what
     `CLIP.encode_from_tokens` computes, without its model-management load on every call. Inside

@@ -165,12 +165,47 @@ def _checkpoint_forward(module: torch.nn.Module, patches: TrainingPatches) -> No
     patches.set(module, checkpointed, "diffusion model blocks (gradient checkpointing)")
 
 
+FLUX_BLOCK_LISTS = ("double_blocks", "single_blocks")
+DIT_BLOCK_LISTS = ("joint_blocks", *FLUX_BLOCK_LISTS)  # SD3's MMDiT; FLUX.1
+
+
+class _OutOfPlaceAdds(torch.Tensor):
+    """A tensor whose `+=` makes a new tensor instead of writing into itself."""
+
+    def __iadd__(self, other):
+        return self + other
+
+
+def _plain(value):
+    return value.as_subclass(torch.Tensor) if isinstance(value, torch.Tensor) else value
+
+
+def _out_of_place_residuals(block: torch.nn.Module, patches: TrainingPatches) -> None:
+    """ComfyUI's Flux blocks add their residuals in place into the streams they are given (`img += ...`),
+    which autograd cannot differentiate through once a stream has been saved for backward (by the
+    norm that reads it), and which would change a checkpointed block's inputs before its recompute.
+    The block gets its tensors as views whose `+=` adds out of place: the same values, nothing
+    written into them."""
+    forward = block.forward
+
+    def run(*args, **kwargs):
+        def wrapped(value):
+            return value.as_subclass(_OutOfPlaceAdds) if isinstance(value, torch.Tensor) else value
+
+        out = forward(*map(wrapped, args), **{name: wrapped(value) for name, value in kwargs.items()})
+        return tuple(map(_plain, out)) if isinstance(out, tuple) else _plain(out)
+
+    patches.set(block, run, "Flux blocks (residuals added in place)")
+
+
 def _checkpoint_blocks(diffusion_model: torch.nn.Module, patches: TrainingPatches) -> None:
-    """Checkpoint every layer of every UNet block, or every joint block of an MMDiT. A UNet's layers,
-    not its blocks: ComfyUI's UNet runs a block by calling its layers one by one
-    (`forward_timestep_embed`), never the block's forward. Some UNets (KOALA) have no middle block."""
-    if hasattr(diffusion_model, "joint_blocks"):
-        for block in diffusion_model.joint_blocks:
+    """Checkpoint every layer of every UNet block, or every block of a DiT (an MMDiT's joint blocks,
+    Flux's double- and single-stream blocks). A UNet's layers, not its blocks: ComfyUI's UNet runs a
+    block by calling its layers one by one (`forward_timestep_embed`), never the block's forward. Some
+    UNets (KOALA) have no middle block."""
+    dit_blocks = [getattr(diffusion_model, name) for name in DIT_BLOCK_LISTS if hasattr(diffusion_model, name)]
+    if dit_blocks:
+        for block in (block for blocks in dit_blocks for block in blocks):
             _checkpoint_forward(block, patches)
         return
     unet = diffusion_model
@@ -281,6 +316,10 @@ def training_context(model=None, clip=None, gradient_checkpointing: bool = False
             _cast_linears(clip.cond_stage_model, patches)
         if model is not None:
             restore.enter_context(memory_efficient_attention(model))
+            diffusion_model = model.model.diffusion_model
+            for name in FLUX_BLOCK_LISTS:
+                for block in getattr(diffusion_model, name, ()):
+                    _out_of_place_residuals(block, patches)
             if gradient_checkpointing:
                 _checkpoint_blocks(model.model.diffusion_model, patches)
         yield patches

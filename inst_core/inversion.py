@@ -3,8 +3,9 @@
 In ComfyUI's terms (sigma = sqrt((1 - abar) / abar), x_VE = x_VP / sqrt(abar)): noise the content
 latent z to the first sigma with random noise, let the model predict the noise under the style
 conditioning (conditional only, no guidance), and start sampling from z + sigma * predicted noise.
-Any ComfyUI sampler continues from there. On flow-matching models (SD3.5), where x_sigma =
-(1 - sigma) z + sigma * noise, the same: the start is (1 - sigma) z + sigma * predicted noise.
+Any ComfyUI sampler continues from there. On flow-matching models (SD3.5, FLUX.1), where x_sigma =
+(1 - sigma) z + sigma * noise, the same: the start is (1 - sigma) z + sigma * predicted noise. The
+inversion needs no style token, only conditioning, so it takes FLUX.1 too, which the trainer does not.
 
 Two ways to pick the noise level:
 - "self_consistent" (default): the inversion sigma is the first sigma of the sampling schedule, so
@@ -22,7 +23,7 @@ import torch
 
 from .. import host
 from ..training_kit.errors import InputError
-from ..training_kit.model_checks import require_stable_diffusion
+from ..training_kit.model_checks import STABLE_DIFFUSION_OR_FLUX, require_model_family
 from .adain import adain
 
 SELF_CONSISTENT = "self_consistent"
@@ -107,7 +108,7 @@ def style_transfer(model, positive: list, negative: list, content: dict, strengt
                    sampler_name: str, scheduler: str, seed: int, mode: str = SELF_CONSISTENT,
                    style: dict | None = None) -> dict:
     """The whole transfer: optional AdaIN, stochastic inversion, sampling. Returns a LATENT dict."""
-    require_stable_diffusion(model)
+    require_model_family(model, STABLE_DIFFUSION_OR_FLUX)
     check_strength(strength)
     check_conditioning(model, positive, "positive")
     check_conditioning(model, negative, "negative")
@@ -120,7 +121,7 @@ def style_transfer(model, positive: list, negative: list, content: dict, strengt
         return host.sampling.latent_with_samples(content, samples)
     if mode == PAPER_PARITY and host.diffusion.is_flow_matching(model):
         raise InputError("mode", f"is {PAPER_PARITY}, the official SD1.x notebook's DDPM/DDIM arithmetic, which a "
-                         "flow-matching model (SD3.5) does not have.", f"Use {SELF_CONSISTENT}.")
+                         "flow-matching model (SD3.5, FLUX.1) does not have.", f"Use {SELF_CONSISTENT}.")
     if mode == PAPER_PARITY:
         plan, cfg, sampler_name = parity_plan(model, strength), PARITY_CFG, PARITY_SAMPLER
     else:
@@ -140,7 +141,7 @@ def predicted_noise_source(model, positive: list, sigmas: torch.Tensor, seed: in
     if sigmas.numel() < 2:
         raise InputError("sigmas", "has fewer than two values, so there is no step to sample.",
                          "Connect a scheduler's SIGMAS (e.g. BasicScheduler with denoise = strength).")
-    require_stable_diffusion(model)
+    require_model_family(model, STABLE_DIFFUSION_OR_FLUX)
     check_conditioning(model, positive, "positive")
     plan = InversionPlan(float(sigmas[0]), sigmas.cpu())
     return host.sampling.NoiseSource(

@@ -8,6 +8,10 @@ are chunked exactly as they would be with the embedding.
 The token goes into every loaded CLIP text encoder (SDXL's and SD3.5's CLIP-L and CLIP-G). A T5
 encoder (SD3.5's optional third) is refused: an exported embedding, which stock prompts load, holds
 CLIP vectors only, so the conditioner and the embedding could not agree on T5's part.
+
+FLUX.1 is not taken: its DiT reads the prompt's tokens from T5-XXL alone (CLIP-L gives only a pooled
+vector), so the token would have to live in T5's input space, which the method was neither defined
+nor evaluated in, and which stock Flux prompts load no embedding into from an InST export.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ import torch
 
 from .. import host
 from ..training_kit.errors import InputError
+from ..training_kit.model_checks import STABLE_DIFFUSION, Families
+
+INST_FAMILIES = Families(STABLE_DIFFUSION.names, f"{STABLE_DIFFUSION.described} (not FLUX.1: its DiT reads the "
+                         "prompt's tokens from T5-XXL alone, and InST's style token lives in CLIP text encoders)")
 
 CLIP_TEXT_ENCODERS = ("l", "g", "h")  # ComfyUI's tokenizer keys of CLIP-L, CLIP-G (OpenCLIP bigG), CLIP-H
 

@@ -26,7 +26,7 @@ from ..training_kit.images import SampleSize, exact_size, image_sha256, require_
 from ..training_kit.input_rules import BATCH_SIZE, RESOLUTION, SEED, Range, check_ranges
 from ..training_kit.loop import Backward, LossStop, Resume, Run, StepLoss, train, training_session
 from ..training_kit.memory import gradient_checkpointing_on
-from ..training_kit.model_checks import require_matching_clip, require_stable_diffusion
+from ..training_kit.model_checks import require_matching_clip, require_model_family
 from ..training_kit.optimizer_state import save_optimizer_state, state_path
 from ..training_kit.precision import TRAIN_IN_FP32, Precision, training_precision
 from ..training_kit.progress import TrainingProgress
@@ -35,7 +35,7 @@ from ..training_kit.seeds import global_rng_kept, step_seed
 from ..training_kit.validation import ValidationSettings, Validator
 from .style import CONTEXT_IMAGE_EMBED, CONTEXT_PATCH_TOKENS, ImageFeatures, InSTStyle, StyleSpec
 from .style_file import save_style
-from .style_prompt import StylePrompt, require_clip_text_encoders
+from .style_prompt import INST_FAMILIES, StylePrompt, require_clip_text_encoders
 
 FLIP_PROBABILITY = 0.5
 CONTINUE_INPUT = "continue_from"
@@ -104,7 +104,7 @@ def prepare_paintings(model, vae, clip_vision, paintings: list[torch.Tensor], re
 
 
 def new_style(model, clip, paintings: Paintings, config: InSTTrainingConfig) -> InSTStyle:
-    family = require_stable_diffusion(model)
+    family = require_model_family(model, INST_FAMILIES)
     widths = require_matching_clip(model, clip)
     first = paintings.features[0][0]
     patch_tokens = config.attend_to == CONTEXT_PATCH_TOKENS
@@ -125,9 +125,9 @@ def continued_style(model, clip, paintings: Paintings, config: InSTTrainingConfi
     if not done:
         raise InputError(CONTINUE_INPUT, "was not trained by this package's InST trainer (no step count in its "
                          "file), so there is no run to continue.", "Pick a style this trainer saved, or [none].")
-    if saved.spec.family != require_stable_diffusion(model):
+    if saved.spec.family != require_model_family(model, INST_FAMILIES):
         raise InputError(CONTINUE_INPUT, f"was trained on a {saved.spec.family} model, but the model connected "
-                         f"is {require_stable_diffusion(model)}.", "Continue it on the model it was trained "
+                         f"is {host.models.model_family(model)}.", "Continue it on the model it was trained "
                          "on, or pick [none].")
     saved.check_text_encoders(require_matching_clip(model, clip), "clip")
     saved.check_features(paintings.features[0][0], "clip_vision")
@@ -179,7 +179,7 @@ def evaluation_loss(model, clip, style: InSTStyle, prompt: StylePrompt, painting
     was_training = style.training
     style.eval()
     try:
-        return fixed_set_loss([paintings.latents[i:i + 1, 0] for i in range(len(paintings.hashes))], loss)
+        return fixed_set_loss(model, [paintings.latents[i:i + 1, 0] for i in range(len(paintings.hashes))], loss)
     finally:
         style.train(was_training)
 
@@ -241,7 +241,7 @@ def train_style(model, clip, vae, clip_vision, paintings: list[torch.Tensor], co
     check_config(config)
     device = host.models.compute_device(model)
     precision = training_precision(device, config.precision, host.models.compute_dtype(model))
-    require_stable_diffusion(model)
+    require_model_family(model, INST_FAMILIES)
     require_matching_clip(model, clip)
     require_clip_text_encoders(clip)
     checkpointing = gradient_checkpointing_on(config.gradient_checkpointing, config.resolution)

@@ -64,7 +64,7 @@ class StyleTransfer(io.ComfyNode):
                 io.Combo.Input("mode", options=list(MODES), default=SELF_CONSISTENT,
                                tooltip="self_consistent: noise level = first sampling step. paper_parity: the "
                                        "official notebook (t=int(s*1000), 50-step DDIM grid, CFG 10; SD1.x's "
-                                       "arithmetic, not for SD3.5)."),
+                                       "arithmetic, not for SD3.5 or FLUX.1)."),
                 io.Latent.Input("style", optional=True,
                                 tooltip="VAE Encode of the painting: AdaIN gives the content its statistics first."),
             ],

@@ -38,7 +38,8 @@ class TrainStyle(io.ComfyNode):
                         "painting's CLIP image embedding to a token; UNet, CLIP, VAE stay frozen.",
             is_output_node=True,
             inputs=[
-                io.Model.Input("model", tooltip="The model to learn the style for (SD1.x, SD2.x, SDXL, SD3.5)."),
+                io.Model.Input("model", tooltip="The model to learn the style for (SD1.x, SD2.x, SDXL, SD3.5; not "
+                                                                "FLUX.1, whose DiT reads text through T5-XXL only)."),
                 io.Clip.Input("clip", tooltip="The CLIP of the same checkpoint; gradients pass through it."),
                 io.Vae.Input("vae", tooltip="The VAE of the same checkpoint, to encode the painting."),
                 io.ClipVision.Input("clip_vision", tooltip="CLIP vision model (ViT-L/14 as in the paper)."),

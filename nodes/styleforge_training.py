@@ -39,9 +39,9 @@ OPTION_DEFAULTS = {CHECKPOINT_INPUT: "styleforge/checkpoint", RESUME_INPUT: NONE
 
 def _models() -> list:
     return [
-        io.Model.Input("model", tooltip="The model to teach the style (SD1.x, SD2.x, SDXL, SD3.5); it stays "
-                                        "unchanged."),
-        io.Clip.Input("clip", tooltip="The CLIP of the same checkpoint."),
+        io.Model.Input("model", tooltip="The model to teach the style (SD1.x, SD2.x, SDXL, SD3.5, FLUX.1); it "
+                                        "stays unchanged."),
+        io.Clip.Input("clip", tooltip="The CLIP of the same checkpoint (FLUX.1: its CLIP-L and T5-XXL pair)."),
         io.Vae.Input("vae", tooltip="The VAE of the same checkpoint, to encode the images once."),
     ]
 
@@ -70,7 +70,7 @@ def _training() -> list:
         io.Int.Input("steps", default=d.steps, **RANGES["steps"].widget(),
                      tooltip="Total optimizer steps (with resume: the target, counting the steps already done)."),
         io.Float.Input("unet_lr", default=d.unet_lr, **RANGES["unet_lr"].widget(), step=1e-6,
-                       tooltip="AdamW learning rate of the UNet's (SD3.5: the MMDiT's) adapters (paper: 1e-4)."),
+                       tooltip="AdamW learning rate of the UNet's (SD3.5, FLUX.1: the DiT's) adapters (paper: 1e-4)."),
         io.Int.Input("resolution", default=d.resolution, **RANGES["resolution"].widget(),
                      tooltip="Short side resized to this, then a random square crop (paper: 512; SDXL: 1024); "
                              "with aspect_buckets (options), the area of this square at the image's own aspect."),
@@ -203,7 +203,8 @@ class StyleForgeOptions(io.ComfyNode):
                 io.Float.Input("text_encoder_lr", default=d.text_encoder_lr, **RANGES["text_encoder_lr"].widget(),
                                step=1e-6,
                                tooltip="Learning rate of text-encoder adapters; 0 keeps the text encoder frozen "
-                                       "(faster, embeddings cached). The paper trains it too: try 5e-5."),
+                                       "(faster, prompts encoded once). The paper trains it too: try 5e-5. "
+                                       "FLUX.1: 0 (its text encoders stay frozen)."),
                 io.Combo.Input("lr_schedule", options=list(SCHEDULES), default=d.lr_schedule,
                                tooltip="Learning rate after warmup: constant, or cosine decay to 0."),
                 io.Int.Input("warmup_steps", default=d.warmup_steps, **RANGES["warmup_steps"].widget(),
@@ -214,7 +215,7 @@ class StyleForgeOptions(io.ComfyNode):
                              tooltip="Batches accumulated per optimizer step."),
                 io.Float.Input("min_snr_gamma", default=d.min_snr_gamma, **RANGES["min_snr_gamma"].widget(), step=0.5,
                                tooltip="Min-SNR loss weighting gamma (5 is usual); 0 = off (the paper). Epsilon "
-                                       "and v models only (not SD3.5)."),
+                                       "and v models only (not SD3.5 or FLUX.1)."),
                 io.Float.Input("noise_offset", default=d.noise_offset, **RANGES["noise_offset"].widget(), step=0.01,
                                tooltip="Per-channel noise offset (0.05-0.1 helps very dark or bright styles); "
                                        "0 = off."),

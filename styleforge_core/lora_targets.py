@@ -14,10 +14,17 @@ from ..training_kit.model_checks import text_encoder_widths
 UNET_ROOT = "diffusion_model."
 UNET_BLOCKS = ("diffusion_model.input_blocks.", "diffusion_model.middle_block.", "diffusion_model.output_blocks.")
 FIRST_INPUT_CONV = "diffusion_model.input_blocks.0."
-MMDIT_BLOCKS = "diffusion_model.joint_blocks."
-# An MMDiT block's attention (fused qkv and output projection; attn2: SD3.5 Medium's extra
-# self-attention) and MLP linears, in its image and text streams; not its adaLN modulation.
-MMDIT_LAYERS = (".attn.qkv", ".attn.proj", ".attn2.qkv", ".attn2.proj", ".mlp.fc1", ".mlp.fc2")
+# A DiT block's attention and MLP linears, in its image and text streams; not its adaLN modulation.
+# SD3's MMDiT: fused qkv and output projection (attn2: SD3.5 Medium's extra self-attention). FLUX.1:
+# its double-stream blocks' (the same per stream; mlp.0/mlp.2 are the MLP's linears) and its
+# single-stream blocks' two linears (linear1: qkv and the MLP's input together; linear2: the
+# attention's output and the MLP's output together).
+DIT_BLOCK_LAYERS = {
+    "diffusion_model.joint_blocks.": (".attn.qkv", ".attn.proj", ".attn2.qkv", ".attn2.proj", ".mlp.fc1", ".mlp.fc2"),
+    "diffusion_model.double_blocks.": tuple(f".{stream}_{layer}" for stream in ("img", "txt")
+                                            for layer in ("attn.qkv", "attn.proj", "mlp.0", "mlp.2")),
+    "diffusion_model.single_blocks.": (".linear1", ".linear2"),
+}
 WEIGHT = ".weight"
 
 
@@ -56,11 +63,12 @@ def _text_encoder_lora_names(clip) -> dict[str, str]:
 
 
 def _is_unet_lora_layer(path: str, layer: torch.nn.Module, include_conv: bool) -> bool:
-    """Attention and feed-forward linears of the transformer blocks (and SDXL's linear proj_in/out; an
-    MMDiT's joint blocks' attention and MLP); with `include_conv`, also the convolutions of the UNet
-    blocks except the first input conv."""
-    if isinstance(layer, torch.nn.Linear) and path.startswith(MMDIT_BLOCKS):
-        return path.endswith(MMDIT_LAYERS)
+    """Attention and feed-forward linears of the transformer blocks (and SDXL's linear proj_in/out; a
+    DiT's blocks' attention and MLP); with `include_conv`, also the convolutions of the UNet blocks
+    except the first input conv."""
+    dit_blocks = next((blocks for blocks in DIT_BLOCK_LAYERS if path.startswith(blocks)), None)
+    if isinstance(layer, torch.nn.Linear) and dit_blocks is not None:
+        return path.endswith(DIT_BLOCK_LAYERS[dit_blocks])
     if isinstance(layer, torch.nn.Linear):
         return ".transformer_blocks." in path or path.endswith((".proj_in", ".proj_out"))
     return (include_conv and isinstance(layer, torch.nn.Conv2d) and path.startswith(UNET_BLOCKS)

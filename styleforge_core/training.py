@@ -16,7 +16,6 @@ each checkpoint keeps the optimizer's state beside it, so the resumed run ends a
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +32,12 @@ from ..training_kit.images import SampleSize, cover_crop, cropped
 from ..training_kit.input_rules import BATCH_SIZE, RESOLUTION, SEED, Range, check_ranges
 from ..training_kit.loop import Backward, LossStop, Resume, Run, StepLoss, train, training_session
 from ..training_kit.memory import gradient_checkpointing_on
-from ..training_kit.model_checks import require_matching_clip, require_stable_diffusion
+from ..training_kit.model_checks import (
+    FLUX_FAMILIES,
+    STABLE_DIFFUSION_OR_FLUX,
+    require_matching_clip,
+    require_model_family,
+)
 from ..training_kit.optimizer_state import OptimizerState
 from ..training_kit.precision import TRAIN_IN_FP32, Precision, training_precision
 from ..training_kit.progress import TrainingProgress
@@ -234,7 +238,11 @@ def _check_aux(config: StyleForgeConfig, sets: TrainingSets) -> None:
 
 def check_family(config: StyleForgeConfig, model) -> str:
     """The model's family, with the options that apply to it."""
-    family = require_stable_diffusion(model)
+    family = require_model_family(model, STABLE_DIFFUSION_OR_FLUX)
+    if config.train_text_encoder and family in FLUX_FAMILIES:
+        raise InputError("text_encoder_lr", f"is {config.text_encoder_lr}, but on {family} StyleForge keeps the "
+                         "text encoders frozen: the DiT reads the prompt from T5-XXL (4.7B parameters), and CLIP-L "
+                         "gives only a pooled vector.", "Set text_encoder_lr to 0.")
     if config.include_conv and not host.models.has_unet(model):
         raise InputError("include_conv", f"is on, but a {family} model has no convolutions in its blocks to adapt.",
                          "Turn include_conv off.")
@@ -272,16 +280,33 @@ def encode_set(model, vae, images: ImageSet, prompt: str, config: StyleForgeConf
 
 
 class TextConditioner:
-    """Prompt -> (cross-attention features, pooled), each unique prompt encoded once per call, and
-    cached across calls while the text encoder is frozen."""
+    """Prompt -> (text features, pooled). A text encoder that trains encodes each call's prompts anew,
+    with gradients. A frozen one's prompts are encoded once, all of them before training starts
+    (`encode_ahead`), so it need not stay on the device while the diffusion model trains (FLUX.1's
+    T5-XXL: 9.5 GB in fp16)."""
 
     def __init__(self, clip, device: torch.device, frozen: bool):
         self.clip, self.device, self.frozen = clip, device, frozen
         self.cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
+    @classmethod
+    def of_encoded(cls, encoded: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
+                   device: torch.device) -> TextConditioner:
+        """Prompts whose text features were computed before (no text encoder here)."""
+        conditioner = cls(None, device, frozen=True)
+        conditioner.cache.update(encoded)
+        return conditioner
+
+    def encode_ahead(self, prompts: list[str]) -> None:
+        """A frozen text encoder's features of `prompts` (those not cached yet), as stock CLIP Text Encode
+        computes them: ComfyUI loads the encoder for this and may offload it once training needs room."""
+        for prompt in dict.fromkeys(prompts) if self.frozen else ():
+            if prompt not in self.cache:
+                cond, pooled = host.text.encode_tokens_frozen(self.clip, host.text.tokenize(self.clip, prompt))
+                self.cache[prompt] = cond.to(self.device), None if pooled is None else pooled.to(self.device)
+
     def _encode(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        with torch.no_grad() if self.frozen else contextlib.nullcontext():
-            cond, pooled = host.text.encode_tokens_for_training(self.clip, host.text.tokenize(self.clip, prompt))
+        cond, pooled = host.text.encode_tokens_for_training(self.clip, host.text.tokenize(self.clip, prompt))
         return cond.to(self.device), pooled.to(self.device) if pooled is not None else None
 
     def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -364,7 +389,7 @@ def evaluation_loss(model, conditioner: TextConditioner, components: list[Compon
         sample = Draw(latents, [images.prompts[i] for i in views], [images.sizes[i] for i in views], timesteps, noise)
         return prediction_errors(model, conditioner, [sample], 0.0)[0]
 
-    return fixed_set_loss([images.stacked(views) for images, views in batches], loss)
+    return fixed_set_loss(model, [images.stacked(views) for images, views in batches], loss)
 
 
 def resume_entry(path: Path) -> str:
@@ -518,9 +543,20 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
                      progress_bar: host.progress.StepProgress | None = None, checkpoint_path: Path | None = None,
                      resume: StyleForgeLoRA | None = None,
                      validation: ValidationSettings | None = None) -> TrainingResult[StyleForgeLoRA]:
+    """StyleForge on the models ComfyUI loaded, the prompts through `clip`."""
+    check_family(config, model)
+    require_matching_clip(model, clip)
+    text = TextConditioner(clip, host.models.compute_device(model), frozen=not config.train_text_encoder)
+    return train_styleforge_on_text(model, text, vae, sets, config, progress_bar, checkpoint_path, resume, validation)
+
+
+def train_styleforge_on_text(model, text: TextConditioner, vae, sets: TrainingSets, config: StyleForgeConfig,
+                             progress_bar: host.progress.StepProgress | None = None,
+                             checkpoint_path: Path | None = None, resume: StyleForgeLoRA | None = None,
+                             validation: ValidationSettings | None = None) -> TrainingResult[StyleForgeLoRA]:
+    """The training run, the prompts' text features from `text` (its CLIP: the one validation samples with)."""
     check_inputs(config, sets)
     family = check_family(config, model)
-    require_matching_clip(model, clip)
     config = resumed_config(config, resume, family)
     start_step = resume.steps if resume is not None else 0
     device = host.models.compute_device(model)
@@ -528,16 +564,18 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
     progress = TrainingProgress(progress_bar, config.steps)
     progress.say(f"preparing: {sets.image_count()} images to latents through the VAE")
     components, aux_set = prepare_components(model, vae, sets, config, torch.Generator().manual_seed(config.seed))
-    conditioner = TextConditioner(clip, device, frozen=not config.train_text_encoder)
+    text.encode_ahead([p for images in [*(c.images for c in components), aux_set] if images is not None
+                       for p in images.prompts])
+    trained_clip = text.clip if config.train_text_encoder else None
     checkpointing = gradient_checkpointing_on(config.gradient_checkpointing, config.resolution)
-    with training_session(model, clip, config.resolution, config.batch_size, checkpointing, precision,
+    with training_session(model, trained_clip, config.resolution, config.batch_size, checkpointing, precision,
                           CHECKPOINT_KEPT) as patches:
-        targets = lora_targets(model, clip, config.include_conv, config.train_text_encoder)
+        targets = lora_targets(model, trained_clip, config.include_conv, config.train_text_encoder)
         network = LoRANetwork(targets, config.rank, config.alpha, config.seed)
         if resume is not None:
             network.load_kohya_state(resume.tensors, RESUME_INPUT)
-        progress.validator = None if validation is None else validator(model, clip, vae, sets, components, config,
-                                                                         validation)
+        progress.validator = None if validation is None else validator(model, text.clip, vae, sets, components,
+                                                                         config, validation)
 
         def snapshot(step: int, optimizer: OptimizerState) -> StyleForgeLoRA:
             return StyleForgeLoRA(network.kohya_state(), lora_metadata(config, family, sets, step), optimizer=optimizer)
@@ -545,9 +583,9 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
         run = Run(torch.optim.AdamW(network.parameter_groups(config.unet_lr, config.text_encoder_lr),
                                     weight_decay=WEIGHT_DECAY),
                   dict(network.named_parameters()),
-                  lambda step, backward: accumulate_gradients(model, conditioner, precision, components, aux_set,
+                  lambda step, backward: accumulate_gradients(model, text, precision, components, aux_set,
                                                               config, step, backward),
-                  lambda: evaluation_loss(model, conditioner, components), config.steps, start_step, precision,
+                  lambda: evaluation_loss(model, text, components), config.steps, start_step, precision,
                   progress, patches,
                   LossStop("unet_lr", CHECKPOINT_KEPT, f"Lower unet_lr / text_encoder_lr, or {TRAIN_IN_FP32}."),
                   lr_factor=lambda step: lr_factor(config, step),

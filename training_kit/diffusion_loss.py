@@ -4,13 +4,16 @@ A training sample is a clean latent, a noise level and Gaussian noise; the loss 
 error of the model's raw output against its target: the noise for epsilon models such as SD1.x, v for
 v-prediction models such as SD2.x 768-v (the latent diffusion objective both papers train with,
 Rombach et al. 2022, arXiv 2112.10752), and the velocity noise - x_0 for flow-matching models such
-as SD3.5 (rectified flow, Esser et al. 2024, arXiv 2403.03206, sec. 2).
+as SD3.5 and FLUX.1 (rectified flow, Esser et al. 2024, arXiv 2403.03206, sec. 2).
 
 The noise level of a UNet sample is that of a timestep drawn uniformly from the model's 1000 training
 timesteps. A flow-matching sample's time t is logit-normal with mean 0 and standard deviation 1 (SD3's
 best sampler, "rf/lognorm(0.00, 1.00)", sec. 3.1 and 5.1), shifted as the model samples
 (sigma = s t / (1 + (s - 1) t), s = 3 for SD3.5; sec. 5.3.2), as diffusers' SD3 trainer does by default
-(kohya's with --weighting_scheme logit_normal --training_shift 3).
+(kohya's with --weighting_scheme logit_normal --training_shift 3). FLUX.1 as ComfyUI loads it shifts
+by s = e^1.15 = 3.158, which is kohya's recommended FLUX.1 setting (--timestep_sampling shift
+--discrete_flow_shift 3.1582). FLUX.1 [dev] is guidance-distilled: it trains at guidance 1, as kohya's
+FLUX.1 LoRA recipe does (--guidance_scale 1.0).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import torch
 
 from .. import host
 from .images import SampleSize
+
+TRAINING_GUIDANCE = 1.0  # FLUX.1 [dev]'s guidance input while training; other families have none
 
 
 def draw_timesteps_and_noise(model, shape: torch.Size, generator: torch.Generator,
@@ -51,7 +56,7 @@ def prediction_mse(model, latent: torch.Tensor, noise: torch.Tensor, sigma: torc
     """Per-sample mean squared error of the model's prediction at noise level `sigma`; `sizes` is each
     sample's geometry, for SDXL's size conditioning."""
     x = host.diffusion.noised(model, latent, noise, sigma)
-    inputs = host.diffusion.model_inputs(model, cond, pooled, latent, sizes)
+    inputs = host.diffusion.model_inputs(model, cond, pooled, latent, sizes, TRAINING_GUIDANCE)
     denoised = host.diffusion.predict_denoised(model, x, sigma, inputs)
     return prediction_error(model, denoised, latent, sigma).float().pow(2).flatten(1).mean(1)
 

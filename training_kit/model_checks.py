@@ -1,26 +1,43 @@
-"""Which loaded models the nodes accept: a Stable Diffusion model (an SD1.x, SD2.x or SDXL UNet, or
-SD3/SD3.5's MMDiT), and the CLIP of the same checkpoint."""
+"""Which loaded models the nodes accept: a family the method carries over to (Stable Diffusion: an
+SD1.x, SD2.x or SDXL UNet, or SD3/SD3.5's MMDiT; for StyleForge also FLUX.1's DiT), and the CLIP of the
+same checkpoint."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from .. import host
 from .errors import InputError
 
 # Model families whose UNet takes text cross-attention the way InST and StyleForge need.
-STABLE_DIFFUSION_FAMILIES = ("SD15", "SD20", "SD21UnclipL", "SD21UnclipH", "SDXL", "SDXLRefiner", "SSD1B",
-                             "Segmind_Vega", "KOALA_700M", "KOALA_1B")
+UNET_FAMILIES = ("SD15", "SD20", "SD21UnclipL", "SD21UnclipH", "SDXL", "SDXLRefiner", "SSD1B", "Segmind_Vega",
+                 "KOALA_700M", "KOALA_1B")
 SD3_FAMILY = "SD3"  # ComfyUI's one class for SD3 and SD3.5 (MMDiT, flow matching)
+FLUX_FAMILIES = ("Flux", "FluxSchnell")  # FLUX.1 [dev] (guidance-distilled) and [schnell]
 
 
-def require_stable_diffusion(model, input_name: str = "model") -> str:
-    """ComfyUI's family name of `model`, which must be a Stable Diffusion UNet or SD3/SD3.5's MMDiT."""
+@dataclass(frozen=True)
+class Families:
+    """The model families a node takes (ComfyUI's names), and how its error message names them."""
+
+    names: tuple[str, ...]
+    described: str
+
+
+STABLE_DIFFUSION = Families((*UNET_FAMILIES, SD3_FAMILY),
+                            "a Stable Diffusion model: an SD1.x, SD2.x or SDXL UNet, or SD3/SD3.5's MMDiT")
+STABLE_DIFFUSION_OR_FLUX = Families((*STABLE_DIFFUSION.names, *FLUX_FAMILIES),
+                                    f"{STABLE_DIFFUSION.described}, or FLUX.1's DiT")
+
+
+def require_model_family(model, families: Families, input_name: str = "model") -> str:
+    """ComfyUI's family name of `model`, which must be one of `families` (a UNet family's model being a
+    UNet, a DiT family's not)."""
     family = host.models.model_family(model)
-    if family == SD3_FAMILY and not host.models.has_unet(model):
-        return family
-    if family not in STABLE_DIFFUSION_FAMILIES or not host.models.has_unet(model):
-        raise InputError(input_name, f"is a {family} model; this node needs a Stable Diffusion model: an SD1.x, "
-                         "SD2.x or SDXL UNet, or SD3/SD3.5's MMDiT.",
-                         "Load a checkpoint of one of those families with Load Checkpoint.")
+    if family not in families.names or host.models.has_unet(model) != (family in UNET_FAMILIES):
+        raise InputError(input_name, f"is a {family} model; this node needs {families.described}.",
+                         "Load a model of one of those families (Load Checkpoint, or Load Diffusion Model with its "
+                         "text encoders).")
     return family
 
 
@@ -30,7 +47,7 @@ def text_encoder_widths(clip) -> dict[str, int]:
     for key, width in widths.items():
         if width is None:
             raise InputError("clip", f"has a text encoder '{key}' this package does not know.",
-                             "Use the CLIP output of an SD1.x, SD2.x, SDXL or SD3.5 checkpoint.")
+                             "Use the CLIP loaded with the model (its checkpoint's, or its text encoders' loader).")
     return widths
 
 

@@ -86,18 +86,20 @@ def _unit_embeddings(clip_vision, images: list[torch.Tensor]) -> torch.Tensor:
 class Validator:
     """Runs the rounds of one training run. `condition(prompt)` gives the CONDITIONING of a prompt
     with the weights as they are now; `references` are the training images the score compares to,
-    or their CLIP image embeddings by the scoring CLIP vision when the trainer already has them."""
+    or their CLIP image embeddings by the scoring CLIP vision when the trainer already has them.
+    `clip_trains`: whether training holds the text encoder on the device (it trains, or gradients
+    cross it); a frozen one is only used here, to encode the prompts."""
 
     def __init__(self, settings: ValidationSettings, prompts: tuple[str, ...], model, clip, vae,
                  latent_shape: tuple[int, ...], condition: Callable[[str], list],
-                 references: list[torch.Tensor] | torch.Tensor, last_step: int):
+                 references: list[torch.Tensor] | torch.Tensor, last_step: int, clip_trains: bool = True):
         output = host.files.output_directory()
         target = path_in(output, settings.filename_prefix, PREFIX_INPUT, suffix=".png")
         base = target.name[: -len(".png")]
         self.run_name = target.parent / f"{base}_{_next_run(target.parent, base):05}"
         self.output, self.settings, self.prompts = output, settings, prompts
         self.model, self.clip, self.vae, self.latent_shape = model, clip, vae, latent_shape
-        self.condition, self.last_step = condition, last_step
+        self.condition, self.last_step, self.clip_trains = condition, last_step, clip_trains
         self.clip_vision = settings.clip_vision
         self.references = None
         if isinstance(references, torch.Tensor):
@@ -126,7 +128,7 @@ class Validator:
                 files.append(path.relative_to(self.output))
             score = self._score(images)
         if step < self.last_step:  # the last round has no training after it
-            host.trainable.load_for_training(self.model, self.clip)
+            host.trainable.load_for_training(self.model, self.clip if self.clip_trains else None)
         self.rounds.append(ValidationRound(step, images, files, score))
         return self.rounds[-1]
 
