@@ -58,6 +58,11 @@ def text_encoder_widths(clip) -> dict[str, int | None]:
     return widths
 
 
+def has_flux_text_encoders(clip) -> bool:
+    """Whether the CLIP is ComfyUI's FLUX.1 text encoder pair (T5-XXL's tokens, CLIP-L's pooled vector)."""
+    return isinstance(clip.cond_stage_model, comfy.text_encoders.flux.FluxClipModel)
+
+
 def text_feature_width(clip) -> int:
     """The width of the text features the CLIP gives: its encoders' token features side by side, except
     ComfyUI's SD3 text encoder, which pads CLIP-L and CLIP-G's (768 + 1280) to T5-XXL's 4096 and puts

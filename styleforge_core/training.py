@@ -289,14 +289,6 @@ class TextConditioner:
         self.clip, self.device, self.frozen = clip, device, frozen
         self.cache: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
-    @classmethod
-    def of_encoded(cls, encoded: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
-                   device: torch.device) -> TextConditioner:
-        """Prompts whose text features were computed before (no text encoder here)."""
-        conditioner = cls(None, device, frozen=True)
-        conditioner.cache.update(encoded)
-        return conditioner
-
     def encode_ahead(self, prompts: list[str]) -> None:
         """A frozen text encoder's features of `prompts` (those not cached yet), as stock CLIP Text Encode
         computes them: ComfyUI loads the encoder for this and may offload it once training needs room."""

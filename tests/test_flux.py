@@ -3,7 +3,7 @@
 What runs here and what does not: FLUX.1 reads its prompt through T5-XXL (4.7B parameters, 9.5 GB in
 fp16), which CI's 2 cores and 24 GB cannot build and run, so these tests give the trainer its text
 features as Gaussian tensors of FLUX.1's shapes (T5 tokens 4096 wide, CLIP-L's pooled 768), through
-`TextConditioner.of_encoded`: the form a frozen text encoder's prompts take after `encode_ahead`.
+a `TextConditioner`'s cache: the form a frozen text encoder's prompts take after `encode_ahead`.
 Everything after the text encoder is ComfyUI's and the trainer's own: the DiT, its model sampling,
 the LoRA adapters, their file and stock LoRA loading. With a full-size T5-XXL (built on demand,
 outside CI) the whole path from CLIP to LoRA runs in
@@ -140,8 +140,8 @@ def _train(training, flux, sets, **overrides):
     model, vae = flux
     config = training.StyleForgeConfig(**{**FAST, **overrides})
     prompts = [config.style_prompt(config.token), config.style_prompt(config.background_token), config.aux_prompt]
-    text = training.TextConditioner.of_encoded({p: _text_features(k) for k, p in enumerate(prompts)},
-                                               torch.device("cpu"))
+    text = training.TextConditioner(None, torch.device("cpu"), frozen=True)  # no text encoder: its prompts cached
+    text.cache.update({p: _text_features(k) for k, p in enumerate(prompts)})
     with torch.inference_mode():
         return training.train_styleforge_on_text(model, text, vae, sets, config)
 
@@ -255,7 +255,8 @@ def test_the_stochastic_inversion_starts_flux_at_the_flow_formula(pkg, flux):
     assert transferred.shape == content["samples"].shape and torch.isfinite(transferred).all()
 
 
-def test_flux_refuses_a_trained_text_encoder_and_inst_refuses_flux_with_the_reason(pkg, flux, sets):
+def test_flux_refuses_a_trained_text_encoder_and_another_familys_clip_and_inst_refuses_flux_with_the_reason(
+        pkg, flux, sets, sd35):
     from inst_styleforge.inst_core.style_prompt import INST_FAMILIES
     from inst_styleforge.styleforge_core import training
     from inst_styleforge.training_kit.errors import InputError
@@ -265,6 +266,9 @@ def test_flux_refuses_a_trained_text_encoder_and_inst_refuses_flux_with_the_reas
         _train(training, flux, dataclasses.replace(sets, backgrounds=None), text_encoder_lr=1e-4)
     with pytest.raises(InputError, match="is a Flux model.*not FLUX.1: its DiT reads the prompt's tokens from T5-XXL"):
         require_model_family(flux[0], INST_FAMILIES)
+    model, vae = flux
+    with pytest.raises(InputError, match="Input 'clip': is not FLUX.1's text encoder pair.*DualCLIPLoader"):
+        training.train_styleforge(model, sd35[1], vae, sets, training.StyleForgeConfig(**FAST))  # 4096 wide too
 
 
 @pytest.mark.skipif(os.environ.get(FULL_T5) != "1", reason=f"builds a full-size T5-XXL (4.7B parameters, 9.5 GB): "

@@ -52,8 +52,13 @@ def text_encoder_widths(clip) -> dict[str, int]:
 
 
 def require_matching_clip(model, clip) -> dict[str, int]:
-    """The text encoders' widths; the features they give together must be as wide as the model takes."""
+    """The text encoders' widths; the features they give together must be as wide as the model takes (and
+    FLUX.1's must be its own pair: SD3.5's CLIP gives 4096-wide features too, but another pooled vector)."""
     widths = text_encoder_widths(clip)
+    family = host.models.model_family(model)
+    if family in FLUX_FAMILIES and not host.models.has_flux_text_encoders(clip):
+        raise InputError("clip", f"is not FLUX.1's text encoder pair (CLIP-L and T5-XXL), which the {family} model "
+                         "reads.", "Load them with DualCLIPLoader: clip_l and t5xxl, type flux.")
     width, expected = host.models.text_feature_width(clip), host.models.text_context_width(model)
     if width != expected:
         raise InputError("clip", f"gives {width}-wide text features but the model expects {expected}.",
