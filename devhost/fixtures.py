@@ -342,7 +342,8 @@ def _one_thread() -> None:
 
 def install_all(processes: int = 2) -> dict[str, Path]:
     """Every fixture, {name: its path in the model folders}. Those not cached yet are built side by side
-    in `processes` fresh processes (one torch thread each), the slowest (those with CLIP-G) first."""
+    in `processes` fresh processes (one torch thread each), the slowest (those with CLIP-G, and FLUX.1's
+    wide blocks) first."""
     missing = sorted((fx for fx in ALL_FIXTURES if not cached_file(fx).exists()),
                      key=lambda fx: fx.family not in ("SDXL", "SD3", "Flux"))
     if len(missing) > 1:

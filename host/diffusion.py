@@ -69,9 +69,6 @@ def noised(model, latent: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor
     return _sampling(model).noise_scaling(sigma, noise, latent)
 
 
-DEFAULT_GUIDANCE = 3.5  # what ComfyUI gives FLUX.1 [dev] when the conditioning has none (FluxGuidance's default)
-
-
 def _size_kwargs(original: tuple[int, int], crop_top_left: tuple[int, int], target: tuple[int, int]) -> dict:
     """SDXL's size conditioning under the names ComfyUI's SDXL.encode_adm reads (width/height: the original)."""
     (height, width), (crop_h, crop_w), (target_height, target_width) = original, crop_top_left, target
@@ -80,12 +77,13 @@ def _size_kwargs(original: tuple[int, int], crop_top_left: tuple[int, int], targ
 
 
 def model_inputs(model, cond: torch.Tensor, pooled: torch.Tensor | None, latent: torch.Tensor,
-                 sizes: list | None = None, guidance: float = DEFAULT_GUIDANCE) -> dict:
+                 sizes: list | None = None, guidance: float | None = None) -> dict:
     """Keyword inputs of `apply_model` for this family: cross-attention, and SDXL's pooled output with
     each sample's size conditioning (`sizes`: objects with `original`, `crop_top_left` and `target`
     (height, width) pairs; without them, the latent's own size and no crop, which is what stock
-    sampling passes), and a guidance-distilled model's (FLUX.1 [dev]) guidance scale. Families without
-    size conditioning ignore `sizes`, those without a guidance input `guidance`."""
+    sampling passes), and a guidance-distilled model's (FLUX.1 [dev]) guidance scale (None: ComfyUI's
+    default). Families without size conditioning ignore `sizes`, those without a guidance input
+    `guidance`."""
     side = (latent.shape[-2] * 8, latent.shape[-1] * 8)
     geometry = [(side, (0, 0), side)] * latent.shape[0] if sizes is None else [
         (size.original, size.crop_top_left, size.target) for size in sizes]
@@ -93,7 +91,8 @@ def model_inputs(model, cond: torch.Tensor, pooled: torch.Tensor | None, latent:
     inputs = []
     for rows in groups:
         conds = model.model.extra_conds(cross_attn=cond[rows], pooled_output=None if pooled is None else pooled[rows],
-                                        noise=latent[rows], device=latent.device, guidance=guidance,
+                                        noise=latent[rows], device=latent.device,
+                                        **({} if guidance is None else {"guidance": guidance}),
                                         **_size_kwargs(*geometry[rows][0]))
         inputs.append({name: c.cond for name, c in conds.items()})
     return {name: torch.cat([i[name] for i in inputs]) for name in inputs[0]}

@@ -36,6 +36,16 @@ def text_context_width(model) -> int:
     return int(config["context_embedder_config"]["params"]["in_features"])
 
 
+def pooled_input_width(model) -> int | None:
+    """The width of the pooled text vector a DiT takes (SD3.5: CLIP-L and CLIP-G's 2048; FLUX.1: CLIP-L's
+    768); None for a UNet (SDXL's ADM input holds its size embeddings beside the pooled vector)."""
+    if has_unet(model):
+        return None
+    config = model.model.model_config.unet_config
+    width = config.get("vec_in_dim", config.get("adm_in_channels"))
+    return None if width is None else int(width)
+
+
 def _encoder_slot(clip, key: str) -> str | None:
     """The attribute of ComfyUI's text-encoder model that holds the encoder of tokenizer key `key`
     ("clip_l" for "l", "t5xxl" for "t5xxl"), None if it has none."""

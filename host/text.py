@@ -35,9 +35,13 @@ def with_token_embeddings(tokens: dict, slots: dict[str, list[tuple[int, int]]],
     return out
 
 
-def conditioning_widths(conditioning: list) -> list[int]:
-    """Width of the text features of each entry of a CONDITIONING."""
-    return [int(cond.shape[-1]) for cond, _ in conditioning]
+def conditioning_widths(conditioning: list) -> list[tuple[int, int | None]]:
+    """(text features' width, pooled vector's width or None) of each entry of a CONDITIONING."""
+    def pooled_width(extra: dict) -> int | None:
+        pooled = extra.get("pooled_output")
+        return None if pooled is None else int(pooled.shape[-1])
+
+    return [(int(cond.shape[-1]), pooled_width(extra)) for cond, extra in conditioning]
 
 
 def encode_tokens(clip, tokens: dict) -> list:
@@ -46,10 +50,11 @@ def encode_tokens(clip, tokens: dict) -> list:
 
 
 def encode_tokens_frozen(clip, tokens: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(text features, pooled) as stock CLIP Text Encode computes them (ComfyUI loads the text encoder
-    as it needs), as ordinary tensors that can enter autograd as constants."""
-    with torch.inference_mode(False), torch.no_grad():
-        return tuple(clip.encode_from_tokens(tokens, return_pooled=True))
+    """The text features and pooled output stock CLIP Text Encode computes (ComfyUI loads the text
+    encoder as it needs), copied to ordinary tensors that can enter autograd as constants."""
+    cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
+    with torch.inference_mode(False):
+        return cond.clone(), None if pooled is None else pooled.clone()
 
 
 def encode_tokens_for_training(clip, tokens: dict) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -50,13 +50,19 @@ def check_strength(strength: float) -> None:
 
 
 def check_conditioning(model, conditioning: list, input_name: str) -> None:
-    """Refuse text features of another model family (e.g. SD2's 1024-wide CLIP-H into an SD1.5 UNet)."""
-    width = host.models.text_context_width(model)
-    for found in host.text.conditioning_widths(conditioning):
+    """Refuse text features of another model family (e.g. SD2's 1024-wide CLIP-H into an SD1.5 UNet, or
+    SD3.5's 2048-wide pooled vector into FLUX.1, whose text features are 4096 wide as SD3.5's are)."""
+    width, pooled = host.models.text_context_width(model), host.models.pooled_input_width(model)
+    for found, found_pooled in host.text.conditioning_widths(conditioning):
         if found != width:
-            raise InputError(input_name, f"has {found}-wide text features but the model expects {width}: "
-                             "it was made by another model family's CLIP.",
-                             "Encode the prompt with the CLIP of the checkpoint the model comes from.")
+            mismatch = f"{found}-wide text features but the model expects {width}"
+        elif pooled is not None and found_pooled is not None and found_pooled != pooled:
+            mismatch = f"a {found_pooled}-wide pooled vector but the model expects {pooled}"
+        else:
+            continue
+        raise InputError(input_name, f"has {mismatch}: it was made by another model family's CLIP.",
+                         "Encode the prompt with the CLIP loaded with the model (its checkpoint's, or its text "
+                         "encoders' loader).")
 
 
 def self_consistent_plan(model, strength: float, steps: int, scheduler: str) -> InversionPlan:

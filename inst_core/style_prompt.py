@@ -30,6 +30,10 @@ CLIP_TEXT_ENCODERS = ("l", "g", "h")  # ComfyUI's tokenizer keys of CLIP-L, CLIP
 
 def require_clip_text_encoders(clip) -> list[str]:
     """The tokenizer keys of the CLIP's text encoders, which must all be CLIP ones (no T5)."""
+    if host.models.has_flux_text_encoders(clip):
+        raise InputError("clip", "is FLUX.1's text encoder pair; an InST style token lives in CLIP text encoders, and "
+                         "FLUX.1 reads the prompt's tokens from T5-XXL alone.",
+                         "Use InST with an SD1.x, SD2.x, SDXL or SD3.5 model and its CLIP.")
     keys = list(host.models.text_encoder_widths(clip))
     others = [key for key in keys if key not in CLIP_TEXT_ENCODERS]
     if others:

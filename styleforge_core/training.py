@@ -281,9 +281,9 @@ def encode_set(model, vae, images: ImageSet, prompt: str, config: StyleForgeConf
 
 class TextConditioner:
     """Prompt -> (text features, pooled). A text encoder that trains encodes each call's prompts anew,
-    with gradients. A frozen one's prompts are encoded once, all of them before training starts
-    (`encode_ahead`), so it need not stay on the device while the diffusion model trains (FLUX.1's
-    T5-XXL: 9.5 GB in fp16)."""
+    with gradients. A frozen one's prompts are read from `cache`, where they were all encoded before
+    training started (`encode_ahead`), so the encoder need not stay on the device while the diffusion
+    model trains (FLUX.1's T5-XXL: 4.7B parameters)."""
 
     def __init__(self, clip, device: torch.device, frozen: bool):
         self.clip, self.device, self.frozen = clip, device, frozen
@@ -297,15 +297,19 @@ class TextConditioner:
                 cond, pooled = host.text.encode_tokens_frozen(self.clip, host.text.tokenize(self.clip, prompt))
                 self.cache[prompt] = cond.to(self.device), None if pooled is None else pooled.to(self.device)
 
+    def frozen_now(self, prompts: list[str]) -> TextConditioner:
+        """A frozen copy holding `prompts` as the training text encoder encodes them now (the evaluation
+        set: the weights do not change while it runs, so each prompt is encoded once)."""
+        frozen = TextConditioner(self.clip, self.device, frozen=True)
+        frozen.cache = {prompt: self._encode(prompt) for prompt in dict.fromkeys(prompts)}
+        return frozen
+
     def _encode(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         cond, pooled = host.text.encode_tokens_for_training(self.clip, host.text.tokenize(self.clip, prompt))
         return cond.to(self.device), pooled.to(self.device) if pooled is not None else None
 
     def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        encoded = self.cache if self.frozen else {}
-        for prompt in dict.fromkeys(prompts):
-            if prompt not in encoded:
-                encoded[prompt] = self._encode(prompt)
+        encoded = self.cache if self.frozen else {prompt: self._encode(prompt) for prompt in dict.fromkeys(prompts)}
         cond = torch.cat([encoded[p][0] for p in prompts])
         pooled = [encoded[p][1] for p in prompts]
         return cond, torch.cat(pooled) if pooled[0] is not None else None
@@ -368,13 +372,12 @@ def prediction_errors(model, conditioner: TextConditioner, draws: list[Draw], ga
 
 @torch.no_grad()
 def evaluation_loss(model, conditioner: TextConditioner, components: list[Component]) -> float:
-    """StyleRef loss on the kit's fixed evaluation set: every image's first view. The weights do not
-    change while it runs, so each prompt is encoded once for all its timesteps, even while the text
-    encoder trains (a frozen one's prompts come from the training's own cache)."""
-    if not conditioner.frozen:
-        conditioner = TextConditioner(conditioner.clip, conditioner.device, frozen=True)
+    """StyleRef loss on the kit's fixed evaluation set: every image's first view, each prompt encoded
+    once for all its timesteps (a frozen text encoder's come from the training's own cache)."""
     batches = [(c.images, views) for c in components
                for views in by_shape(c.images.latents, c.images.first_views())]  # one latent size each
+    if not conditioner.frozen:
+        conditioner = conditioner.frozen_now([images.prompts[i] for images, views in batches for i in views])
 
     def loss(index: int, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         images, views = batches[index]
@@ -474,7 +477,8 @@ def validator(model, clip, vae, sets: TrainingSets, components: list[Component],
 
     references = [*sets.style.images, *(sets.backgrounds.images if config.method == "Multi" else ())]
     latent_shape = components[0].images.square_latent_shape(config.resolution)
-    return Validator(settings, prompts, model, clip, vae, latent_shape, condition, references, config.steps)
+    return Validator(settings, prompts, model, clip, vae, latent_shape, condition, references, config.steps,
+                     clip_trains=config.train_text_encoder)
 
 
 def _notes(config: StyleForgeConfig, sets: TrainingSets, start_step: int, seconds_per_step: float,
@@ -536,8 +540,6 @@ def train_styleforge(model, clip, vae, sets: TrainingSets, config: StyleForgeCon
                      resume: StyleForgeLoRA | None = None,
                      validation: ValidationSettings | None = None) -> TrainingResult[StyleForgeLoRA]:
     """StyleForge on the models ComfyUI loaded, the prompts through `clip`."""
-    check_family(config, model)
-    require_matching_clip(model, clip)
     text = TextConditioner(clip, host.models.compute_device(model), frozen=not config.train_text_encoder)
     return train_styleforge_on_text(model, text, vae, sets, config, progress_bar, checkpoint_path, resume, validation)
 
@@ -546,9 +548,12 @@ def train_styleforge_on_text(model, text: TextConditioner, vae, sets: TrainingSe
                              progress_bar: host.progress.StepProgress | None = None,
                              checkpoint_path: Path | None = None, resume: StyleForgeLoRA | None = None,
                              validation: ValidationSettings | None = None) -> TrainingResult[StyleForgeLoRA]:
-    """The training run, the prompts' text features from `text` (its CLIP: the one validation samples with)."""
+    """The training run, the prompts' text features from `text` (its CLIP, if any, must match the model;
+    validation samples with it)."""
     check_inputs(config, sets)
     family = check_family(config, model)
+    if text.clip is not None:
+        require_matching_clip(model, text.clip)
     config = resumed_config(config, resume, family)
     start_step = resume.steps if resume is not None else 0
     device = host.models.compute_device(model)

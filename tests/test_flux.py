@@ -200,9 +200,10 @@ def _prediction(host, model, latent: torch.Tensor, noise: torch.Tensor) -> torch
 
 
 def test_gradient_checkpointing_per_flux_block_gives_the_same_adapter_gradients(pkg, flux):
-    """ComfyUI's Flux blocks add residuals in place; the trainer saves copies of their input streams for
-    backward. With each double- and single-stream block checkpointed (recomputed in backward) the
-    adapters' gradients are those of a pass that keeps every activation."""
+    """ComfyUI's Flux blocks add residuals in place; the trainer hands them views whose `+=` adds out of
+    place. With each double- and single-stream block checkpointed (recomputed in backward from its
+    inputs, which must not have changed) the adapters' gradients are those of a pass that keeps every
+    activation."""
     from inst_styleforge import host
     from inst_styleforge.styleforge_core.lora import LoRANetwork
     from inst_styleforge.styleforge_core.lora_targets import lora_targets
@@ -255,20 +256,24 @@ def test_the_stochastic_inversion_starts_flux_at_the_flow_formula(pkg, flux):
     assert transferred.shape == content["samples"].shape and torch.isfinite(transferred).all()
 
 
-def test_flux_refuses_a_trained_text_encoder_and_another_familys_clip_and_inst_refuses_flux_with_the_reason(
+def test_flux_refuses_a_trained_text_encoder_and_another_familys_text_and_inst_refuses_flux_with_the_reason(
         pkg, flux, sets, sd35):
-    from inst_styleforge.inst_core.style_prompt import INST_FAMILIES
+    from inst_styleforge.inst_core import inversion
+    from inst_styleforge.inst_core import training as inst_training
     from inst_styleforge.styleforge_core import training
     from inst_styleforge.training_kit.errors import InputError
-    from inst_styleforge.training_kit.model_checks import require_model_family
 
     with pytest.raises(InputError, match="text_encoder_lr.*T5-XXL.*Set text_encoder_lr to 0"):
         _train(training, flux, dataclasses.replace(sets, backgrounds=None), text_encoder_lr=1e-4)
-    with pytest.raises(InputError, match="is a Flux model.*not FLUX.1: its DiT reads the prompt's tokens from T5-XXL"):
-        require_model_family(flux[0], INST_FAMILIES)
     model, vae = flux
-    with pytest.raises(InputError, match="Input 'clip': is not FLUX.1's text encoder pair.*DualCLIPLoader"):
-        training.train_styleforge(model, sd35[1], vae, sets, training.StyleForgeConfig(**FAST))  # 4096 wide too
+    with pytest.raises(InputError, match="is a Flux model.*not FLUX.1: its DiT reads the prompt's tokens from T5-XXL"):
+        inst_training.train_style(model, sd35[1], vae, None, [], inst_training.InSTTrainingConfig())
+    with pytest.raises(InputError, match="Input 'clip': is not FLUX.1's text encoder pair.*DualCLIPLoader"):  # 4096 too
+        training.train_styleforge(model, sd35[1], vae, sets, training.StyleForgeConfig(**FAST, method="Multi"))
+    with torch.inference_mode():
+        sd35_conditioning = sd35[1].encode_from_tokens_scheduled(sd35[1].tokenize("a cubist painting"))
+    with pytest.raises(InputError, match="'positive': has a 2048-wide pooled vector but the model expects 768"):
+        inversion.predicted_noise_source(model, sd35_conditioning, torch.tensor([0.9, 0.5, 0.0]), 0)
 
 
 @pytest.mark.skipif(os.environ.get(FULL_T5) != "1", reason=f"builds a full-size T5-XXL (4.7B parameters, 9.5 GB): "
@@ -281,7 +286,9 @@ def test_styleforge_trains_flux_from_its_own_text_encoders(pkg, flux, sets, capl
     import comfy.lora
     import comfy.sd
     from inst_styleforge import host
+    from inst_styleforge.inst_core.style_prompt import require_clip_text_encoders
     from inst_styleforge.styleforge_core import training
+    from inst_styleforge.training_kit.errors import InputError
     from inst_styleforge.training_kit.validation import ValidationSettings
 
     t5_shape_keys = {"encoder.block.23.layer.1.DenseReluDense.wi_1.weight": (10240, 4096),
@@ -297,6 +304,8 @@ def test_styleforge_trains_flux_from_its_own_text_encoders(pkg, flux, sets, capl
             fill = torch.randn(p.shape, generator=generator) * (0.02 if p.dim() > 1 else 0.0) + (p.dim() == 1)
             p.copy_(fill.to(p.dtype))
     assert host.models.text_feature_width(clip) == 4096
+    with pytest.raises(InputError, match="Input 'clip': is FLUX.1's text encoder pair; an InST style token"):
+        require_clip_text_encoders(clip)  # InST's conditioner and trainer
     sets = dataclasses.replace(sets, backgrounds=None)
     model, vae = flux
     validation = ValidationSettings(every=2, steps=2, cfg=1.0, seed=0, filename_prefix="test_flux/validation")

@@ -188,7 +188,7 @@ def test_a_model_of_a_family_it_does_not_train_is_refused_naming_those_it_does(s
     assert not refused.ok
     assert refused.error["exception_message"].startswith(
         "Input 'model': is a SD15_instructpix2pix model; this node needs a Stable Diffusion model: an SD1.x, SD2.x or "
-        "SDXL UNet, or SD3/SD3.5's MMDiT, or FLUX.1's DiT.")
+        "SDXL UNet, or SD3/SD3.5's MMDiT, or FLUX.1 [dev]'s DiT.")
     assert not (LORAS / "styleforge_test" / "pix2pix.safetensors").exists()
 
 

@@ -96,6 +96,9 @@ def test_each_step_backpropagates_the_mean_over_micro_batches_of_styleref_mse_pl
         components, aux_set = training.prepare_components(model, vae, styleforge_sets if config.method == "Multi"
                                                           else sets, config, torch.Generator().manual_seed(0))
     by_name = dict(zip(("styleref", "backgrounds"), components))
+    conditioner = training.TextConditioner(clip, host.models.compute_device(model), frozen=True)
+    with torch.inference_mode():
+        conditioner.encode_ahead([p for images in [*(c.images for c in components), aux_set] for p in images.prompts])
     with torch.inference_mode(), host.trainable.training_context(model, clip):
         targets = lora_targets(model, clip, include_conv=False, include_text_encoder=False)
         network = LoRANetwork(targets, config.rank, config.alpha, seed=0)
@@ -103,7 +106,6 @@ def test_each_step_backpropagates_the_mean_over_micro_batches_of_styleref_mse_pl
             torch.nn.init.normal_(adapter.up.weight, std=0.01)  # non-zero, so every weight gets a gradient
         params = list(network.parameters())
         with network.attached(targets):
-            conditioner = training.TextConditioner(clip, host.models.compute_device(model), frozen=True)
             precision = Precision("cpu", None)
             step = training.accumulate_gradients(model, conditioner, precision, components, aux_set, config,
                                                  case["step"], lambda loss: loss.backward())

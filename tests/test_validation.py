@@ -93,9 +93,22 @@ def test_validating_changes_nothing_training_learns_and_repeats_its_images_in_ne
 
 
 def test_styleforge_validates_its_own_prompt_and_scores_only_with_clip_vision(kit, sd15, clip_vision, output_folder,
-                                                                             styleforge_sets):
+                                                                             styleforge_sets, monkeypatch):
+    """StyleForge validates "[V] style" and scores against its StyleRef images only with a CLIP vision
+    model. With the text encoder frozen, neither training nor a validation round loads it for training
+    (its prompts were encoded before training; on FLUX.1 that keeps T5-XXL off the device)."""
+    from inst_styleforge import host
+
     _, styleforge, datasets, validation = kit
     model, clip, vae = sd15
+    loaded_for_training = []
+    load_for_training = host.trainable.load_for_training
+
+    def recording(model=None, clip=None):
+        loaded_for_training.append(clip)
+        return load_for_training(model, clip)
+
+    monkeypatch.setattr(host.trainable, "load_for_training", recording)
     one_painting = datasets.from_batch(styleforge_sets.style.images[0])  # one reference to score against
     sets = dataclasses.replace(styleforge_sets, style=one_painting, backgrounds=None)
     config = styleforge.StyleForgeConfig(**dict(SF_FAST, steps=1))
@@ -112,6 +125,7 @@ def test_styleforge_validates_its_own_prompt_and_scores_only_with_clip_vision(ki
     assert [(r.step, r.score) for r in unscored.validation.rounds] == [(0, None), (1, None)]
     assert scored.losses == unscored.losses
     assert "best" in scored.validation.summary() and "best" not in unscored.validation.summary()
+    assert len(loaded_for_training) == 4 and set(loaded_for_training) == {None}  # per run: training, round 0
 
 
 def test_loss_curve_draws_the_scores_and_marks_the_best_step(kit):

@@ -1,6 +1,6 @@
 """Which loaded models the nodes accept: a family the method carries over to (Stable Diffusion: an
-SD1.x, SD2.x or SDXL UNet, or SD3/SD3.5's MMDiT; for StyleForge also FLUX.1's DiT), and the CLIP of the
-same checkpoint."""
+SD1.x, SD2.x or SDXL UNet, or SD3/SD3.5's MMDiT; for StyleForge and the inversion also FLUX.1 [dev]'s
+DiT), and the CLIP loaded with the model."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from .errors import InputError
 UNET_FAMILIES = ("SD15", "SD20", "SD21UnclipL", "SD21UnclipH", "SDXL", "SDXLRefiner", "SSD1B", "Segmind_Vega",
                  "KOALA_700M", "KOALA_1B")
 SD3_FAMILY = "SD3"  # ComfyUI's one class for SD3 and SD3.5 (MMDiT, flow matching)
-FLUX_FAMILIES = ("Flux", "FluxSchnell")  # FLUX.1 [dev] (guidance-distilled) and [schnell]
+# FLUX.1 [dev] (guidance-distilled). Not [schnell] (ComfyUI's FluxSchnell): timestep-distilled for few-step
+# sampling, it needs training tricks of its own (such as ai-toolkit's assistant adapter) that this has not.
+FLUX_FAMILIES = ("Flux",)
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Families:
 STABLE_DIFFUSION = Families((*UNET_FAMILIES, SD3_FAMILY),
                             "a Stable Diffusion model: an SD1.x, SD2.x or SDXL UNet, or SD3/SD3.5's MMDiT")
 STABLE_DIFFUSION_OR_FLUX = Families((*STABLE_DIFFUSION.names, *FLUX_FAMILIES),
-                                    f"{STABLE_DIFFUSION.described}, or FLUX.1's DiT")
+                                    f"{STABLE_DIFFUSION.described}, or FLUX.1 [dev]'s DiT")
 
 
 def require_model_family(model, families: Families, input_name: str = "model") -> str:
@@ -56,9 +58,13 @@ def require_matching_clip(model, clip) -> dict[str, int]:
     FLUX.1's must be its own pair: SD3.5's CLIP gives 4096-wide features too, but another pooled vector)."""
     widths = text_encoder_widths(clip)
     family = host.models.model_family(model)
-    if family in FLUX_FAMILIES and not host.models.has_flux_text_encoders(clip):
+    flux_clip = host.models.has_flux_text_encoders(clip)
+    if family in FLUX_FAMILIES and not flux_clip:
         raise InputError("clip", f"is not FLUX.1's text encoder pair (CLIP-L and T5-XXL), which the {family} model "
                          "reads.", "Load them with DualCLIPLoader: clip_l and t5xxl, type flux.")
+    if flux_clip and family not in FLUX_FAMILIES:
+        raise InputError("clip", f"is FLUX.1's text encoder pair, but the model is {family}.",
+                         "Use the CLIP loaded with the model (its checkpoint's, or its text encoders' loader).")
     width, expected = host.models.text_feature_width(clip), host.models.text_context_width(model)
     if width != expected:
         raise InputError("clip", f"gives {width}-wide text features but the model expects {expected}.",
