@@ -185,10 +185,13 @@ def _out_of_place_residuals(block: torch.nn.Module, patches: TrainingPatches) ->
     which autograd cannot differentiate through once a stream has been saved for backward (by the
     norm that reads it), and which would change a checkpointed block's inputs before its recompute.
     The block gets its tensors as views whose `+=` adds out of place: the same values, nothing
-    written into them."""
+    written into them. Without autograd (evaluation, validation sampling) it runs as ComfyUI wrote it."""
     forward = block.forward
 
     def run(*args, **kwargs):
+        if not torch.is_grad_enabled():
+            return forward(*args, **kwargs)
+
         def wrapped(value):
             return value.as_subclass(_OutOfPlaceAdds) if isinstance(value, torch.Tensor) else value
 
