@@ -48,7 +48,7 @@ class Fixture:
     folder: str  # ComfyUI model folder under base/models
     kind: str  # "checkpoint", "clip_vision" or "unet" (a diffusion model alone, for UNETLoader)
     family: str = "SD15"  # checkpoints: ComfyUI's supported-model class the file is built for
-    unet: str = "sd15_one_level"  # checkpoints: a key of UNET_LAYOUTS (or MMDIT_LAYOUTS for SD3)
+    unet: str = "sd15_one_level"  # checkpoints: a key of UNET_LAYOUTS (MMDIT_LAYOUTS for SD3, FLUX_LAYOUTS for Flux)
     vae: str = "taesd"
     seed: int = 0
 

@@ -324,5 +324,5 @@ def training_context(model=None, clip=None, gradient_checkpointing: bool = False
                 for block in getattr(diffusion_model, name, ()):
                     _out_of_place_residuals(block, patches)
             if gradient_checkpointing:
-                _checkpoint_blocks(model.model.diffusion_model, patches)
+                _checkpoint_blocks(diffusion_model, patches)
         yield patches

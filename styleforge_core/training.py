@@ -2,14 +2,14 @@
 
 Every step holds one StyleRef sample bound to "[V] style" and one Aux sample bound to "style"; the
 loss is MSE_ref + lambda * MSE_aux in the model's own parameterisation (epsilon for SD1.x, v for SD2.x
-768-v, the flow-matching velocity for SD3.5). The two terms go through the model as one batch or one
-after the other (`passes`). Multi alternates its two
-components micro-batch by micro-batch (people bound to "[V] style", backgrounds to "[W] style"), each with its own
-Aux weight lambda. Only LoRA adapters are optimised; the UNet, text encoder and VAE weights stay
+768-v, the flow-matching velocity for SD3.5 and FLUX.1). The two terms go through the model as one
+batch or one after the other (`passes`). Multi alternates its two components micro-batch by
+micro-batch (people bound to "[V] style", backgrounds to "[W] style"), each with its own Aux weight
+lambda. Only LoRA adapters are optimised; the diffusion model, text encoder and VAE weights stay
 bit-for-bit the same.
 
-Latents are encoded once (a few random crops per image, plain and flipped); text embeddings are
-encoded once per prompt while the text encoder is frozen. Each step's randomness comes from a
+Latents are encoded once (a few random crops per image, plain and flipped); a frozen text encoder
+encodes each prompt once, before training. Each step's randomness comes from a
 generator seeded by (seed, step), so a resumed run draws exactly what an uninterrupted one would, and
 each checkpoint keeps the optimizer's state beside it, so the resumed run ends at the same LoRA.
 """
@@ -197,7 +197,7 @@ def check_inputs(config: StyleForgeConfig, sets: TrainingSets) -> None:
     if config.aspect_buckets and config.resolution % BUCKET_STEP:
         raise InputError("resolution", f"is {config.resolution}, but with aspect_buckets every side is a multiple of "
                          f"{BUCKET_STEP} px, so the square bucket would not be {config.resolution} px.",
-                         f"Use a multiple of {BUCKET_STEP} (512 for SD1.x, 1024 for SDXL and SD3.5), or turn "
+                         f"Use a multiple of {BUCKET_STEP} (512 for SD1.x, 1024 for SDXL, SD3.5 and FLUX.1), or turn "
                          "aspect_buckets off.")
     _check_multi(config, sets)
     _check_aux(config, sets)
